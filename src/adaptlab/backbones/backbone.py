@@ -1,0 +1,39 @@
+"""A backbone: a feature extractor plus what it needs to be used correctly.
+
+Like torchvision's weights API, the backbone carries its preprocessing (input size, mean,
+std, channels), so no notebook re-types normalisation constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from adaptlab.backbones.layer_map import LayerMap
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+
+    def to_dict(self) -> dict:
+        return {"input_size": list(self.input_size), "mean": list(self.mean),
+                "std": list(self.std), "interpolation": self.interpolation,
+                "crop_pct": self.crop_pct}
+
+
+@dataclass
+class Backbone:
+    """``module(x)`` returns pooled features of size ``num_features``."""
+
+    name: str
+    module: nn.Module
+    num_features: int
+    layer_map: LayerMap
+    preprocessing: Preprocessing | None = None
+    source: str = ""

@@ -1,0 +1,34 @@
+"""Read weight files safely: safetensors, or a tensor-only checkpoint (never arbitrary pickles)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from adaptlab.errors import AdaptlabError
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """A flat ``{name: tensor}`` dict from ``.safetensors`` or ``.pth``/``.pt``/``.bin``.
+
+    Torch checkpoints load with ``weights_only=True``: only tensors and plain containers are
+    accepted, so an untrusted file cannot run code.
+    """
+    if not path.is_file():
+        raise AdaptlabError(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or foreign file: name it, show why
+        raise AdaptlabError(f"weights file {path} cannot be read ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AdaptlabError(f"weights file {path} does not hold a flat name-to-tensor state dict")
+    return state

@@ -1,0 +1,123 @@
+"""``adaptlab`` command line: ``domains`` and ``run`` (other verbs arrive with their issues).
+
+Bad input ends with one line naming the path, key or value, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from adaptlab.errors import AdaptlabError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="adaptlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    domains = sub.add_parser("domains", help="list installed domains, datasets, backbones")
+    domains.add_argument("--json", action="store_true", help="print JSON")
+
+    run = sub.add_parser("run", help="adapt a backbone to a domain's data")
+    run.add_argument("domain")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--dataset", help="a dataset the domain ships")
+    source.add_argument("--data", help="your own data folder (one sub-folder per class)")
+    run.add_argument("--backbone")
+    run.add_argument("--strategy")
+    run.add_argument("--set", dest="assignments", action="append", default=[],
+                     metavar="KEY=VALUE", help="a training setting or strategy option")
+    run.add_argument("--epochs", type=int)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    run.add_argument("--out", default=None, help="run folder (default runs/DOMAIN-STRATEGY)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def cmd_domains(args: argparse.Namespace) -> int:
+    from adaptlab.plugins.registry import discover_domains
+    from adaptlab.strategies.registry import strategy_names
+
+    found = discover_domains()
+    payload = {"domains": [spec.summary() for spec in found.domains.values()],
+               "strategies": strategy_names(), "errors": found.errors}
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return 0
+    for spec in found.domains.values():
+        print(f"{spec.name:12s} {spec.title}: {spec.description}")
+        print(f"{'':12s} datasets: {', '.join(spec.dataset_names())}")
+        print(f"{'':12s} backbones: {', '.join(spec.backbone_names())}")
+    print(f"strategies: {', '.join(payload['strategies'])}")
+    for error in found.errors:
+        print(f"failed to load plugin {error['plugin']!r}: {error['error']}", file=sys.stderr)
+    return 0
+
+
+def build_run_config(args: argparse.Namespace):
+    from adaptlab.config import RunConfig
+    from adaptlab.plugins.registry import get_domain
+    from adaptlab.strategies.registry import get_strategy_class
+
+    domain = get_domain(args.domain)
+    defaults = dict(domain.defaults)
+    strategy = args.strategy or domain.default_strategy
+    config = RunConfig(domain=args.domain, dataset=args.dataset, data=args.data,
+                       backbone=args.backbone, strategy=strategy,
+                       out=args.out or f"runs/{args.domain}-{strategy}")
+    changes = {k: v for k, v in defaults.items() if k in RunConfig.__dataclass_fields__}
+    for key in ("epochs", "seed", "device"):
+        if getattr(args, key) is not None:
+            changes[key] = getattr(args, key)
+    config = config.validated(changes)
+    return config.with_overrides(args.assignments, get_strategy_class(strategy).option_names())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from adaptlab.config import RunConfig
+    from adaptlab.run import run
+
+    if args.resume:
+        if not args.out:
+            raise AdaptlabError("--resume needs --out RUN_DIR")
+        config = RunConfig(domain=args.domain, out=args.out)
+        if (Path(args.out) / "config.json").is_file():
+            saved = RunConfig.from_file(Path(args.out) / "config.json")
+            if saved.domain != args.domain:
+                raise AdaptlabError(f"--resume: {args.out} is a {saved.domain!r} run, "
+                                    f"not {args.domain!r}")
+    else:
+        config = build_run_config(args)
+    result = run(config, resume=args.resume, progress=not args.quiet)
+    if not result.metrics:
+        print(f"run stopped; continue with: adaptlab run {args.domain} --out {result.run_dir} "
+              "--resume")
+        return 0
+    test, base = result.metrics["final"]["test"], result.metrics["baseline"]["test"]
+    print(f"run folder: {result.run_dir}")
+    print(f"held-out accuracy {test['accuracy']:.3f} (baseline {base['accuracy']:.3f}), "
+          f"macro-F1 {test['macro_f1']:.3f} (baseline {base['macro_f1']:.3f}); trainable "
+          f"{result.costs['trainable_params']:,} of {result.costs['total_params']:,} params")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"domains": cmd_domains, "run": cmd_run}[args.command]
+    try:
+        return handler(args)
+    except AdaptlabError as exc:
+        print(f"adaptlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("adaptlab: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""RunConfig: the one description of a run that the CLI, the widgets and Python calls share."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adaptlab.errors import AdaptlabError
+from adaptlab.schema import from_dict
+
+_IDENTITY_FIELDS = {"domain", "dataset", "data", "backbone", "strategy", "strategy_options", "out"}
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to replay a run; serialises to ``config.json``.
+
+    >>> cfg = RunConfig(domain="wildlife", epochs=3)
+    >>> RunConfig.from_json(cfg.to_json()) == cfg
+    True
+    """
+
+    domain: str
+    dataset: str | None = None
+    data: str | None = None
+    backbone: str | None = None
+    backbone_weights: str | None = field(
+        default=None, metadata={"help": "local weights file (safetensors or .pth) for the backbone"})
+    strategy: str | None = None
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    epochs: int = field(default=5, metadata={"min": 1, "max": 10_000, "help": "training epochs"})
+    batch_size: int = field(default=16, metadata={"min": 1, "max": 65_536})
+    lr: float = field(default=1e-3, metadata={"min": 1e-9, "max": 10.0, "help": "peak learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"min": 0.0, "max": 1.0})
+    warmup_ratio: float = field(default=0.1, metadata={"min": 0.0, "max": 0.9,
+                                                       "help": "fraction of steps warming up"})
+    schedule: str = field(default="cosine", metadata={"choices": ("cosine", "linear", "constant")})
+    grad_accum: int = field(default=1, metadata={"min": 1, "max": 1024})
+    early_stopping_patience: int = field(default=0, metadata={
+        "min": 0, "max": 10_000, "help": "epochs without val improvement before stopping; 0 = off"})
+    class_weighting: str = field(default="balanced", metadata={"choices": ("balanced", "none")})
+    image_size: int | None = field(default=None, metadata={
+        "min": 32, "max": 1024, "help": "override the backbone's input size (smaller = faster)"})
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})
+    device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda", "mps")})
+    mixed_precision: str = field(default="auto", metadata={"choices": ("auto", "no", "bf16", "fp16")})
+    num_workers: int = field(default=0, metadata={"min": 0, "max": 64})
+    out: str = "runs/latest"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        return cls(**json.loads(text))
+
+    @classmethod
+    def from_file(cls, path: Path) -> RunConfig:
+        try:
+            return cls.from_json(path.read_text())
+        except (OSError, ValueError, TypeError) as exc:
+            raise AdaptlabError(f"{path}: cannot read a run config ({exc})") from exc
+
+    def with_overrides(self, assignments: list[str], strategy_keys: set[str]) -> RunConfig:
+        """Apply ``--set KEY=VALUE`` items: a training field, or an option of the strategy."""
+        training: dict[str, Any] = {}
+        strategy = dict(self.strategy_options)
+        training_fields = {f.name for f in dataclasses.fields(self)} - _IDENTITY_FIELDS
+        for item in assignments:
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise AdaptlabError(f"--set {item!r}: expected KEY=VALUE")
+            bare = key.removeprefix("strategy.")
+            if key in training_fields:
+                training[key] = value
+            elif bare in strategy_keys:
+                strategy[bare] = value
+            else:
+                raise AdaptlabError(
+                    f"--set {key}: unknown key; training keys: {sorted(training_fields)}; "
+                    f"strategy {self.strategy!r} keys: {sorted(strategy_keys)}")
+        return dataclasses.replace(self.validated(training), strategy_options=strategy)
+
+    def validated(self, changes: dict[str, Any] | None = None) -> RunConfig:
+        """A copy with ``changes`` applied and every training field range-checked."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in _IDENTITY_FIELDS}
+        values.update(changes or {})
+        checked = from_dict(_TrainingFields, values, owner="run config")
+        return dataclasses.replace(self, **dataclasses.asdict(checked))
+
+
+# The training half of RunConfig, so schema.from_dict can check it without the identity fields.
+_TrainingFields = dataclasses.make_dataclass(
+    "_TrainingFields",
+    [(f.name, f.type, f) for f in dataclasses.fields(RunConfig) if f.name not in _IDENTITY_FIELDS],
+)

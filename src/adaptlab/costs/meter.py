@@ -1,0 +1,105 @@
+"""What a training run costs: parameters, memory by kind, time.
+
+Saved activations are counted with autograd's saved-tensor hooks: every tensor autograd keeps
+for the backward pass goes through the pack hook, so the count is exact on any device,
+including the CPU where no allocator statistics exist. Parameters that autograd saves (a
+weight kept for the input gradient) are not activations and are left out; each storage is
+counted once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple[str, int]:
+    return (str(tensor.device), tensor.untyped_storage().data_ptr())
+
+
+class SavedActivationCounter:
+    """Context manager: bytes of distinct tensors autograd saves inside the block."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._exclude = {_storage_key(p) for p in model.parameters()}
+        self._seen: set[tuple[str, int]] = set()
+        self.bytes = 0
+        self._hooks = None
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        key = _storage_key(tensor)
+        if key not in self._exclude and key not in self._seen:
+            self._seen.add(key)
+            self.bytes += tensor.untyped_storage().nbytes()
+        return tensor
+
+    def __enter__(self) -> SavedActivationCounter:
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+
+def _tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@dataclass
+class CostMeter:
+    """Collects the numbers ``costs.json`` holds."""
+
+    trainable_params: int = 0
+    total_params: int = 0
+    memory_bytes: dict[str, Any] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    train_samples: int = 0
+    epochs_timed: int = 0
+    steps_timed: int = 0
+    device: str = "cpu"
+
+    def measure_model(self, model: nn.Module) -> None:
+        from adaptlab.strategies.base import count_parameters
+
+        self.trainable_params, self.total_params = count_parameters(model)
+        params = list({id(p): p for p in model.parameters()}.values())
+        self.memory_bytes["parameters"] = _tensor_bytes(params)
+        self.memory_bytes["gradients"] = _tensor_bytes(p for p in params if p.requires_grad)
+
+    def measure_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        self.memory_bytes["optimizer"] = _tensor_bytes(
+            v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v))
+
+    def record_activations(self, counted_bytes: int) -> None:
+        self.memory_bytes["activations"] = max(self.memory_bytes.get("activations", 0),
+                                               counted_bytes)
+
+    def record_cuda_peak(self) -> None:
+        self.memory_bytes["peak_cuda"] = (torch.cuda.max_memory_allocated()
+                                          if torch.cuda.is_available() and
+                                          self.device.startswith("cuda") else None)
+
+    def add_epoch(self, seconds: float, samples: int, steps: int) -> None:
+        self.train_seconds += seconds
+        self.train_samples += samples
+        self.epochs_timed += 1
+        self.steps_timed += steps
+
+    def to_dict(self) -> dict[str, Any]:
+        memory = {"parameters": 0, "gradients": 0, "optimizer": 0, "activations": 0,
+                  "peak_cuda": None, **self.memory_bytes}
+        return {
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "trainable_percent": 100.0 * self.trainable_params / max(self.total_params, 1),
+            "memory_bytes": memory,
+            "seconds_per_epoch": self.train_seconds / max(self.epochs_timed, 1),
+            "seconds_per_step": self.train_seconds / max(self.steps_timed, 1),
+            "samples_per_second": self.train_samples / self.train_seconds
+            if self.train_seconds else 0.0,
+            "device": self.device,
+        }

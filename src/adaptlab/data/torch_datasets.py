@@ -1,0 +1,39 @@
+"""Turn a split's samples into a torch Dataset with the backbone's preprocessing.
+
+One builder per modality; domains with a new modality register theirs here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from adaptlab.backbones.backbone import Backbone
+from adaptlab.data.splits import SplitDataset
+from adaptlab.errors import AdaptlabError
+
+_BUILDERS: dict[str, Callable] = {}
+
+
+def register_modality(name: str):
+    def decorate(builder: Callable) -> Callable:
+        _BUILDERS[name] = builder
+        return builder
+
+    return decorate
+
+
+@register_modality("image")
+def _image_dataset(samples, backbone: Backbone, train: bool, options: dict):
+    from adaptlab.data.image_folder import ImageSampleDataset
+    from adaptlab.data.image_transforms import image_transforms
+
+    transform = image_transforms(backbone.preprocessing, train=train,
+                                 size=options.get("image_size"))
+    return ImageSampleDataset(samples, transform)
+
+
+def make_torch_dataset(data: SplitDataset, split: str, backbone: Backbone, train: bool,
+                       options: dict | None = None):
+    if data.modality not in _BUILDERS:
+        raise AdaptlabError(f"no dataset builder for modality {data.modality!r}")
+    return _BUILDERS[data.modality](data.samples[split], backbone, train, options or {})

@@ -1,0 +1,38 @@
+"""Device and precision choice, made once per run: CUDA, then MPS, then CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from adaptlab.errors import AdaptlabError
+
+
+def choose_mixed_precision(requested: str, on_cuda: bool) -> str:
+    if requested == "auto":
+        if not on_cuda:
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if requested != "no" and not on_cuda:
+        raise AdaptlabError(f"mixed_precision={requested} needs a CUDA device; use 'no' or 'auto'")
+    return requested
+
+
+def make_accelerator(device: str, mixed_precision: str, grad_accum: int):
+    """An Accelerator for one run (the global Accelerate state is reset first, so several runs
+    in one notebook kernel do not inherit each other's precision or device)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import DataLoaderConfiguration
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AdaptlabError("device 'cuda' requested but no CUDA device is available")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise AdaptlabError("device 'mps' requested but MPS is not available")
+    on_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    precision = choose_mixed_precision(mixed_precision, on_cuda)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    return Accelerator(cpu=device == "cpu", mixed_precision=precision,
+                       gradient_accumulation_steps=grad_accum,
+                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+                       step_scheduler_with_optimizer=False)

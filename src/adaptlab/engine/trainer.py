@@ -1,0 +1,225 @@
+"""The training loop: ours, on Accelerate.
+
+Accelerate handles devices, mixed precision, gradient accumulation and multiple processes; the
+loop itself stays ours because strategies need per-step hooks (dynamic freezing) and the cost
+meter needs to wrap individual steps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from adaptlab.costs.meter import CostMeter, SavedActivationCounter
+from adaptlab.engine.atomic import atomic_write_with
+from adaptlab.engine.checkpoint import load_latest_checkpoint, save_checkpoint
+from adaptlab.engine.events import EventBus
+from adaptlab.engine.rng import capture_rng, restore_rng
+from adaptlab.engine.schedule import parameter_groups, warmup_schedule
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0  # batches done in the current, unfinished epoch (after a stop)
+    global_step: int = 0
+    best_metric: float | None = None
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+    interrupted: bool = False
+
+
+@dataclass
+class TrainSettings:
+    epochs: int
+    lr: float
+    weight_decay: float
+    warmup_ratio: float
+    schedule: str
+    early_stopping_patience: int = 0
+    max_grad_norm: float = 1.0
+
+
+class Trainer:
+    """Fit a prepared model; emits events on ``bus``; checkpoints into ``run_dir``."""
+
+    def __init__(self, *, model, strategy, task, settings: TrainSettings, train_loader,
+                 eval_loaders: dict, run_dir: Path, bus: EventBus, accelerator,
+                 meter: CostMeter) -> None:
+        self.accelerator = accelerator
+        self.strategy = strategy
+        self.task = task
+        self.settings = settings
+        self.bus = bus
+        self.meter = meter
+        self.run_dir = run_dir
+        self.checkpoint_dir = run_dir / "checkpoints"
+        self.state = TrainState()
+        self.callbacks = list(strategy.callbacks())
+        self._stop_requested = False
+
+        optimizer = torch.optim.AdamW(parameter_groups(model, settings.weight_decay),
+                                      lr=settings.lr)
+        accum = accelerator.gradient_accumulation_steps
+        self.steps_per_epoch = -(-len(train_loader) // accum)
+        total = self.steps_per_epoch * settings.epochs
+        self.scheduler = warmup_schedule(optimizer, settings.schedule, total,
+                                         int(settings.warmup_ratio * total))
+        prepared = accelerator.prepare(model, optimizer, train_loader, *eval_loaders.values())
+        self.model, self.optimizer, self.train_loader = prepared[:3]
+        self.eval_loaders = dict(zip(eval_loaders, prepared[3:], strict=True))
+        meter.measure_model(self.unwrapped)
+
+    @property
+    def unwrapped(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    def request_stop(self) -> None:
+        """Stop after the current step and leave a resumable checkpoint (safe from any thread:
+        it only sets a flag the loop reads)."""
+        self._stop_requested = True
+
+    # -- resume ---------------------------------------------------------------------------
+    def resume(self) -> bool:
+        loaded = load_latest_checkpoint(self.checkpoint_dir)
+        if loaded is None:
+            return False
+        tensors, optimizer_state, state = loaded
+        self.strategy.load_state_dict(state["strategy"])
+        self.strategy.load_changed(self.unwrapped, tensors)
+        self.optimizer.load_state_dict(optimizer_state)
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.accelerator.scaler is not None and state.get("scaler"):
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"])
+        self.state = TrainState(**{**state["train"], "interrupted": False})
+        self.bus.emit("resume", epoch=self.state.epoch, step_in_epoch=self.state.step_in_epoch)
+        return True
+
+    def _save_checkpoint(self) -> None:
+        state = {"train": asdict(self.state), "scheduler": self.scheduler.state_dict(),
+                 "strategy": self.strategy.state_dict(), "rng": capture_rng(),
+                 "scaler": self.accelerator.scaler.state_dict()
+                 if self.accelerator.scaler is not None else None}
+        if self.accelerator.is_main_process:
+            path = save_checkpoint(self.checkpoint_dir, self.state.epoch + (
+                1 if self.state.step_in_epoch else 0),
+                self.strategy.changed_tensors(self.unwrapped),
+                self.optimizer.state_dict(), state)
+            self.bus.emit("checkpoint", epoch=self.state.epoch, path=str(path))
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        while self.state.epoch < self.settings.epochs and not self._stop_requested:
+            self._train_one_epoch()
+            if self.state.interrupted:
+                break
+            self._evaluate_and_track()
+            self._save_checkpoint()
+            self.bus.emit("epoch_end", epoch=self.state.epoch)
+            if self._should_stop_early():
+                self.state.stopped_early = True
+                self.bus.emit("early_stop", epoch=self.state.epoch,
+                              best_epoch=self.state.best_epoch)
+                break
+        if self._stop_requested and self.state.epoch < self.settings.epochs \
+                and not self.state.stopped_early:
+            self.state.interrupted = True
+        if not self.state.interrupted:
+            self._restore_best()
+        return self.state
+
+    def _train_one_epoch(self) -> None:
+        epoch = self.state.epoch + 1
+        loader = self.train_loader
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        skip = self.state.step_in_epoch
+        if skip:
+            loader = self.accelerator.skip_first_batches(loader, skip)
+        self.model.train()
+        self.strategy.train_mode(self.unwrapped)
+        self.bus.emit("epoch_start", epoch=epoch, steps=len(self.train_loader), start=skip)
+        started, samples, steps = time.perf_counter(), 0, 0
+        for step, (inputs, labels) in enumerate(loader, start=skip):
+            for callback in self.callbacks:
+                callback.on_step_start(self)
+            loss = self._train_step(inputs, labels)
+            samples += len(labels)
+            steps += 1
+            self.state.global_step += 1
+            self.bus.emit("step", epoch=epoch, step=step + 1, global_step=self.state.global_step,
+                          loss=loss, lr=self.scheduler.get_last_lr()[0])
+            for callback in self.callbacks:
+                callback.on_step_end(self)
+            if self._stop_requested and step + 1 < len(self.train_loader):
+                self.state.step_in_epoch = step + 1
+                self.state.interrupted = True
+                self._save_checkpoint()
+                self.bus.emit("stopped", epoch=epoch, step=step + 1)
+                return
+        self.meter.add_epoch(time.perf_counter() - started, samples, steps)
+        self.state.epoch = epoch
+        self.state.step_in_epoch = 0
+
+    def _train_step(self, inputs, labels) -> float:
+        first = self.meter.memory_bytes.get("activations") is None
+        with self.accelerator.accumulate(self.model):
+            if first:
+                with SavedActivationCounter(self.unwrapped) as counter:
+                    loss = self.task.loss(self.model(inputs), labels)
+                self.meter.record_activations(counter.bytes)
+            else:
+                loss = self.task.loss(self.model(inputs), labels)
+            self.accelerator.backward(loss)
+            if self.accelerator.sync_gradients:
+                if self.settings.max_grad_norm:
+                    self.accelerator.clip_grad_norm_(
+                        [p for p in self.model.parameters() if p.requires_grad],
+                        self.settings.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                if "optimizer" not in self.meter.memory_bytes:
+                    self.meter.measure_optimizer(self.optimizer)
+        return float(loss.detach())
+
+    def evaluate(self, split: str) -> dict:
+        return self.task.evaluate(self.model, self.eval_loaders[split])
+
+    def _evaluate_and_track(self) -> None:
+        metrics = self.evaluate("val")
+        self.bus.emit("eval", epoch=self.state.epoch, split="val", metrics=metrics)
+        self.state.history.append({"epoch": self.state.epoch, "val": metrics})
+        value = metrics[self.task.monitor]
+        if self.state.best_metric is None or value > self.state.best_metric:
+            self.state.best_metric, self.state.best_epoch = value, self.state.epoch
+            self.state.epochs_without_improvement = 0
+            self._save_best()
+        else:
+            self.state.epochs_without_improvement += 1
+
+    def _should_stop_early(self) -> bool:
+        patience = self.settings.early_stopping_patience
+        return bool(patience) and self.state.epochs_without_improvement >= patience
+
+    def _best_path(self) -> Path:
+        return self.checkpoint_dir / "best.safetensors"
+
+    def _save_best(self) -> None:
+        if self.accelerator.is_main_process:
+            tensors = {k: v.cpu() for k, v in self.strategy.changed_tensors(self.unwrapped).items()}
+            atomic_write_with(self._best_path(), lambda tmp: save_file(tensors, str(tmp)))
+
+    def _restore_best(self) -> None:
+        """End on the best validation epoch's weights, as the report says it does."""
+        if self._best_path().is_file() and self.state.best_epoch != self.state.epoch:
+            self.strategy.load_changed(self.unwrapped, load_file(str(self._best_path())))
+            self.bus.emit("restore_best", epoch=self.state.best_epoch)

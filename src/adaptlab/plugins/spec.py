@@ -1,0 +1,148 @@
+"""The plugin contract: what a domain declares, as plain data.
+
+Everything here is metadata a plugin can build without importing torch. Heavy parts
+(loaders, backbone builders) are named by ``"module:attribute"`` strings and imported only
+when a run uses them, so discovery stays fast (jupyter-ai #1115 is the cautionary tale).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from adaptlab.errors import PluginError
+
+TASKS = ("image-classification", "sequence-classification", "retrieval", "forecasting",
+         "series-classification", "point-classification", "point-segmentation",
+         "field-regression", "field-classification")
+_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
+
+
+def resolve_reference(reference: str) -> Any:
+    """Import ``"package.module:attribute"`` and return the attribute."""
+    module_name, sep, attribute = reference.partition(":")
+    if not sep or not module_name or not attribute:
+        raise PluginError(f"reference {reference!r} is not of the form 'module:attribute'")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attribute)
+    except AttributeError as exc:
+        raise PluginError(f"reference {reference!r}: module has no attribute {attribute!r}") from exc
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset a domain offers.
+
+    ``loader`` names a function ``(options: dict) -> adaptlab.data.SplitDataset``.
+    ``source`` is ``"demo"`` (ships offline), ``"path"`` (user data via ``--data``) or
+    ``"benchmark"`` (downloads when online). ``source_dataset`` names another dataset of the
+    domain with the same classes from a source domain (drawings for photos, a simulator for
+    observations): the zero-shot baseline builds its class prototypes there.
+    """
+
+    name: str
+    task: str
+    description: str
+    loader: str
+    source: str = "demo"
+    source_dataset: str | None = None
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A pre-trained backbone a domain offers.
+
+    ``builder`` names a function ``(options: dict) -> adaptlab.backbones.Backbone``.
+    ``weights`` says where weights come from: ``"offline-package"``, ``"timm-hub"``,
+    ``"hf-hub"`` or ``"local-file"``.
+    """
+
+    name: str
+    description: str
+    builder: str
+    weights: str
+    params_millions: float
+    input_size: tuple[int, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """Everything ``adaptlab domains`` lists and ``adaptlab run`` needs to start."""
+
+    name: str
+    title: str
+    description: str
+    tasks: tuple[str, ...]
+    datasets: tuple[DatasetSpec, ...]
+    backbones: tuple[BackboneSpec, ...]
+    default_dataset: str
+    default_backbone: str
+    default_strategy: str = "head"
+    user_data_loader: str | None = None
+    icon: str = ""
+    explain_defaults: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise PluginError naming the first field that breaks the contract."""
+        if not _NAME.match(self.name):
+            raise PluginError(f"domain name {self.name!r} must be lower case letters, digits, _-.")
+        for attr in ("title", "description"):
+            if not isinstance(getattr(self, attr), str) or not getattr(self, attr).strip():
+                raise PluginError(f"domain {self.name!r}: field {attr!r} must be a non-empty string")
+        if not self.tasks or any(task not in TASKS for task in self.tasks):
+            raise PluginError(f"domain {self.name!r}: tasks {list(self.tasks)} must be among {TASKS}")
+        for kind, items in (("dataset", self.datasets), ("backbone", self.backbones)):
+            names = [item.name for item in items]
+            if not names:
+                raise PluginError(f"domain {self.name!r}: declares no {kind}s")
+            if len(set(names)) != len(names):
+                raise PluginError(f"domain {self.name!r}: duplicate {kind} names in {names}")
+        for dataset in self.datasets:
+            if dataset.task not in self.tasks:
+                raise PluginError(f"domain {self.name!r}: dataset {dataset.name!r} has task "
+                                  f"{dataset.task!r}, not one of the domain's tasks")
+        for dataset in self.datasets:
+            if dataset.source_dataset and dataset.source_dataset not in self.dataset_names():
+                raise PluginError(f"domain {self.name!r}: dataset {dataset.name!r} names "
+                                  f"source_dataset {dataset.source_dataset!r}, not declared")
+        if self.default_dataset not in self.dataset_names():
+            raise PluginError(f"domain {self.name!r}: default_dataset {self.default_dataset!r} "
+                              "is not one of its datasets")
+        if self.default_backbone not in self.backbone_names():
+            raise PluginError(f"domain {self.name!r}: default_backbone {self.default_backbone!r} "
+                              "is not one of its backbones")
+
+    def dataset_names(self) -> list[str]:
+        return [dataset.name for dataset in self.datasets]
+
+    def backbone_names(self) -> list[str]:
+        return [backbone.name for backbone in self.backbones]
+
+    def dataset(self, name: str) -> DatasetSpec:
+        for dataset in self.datasets:
+            if dataset.name == name:
+                return dataset
+        from adaptlab.errors import AdaptlabError
+
+        raise AdaptlabError(f"unknown dataset {name!r} for domain {self.name!r}; "
+                            f"choose from {self.dataset_names()}")
+
+    def backbone(self, name: str) -> BackboneSpec:
+        for backbone in self.backbones:
+            if backbone.name == name:
+                return backbone
+        from adaptlab.errors import AdaptlabError
+
+        raise AdaptlabError(f"unknown backbone {name!r} for domain {self.name!r}; "
+                            f"choose from {self.backbone_names()}")
+
+    def summary(self) -> dict[str, Any]:
+        """The light JSON shape ``adaptlab domains --json`` prints."""
+        return {"name": self.name, "title": self.title, "description": self.description,
+                "tasks": list(self.tasks), "datasets": self.dataset_names(),
+                "backbones": self.backbone_names()}

@@ -1,0 +1,108 @@
+"""One run, end to end: validate everything, then train, evaluate and write the run folder.
+
+Every input is checked before the run folder is touched, so a bad value never damages an
+earlier run. The CLI, the widgets and Python callers all come through :func:`run`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adaptlab.config import RunConfig
+from adaptlab.errors import AdaptlabError
+from adaptlab.plugins.registry import get_domain
+from adaptlab.plugins.spec import DomainSpec, resolve_reference
+from adaptlab.strategies.registry import get_strategy_class
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    costs: dict[str, Any]
+
+
+def complete_config(config: RunConfig, domain: DomainSpec) -> RunConfig:
+    """Fill unset choices with the domain's defaults and range-check the training fields."""
+    changes: dict[str, Any] = {
+        "dataset": config.dataset or (None if config.data else domain.default_dataset),
+        "backbone": config.backbone or domain.default_backbone,
+        "strategy": config.strategy or domain.default_strategy,
+    }
+    return dataclasses.replace(config, **changes).validated()
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    if resume:
+        if not (run_dir / "config.json").is_file():
+            raise AdaptlabError(f"--resume: {run_dir} holds no run (config.json missing)")
+        return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AdaptlabError(f"--out {run_dir} exists and is not a folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise AdaptlabError(f"--out {run_dir} already holds a run; choose another folder or "
+                            "pass --resume to continue it")
+
+
+def load_data(config: RunConfig, domain: DomainSpec):
+    if config.data:
+        if not domain.user_data_loader:
+            raise AdaptlabError(f"domain {domain.name!r} does not read user data (--data)")
+        return resolve_reference(domain.user_data_loader)(config.data, seed=config.seed)
+    spec = domain.dataset(config.dataset)
+    return resolve_reference(spec.loader)({"seed": config.seed})
+
+
+def load_source_data(config: RunConfig, domain: DomainSpec, target):
+    """The dataset's declared source domain (same classes), or None."""
+    if config.data or not domain.dataset(config.dataset).source_dataset:
+        return None
+    source_name = domain.dataset(config.dataset).source_dataset
+    source = resolve_reference(domain.dataset(source_name).loader)({"seed": config.seed})
+    if source.class_names != target.class_names:
+        raise AdaptlabError(f"source dataset {source_name!r} has classes {source.class_names}, "
+                            f"the target has {target.class_names}")
+    return source
+
+
+def build_backbone(config: RunConfig, domain: DomainSpec):
+    spec = domain.backbone(config.backbone)
+    options = dict(spec.options)
+    if config.backbone_weights:
+        options["weights"] = config.backbone_weights
+    return resolve_reference(spec.builder)(options)
+
+
+def run(config: RunConfig, resume: bool = False,
+        subscribers: Iterable[Callable[[dict], None]] = (), progress: bool = True,
+        on_trainer: Callable[[Any], None] | None = None) -> RunResult:
+    """Train and evaluate as ``config`` says; returns what the run folder holds.
+
+    ``on_trainer`` receives the trainer before fitting (the widgets keep it to request a stop).
+    """
+    run_dir = Path(config.out)
+    _check_run_dir(run_dir, resume)
+    if resume:
+        config = RunConfig.from_file(run_dir / "config.json")
+    domain = get_domain(config.domain)
+    config = complete_config(config, domain)
+    strategy = get_strategy_class(config.strategy).from_options(config.strategy_options)
+
+    data = load_data(config, domain)
+    backbone = build_backbone(config, domain)
+    from adaptlab.session import TrainingSession
+
+    session = TrainingSession(config, domain, data, backbone, strategy,
+                              source_data=load_source_data(config, domain, data))
+    session.check()
+    return session.execute(run_dir, resume=resume, subscribers=subscribers, progress=progress,
+                           on_trainer=on_trainer)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())

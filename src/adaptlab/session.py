@@ -1,0 +1,192 @@
+"""A validated run being executed: model assembly, baseline, training, final artefacts."""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from adaptlab.config import RunConfig
+from adaptlab.costs.meter import CostMeter
+from adaptlab.data.splits import SPLITS, SplitDataset
+from adaptlab.data.torch_datasets import make_torch_dataset
+from adaptlab.engine.accelerator import make_accelerator
+from adaptlab.engine.atomic import atomic_write_text
+from adaptlab.engine.events import EventBus, JsonlEventWriter, TerminalProgress
+from adaptlab.engine.rng import seed_everything
+from adaptlab.engine.trainer import Trainer, TrainSettings
+from adaptlab.errors import AdaptlabError
+from adaptlab.plugins.spec import DomainSpec
+from adaptlab.tasks.classification import (
+    ClassificationTask,
+    build_model,
+    class_weights,
+    nearest_class_mean_baseline,
+)
+
+
+class TrainingSession:
+    def __init__(self, config: RunConfig, domain: DomainSpec, data: SplitDataset, backbone,
+                 strategy, source_data: SplitDataset | None = None) -> None:
+        self.config = config
+        self.source_data = source_data
+        self.domain = domain
+        self.data = data
+        self.backbone = backbone
+        self.strategy = strategy
+        self.num_classes = len(data.class_names)
+
+    # -- checks that need the data and the backbone, before the run folder exists ----------
+    def check(self) -> None:
+        _, layer_map = build_model(self.backbone, self.num_classes)
+        self.strategy.check(layer_map)
+
+    def _build_model(self):
+        return build_model(self.backbone, self.num_classes, self.strategy.config)
+
+    def _rebuild_base_model(self):
+        """A fresh model from the original weights (for the adapter round-trip check)."""
+        from adaptlab.run import build_backbone
+
+        fresh = build_backbone(self.config, self.domain)
+        return build_model(fresh, self.num_classes, self.strategy.config)[0]
+
+    def _loaders(self) -> dict[str, DataLoader]:
+        options = {"image_size": self.config.image_size}
+        common = {"batch_size": self.config.batch_size, "num_workers": self.config.num_workers}
+        loaders = {"train": DataLoader(make_torch_dataset(self.data, "train", self.backbone,
+                                                          True, options),
+                                       shuffle=True, **common)}
+        for split in SPLITS:
+            loaders[f"eval_{split}"] = DataLoader(
+                make_torch_dataset(self.data, split, self.backbone, False, options),
+                shuffle=False, **common)
+        return loaders
+
+    # -- the run ---------------------------------------------------------------------------
+    def execute(self, run_dir: Path, resume: bool, subscribers: Iterable[Callable],
+                progress: bool, on_trainer: Callable | None = None):
+        from adaptlab.run import RunResult
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            atomic_write_text(run_dir / "config.json", self.config.to_json() + "\n")
+        bus = EventBus()
+        writer = JsonlEventWriter(run_dir / "events.jsonl")
+        bus.subscribe(writer)
+        if progress:
+            bus.subscribe(TerminalProgress())
+        for subscriber in subscribers:
+            bus.subscribe(subscriber)
+        try:
+            accelerator = make_accelerator(self.config.device, self.config.mixed_precision,
+                                           self.config.grad_accum)
+            seed_everything(self.config.seed, deterministic=accelerator.device.type == "cpu")
+            model, layer_map = self._build_model()
+            loaders = self._loaders()
+            baseline = self._baseline(run_dir, model, loaders, accelerator.device, bus)
+            model = self.strategy.configure(model, layer_map)
+            task = ClassificationTask(self.data.class_names, class_weights(
+                self.data.labels("train"), self.num_classes)
+                if self.config.class_weighting == "balanced" else None)
+            meter = CostMeter(device=str(accelerator.device))
+            settings = TrainSettings(epochs=self.config.epochs, lr=self.config.lr,
+                                     weight_decay=self.config.weight_decay,
+                                     warmup_ratio=self.config.warmup_ratio,
+                                     schedule=self.config.schedule,
+                                     early_stopping_patience=self.config.early_stopping_patience)
+            trainer = Trainer(model=model, strategy=self.strategy, task=task, settings=settings,
+                              train_loader=loaders["train"],
+                              eval_loaders={s: loaders[f"eval_{s}"] for s in SPLITS},
+                              run_dir=run_dir, bus=bus, accelerator=accelerator, meter=meter)
+            if on_trainer:
+                on_trainer(trainer)
+            if resume and not trainer.resume():
+                raise AdaptlabError(f"--resume: {run_dir} has no checkpoint yet")
+            if torch.cuda.is_available() and accelerator.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            bus.emit("train_start", epochs=self.config.epochs, strategy=self.strategy.name,
+                     trainable_params=meter.trainable_params, total_params=meter.total_params)
+            state = trainer.fit()
+            meter.record_cuda_peak()
+            if state.interrupted:
+                bus.emit("run_interrupted", epoch=state.epoch, step=state.step_in_epoch)
+                return RunResult(run_dir, {}, meter.to_dict())
+            final = {split: trainer.evaluate(split) for split in SPLITS}
+            artefacts = self.strategy.save_final(trainer.unwrapped, run_dir, {
+                "check_batch": next(iter(loaders["eval_test"]))[0],
+                "build_base_model": self._rebuild_base_model})
+            metrics = self._metrics(final, baseline, state)
+            costs = {**meter.to_dict(), **artefacts, "environment": _environment()}
+            atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+            atomic_write_text(run_dir / "costs.json", json.dumps(costs, indent=2) + "\n")
+            bus.emit("run_end", test=final["test"], baseline_test=metrics["baseline"]["test"])
+            return RunResult(run_dir, metrics, costs)
+        finally:
+            writer.close()
+
+    def _source_loader(self) -> DataLoader | None:
+        if self.source_data is None:
+            return None
+        everything = [item for split in SPLITS for item in self.source_data.samples[split]]
+        merged = SplitDataset(self.source_data.class_names, {"all": everything},
+                              modality=self.source_data.modality)
+        return DataLoader(make_torch_dataset(merged, "all", self.backbone, False,
+                                             {"image_size": self.config.image_size}),
+                          batch_size=self.config.batch_size)
+
+    def _baseline(self, run_dir: Path, model, loaders, device, bus) -> dict:
+        """Baselines of the unadapted backbone, computed once (a resumed run reads them)."""
+        path = run_dir / "baseline.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        backbone = model.backbone.to(device)
+        eval_loaders = {s: loaders[f"eval_{s}"] for s in SPLITS}
+        names = self.data.class_names
+        result = {"fewshot_ncm": nearest_class_mean_baseline(backbone, eval_loaders, names,
+                                                             device)}
+        source = self._source_loader()
+        if source is not None:
+            result["zeroshot_ncm"] = nearest_class_mean_baseline(backbone, eval_loaders, names,
+                                                                 device, prototype_loader=source)
+        model.to("cpu")
+        atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+        bus.emit("baseline", **{k: round(v["test"]["accuracy"], 4) for k, v in result.items()})
+        return result
+
+    def _metrics(self, final: dict, baselines: dict, state) -> dict[str, Any]:
+        zero_shot = "zeroshot_ncm" in baselines
+        return {
+            "task": "image-classification",
+            "class_names": self.data.class_names,
+            "final": final,
+            "baseline": baselines["zeroshot_ncm" if zero_shot else "fewshot_ncm"],
+            "baseline_method": (
+                "zero-shot: nearest-class-mean on frozen pre-trained features, prototypes from "
+                "the source dataset" if zero_shot else
+                "few-shot: nearest-class-mean on frozen pre-trained features, prototypes from "
+                "the training split"),
+            "reference": {"fewshot_ncm": baselines["fewshot_ncm"]},
+            "history": state.history,
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epoch,
+            "stopped_early": state.stopped_early,
+            "split_sizes": self.data.counts(),
+            "skipped_inputs": {"count": len(self.data.skipped), "files": self.data.skipped},
+        }
+
+
+def _environment() -> dict[str, Any]:
+    import accelerate
+    import peft
+    import timm
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "timm": timm.__version__, "peft": peft.__version__,
+            "accelerate": accelerate.__version__, "platform": platform.platform(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

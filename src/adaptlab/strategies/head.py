@@ -1,0 +1,22 @@
+"""Head-only transfer: a new classification head on a frozen backbone (the wildlife seed's
+recipe: freeze the pre-trained weights, replace only the output layer with new fully
+connected layers)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from adaptlab.backbones.layer_map import LayerMap
+from adaptlab.strategies.base import Strategy, set_requires_grad
+from adaptlab.strategies.registry import register_strategy
+
+
+@register_strategy
+class HeadOnly(Strategy):
+    name = "head"
+    description = "freeze the backbone, train a new Linear or MLP head"
+
+    def configure(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
+        set_requires_grad([model], False)
+        set_requires_grad([model.get_submodule(layer_map.head)], True)
+        return model

@@ -1,0 +1,1 @@
+"""Tasks: the model a backbone becomes, its loss, its metrics and its baseline."""

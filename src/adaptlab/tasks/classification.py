@@ -1,0 +1,152 @@
+"""Classification: backbone + new head, class-weighted loss, metrics, honest baselines.
+
+Baselines use the unadapted backbone and no gradient step: nearest-class-mean (NCM) on the
+frozen pre-trained features, predictions the most cosine-similar class prototype.
+- zero-shot: prototypes from a source domain with the same classes (no target data at all);
+  this is "the unadapted model" when the dataset declares a source;
+- few-shot: prototypes from the target's training split (a strong reference: it already
+  uses the target labels, only without adapting any weight).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
+from torch import nn
+
+from adaptlab.backbones.backbone import Backbone
+from adaptlab.backbones.layer_map import LayerMap
+from adaptlab.errors import AdaptlabError
+
+
+class ClassificationModel(nn.Module):
+    """``task_head(backbone(x))``; ``backbone`` returns pooled features.
+
+    The head is called ``task_head``, not ``head``: peft matches ``modules_to_save`` by string
+    suffix, and ``head`` would also catch a backbone's ``conv_head``.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.task_head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.task_head(self.backbone(x))
+
+
+def build_head(num_features: int, num_classes: int, kind: str, hidden: int,
+               dropout: float) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(num_features, num_classes)
+    return nn.Sequential(nn.Linear(num_features, hidden), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, num_classes))
+
+
+def build_model(backbone: Backbone, num_classes: int, head_options=None
+                ) -> tuple[ClassificationModel, LayerMap]:
+    """The model to adapt; ``head_options`` (a StrategyConfig) shapes the head."""
+    if num_classes < 2:
+        raise AdaptlabError(f"classification needs at least 2 classes, got {num_classes}")
+    kind = getattr(head_options, "head", "linear")
+    hidden = getattr(head_options, "head_hidden", 256)
+    dropout = getattr(head_options, "head_dropout", 0.2)
+    model = ClassificationModel(backbone.module,
+                                build_head(backbone.num_features, num_classes, kind, hidden,
+                                           dropout))
+    return model, backbone.layer_map.prefixed("backbone", head="task_head")
+
+
+def class_weights(labels: Iterable[int], num_classes: int) -> torch.Tensor:
+    """Balanced weights ``n / (k * count_c)``; a class absent from training gets weight 0."""
+    counts = np.bincount(np.asarray(list(labels), dtype=np.int64), minlength=num_classes)
+    weights = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]
+                           ) -> dict:
+    labels = list(range(len(class_names)))
+    per_class = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro",
+                                   zero_division=0)),
+        "kappa": float(cohen_kappa_score(y_true, y_pred, labels=labels))
+        if len(set(y_true.tolist()) | set(y_pred.tolist())) > 1 else 0.0,
+        "per_class_f1": {name: float(v) for name, v in zip(class_names, per_class, strict=True)},
+        "samples": int(len(y_true)),
+    }
+
+
+class ClassificationTask:
+    """What the engine needs from a task: a loss, an evaluation and the metric to monitor."""
+
+    name = "classification"
+    monitor = "macro_f1"  # higher is better; robust to the class imbalance wildlife data have
+
+    def __init__(self, class_names: list[str], weights: torch.Tensor | None = None) -> None:
+        self.class_names = class_names
+        self.weights = weights
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        weight = self.weights.to(logits.device) if self.weights is not None else None
+        return nn.functional.cross_entropy(logits.float(), labels, weight=weight)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader, autocast=None) -> dict:
+        model.eval()
+        truth, preds, losses = [], [], []
+        for inputs, labels in loader:
+            with autocast() if autocast else _nullcontext():
+                logits = model(inputs)
+            losses.append(self.loss(logits, labels).item() * len(labels))
+            truth.append(labels.cpu())
+            preds.append(logits.argmax(dim=1).cpu())
+        y_true = torch.cat(truth).numpy()
+        metrics = classification_metrics(y_true, torch.cat(preds).numpy(), self.class_names)
+        metrics["loss"] = float(sum(losses) / max(len(y_true), 1))
+        return metrics
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+@torch.no_grad()
+def extract_features(backbone: nn.Module, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
+    backbone.eval()
+    feats, labels = [], []
+    for inputs, y in loader:
+        feats.append(backbone(inputs.to(device)).float().cpu())
+        labels.append(y.cpu())
+    return torch.cat(feats), torch.cat(labels)
+
+
+def nearest_class_mean_baseline(backbone: nn.Module, loaders: dict, class_names: list[str],
+                                device, prototype_loader=None) -> dict[str, dict]:
+    """Metrics of cosine nearest-class-mean on frozen features, for every split.
+
+    Prototypes come from ``prototype_loader`` (a source domain) when given, else from the
+    training split.
+    """
+    train_x, train_y = extract_features(backbone, prototype_loader or loaders["train"], device)
+    train_x = nn.functional.normalize(train_x, dim=1)
+    prototypes = torch.stack([
+        train_x[train_y == c].mean(0) if (train_y == c).any() else torch.zeros(train_x.shape[1])
+        for c in range(len(class_names))])
+    prototypes = nn.functional.normalize(prototypes, dim=1)
+    out = {}
+    for split, loader in loaders.items():
+        x, y = (train_x, train_y) if split == "train" and prototype_loader is None \
+            else extract_features(backbone, loader, device)
+        pred = (nn.functional.normalize(x, dim=1) @ prototypes.T).argmax(dim=1)
+        out[split] = classification_metrics(y.numpy(), pred.numpy(), class_names)
+    return out

@@ -1,0 +1,54 @@
+"""Shared fixtures: small image folders generated on the fly, and CLI helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+# Fast settings for runs inside tests: small images, few epochs, CPU.
+FAST = ["--device", "cpu", "--epochs", "2", "--set", "image_size=64", "--set", "batch_size=8",
+        "--quiet"]
+
+
+def write_colour_folder(root: Path, classes=("red", "green", "blue"), per_class: int = 8,
+                        seed: int = 0) -> Path:
+    """Images whose class is their dominant colour channel, with noise: learnable, not trivial."""
+    rng = np.random.default_rng(seed)
+    for index, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 120, size=(48, 48, 3))
+            pixels[..., index % 3] += 120
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{name}{i}.png")
+    return root
+
+
+@pytest.fixture
+def colour_folder(tmp_path: Path) -> Path:
+    return write_colour_folder(tmp_path / "data")
+
+
+def tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    from adaptlab.cli import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -1,0 +1,78 @@
+"""Discovery reads light metadata only, and a broken plugin never takes the others down."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+
+def _install_fake_dist(site: Path, dist: str, module: str, source: str, target: str) -> None:
+    """A real installed distribution as importlib.metadata sees one: a dist-info folder with
+    an entry_points.txt, and its module, on a path that is on sys.path."""
+    info = site / f"{dist}-0.0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text(f"[adaptlab.domains]\n{dist} = {target}\n")
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+def _domains_json(extra_path: Path | None = None) -> dict:
+    env = dict(os.environ)
+    if extra_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(extra_path), env.get("PYTHONPATH", "")])
+    code = textwrap.dedent("""
+        import io, json, sys, contextlib
+        from adaptlab.cli import main
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            status = main(["domains", "--json"])
+        heavy = sorted(m for m in ("torch", "timm", "peft", "transformers") if m in sys.modules)
+        print(json.dumps({"status": status, "payload": json.loads(out.getvalue()),
+                          "heavy": heavy}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_domains_lists_wildlife_without_importing_torch():
+    result = _domains_json()
+    assert result["status"] == 0
+    assert result["heavy"] == []
+    names = [d["name"] for d in result["payload"]["domains"]]
+    assert "wildlife" in names
+    wildlife = next(d for d in result["payload"]["domains"] if d["name"] == "wildlife")
+    assert set(wildlife) == {"name", "title", "description", "tasks", "datasets", "backbones"}
+    assert "efficientnet_lite0" in wildlife["backbones"]
+    assert {"full", "head", "freeze", "lora"} <= set(result["payload"]["strategies"])
+
+
+def test_broken_plugins_are_reported_and_skipped(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    _install_fake_dist(site, "brokenimport", "brokenimport_plugin",
+                       "raise ImportError('needs the missing package frobnicate')\n",
+                       "brokenimport_plugin:DOMAIN")
+    _install_fake_dist(site, "badmeta", "badmeta_plugin", """
+        from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec
+        DOMAIN = DomainSpec(
+            name="badmeta", title="Bad", description="default dataset is not declared",
+            tasks=("image-classification",),
+            datasets=(DatasetSpec("a", "image-classification", "d", "x:y"),),
+            backbones=(BackboneSpec("b", "d", "x:y", "local-file", 1.0, (3, 8, 8)),),
+            default_dataset="missing", default_backbone="b")
+    """, "badmeta_plugin:DOMAIN")
+    _install_fake_dist(site, "notaspec", "notaspec_plugin", "DOMAIN = {'name': 'x'}\n",
+                       "notaspec_plugin:DOMAIN")
+
+    result = _domains_json(site)
+    errors = {e["plugin"]: e["error"] for e in result["payload"]["errors"]}
+    assert "frobnicate" in errors["brokenimport"]
+    assert "default_dataset 'missing'" in errors["badmeta"]
+    assert "expected a DomainSpec" in errors["notaspec"]
+    assert [d["name"] for d in result["payload"]["domains"]] == ["wildlife"]
+    assert result["heavy"] == []

@@ -1,0 +1,157 @@
+"""Each strategy trains exactly the parameters it claims; LoRA adapters round-trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from adaptlab.backbones.layer_map import layer_map_from_hf_encoder, parameters_under
+from adaptlab.backbones.offline import efficientnet_lite0
+from adaptlab.backbones.timm_backbones import timm_backbone
+from adaptlab.errors import AdaptlabError
+from adaptlab.strategies.base import count_parameters
+from adaptlab.strategies.registry import get_strategy_class
+from adaptlab.tasks.classification import build_model
+
+
+def _numel(pairs) -> int:
+    return sum(p.numel() for _, p in pairs)
+
+
+@pytest.fixture(scope="module")
+def lite0_backbone():
+    return efficientnet_lite0()
+
+
+def _prepared(backbone, strategy_name, **options):
+    strategy = get_strategy_class(strategy_name).from_options(options)
+    model, layer_map = build_model(backbone, 4, strategy.config)
+    strategy.check(layer_map)
+    return strategy.configure(model, layer_map), model, layer_map, strategy
+
+
+def test_full_trains_everything(lite0_backbone):
+    import copy
+
+    trained, model, _, _ = _prepared(copy.deepcopy(lite0_backbone), "full")
+    trainable, total = count_parameters(trained)
+    assert trainable == total == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_head_trains_only_the_new_head(lite0_backbone, head):
+    import copy
+
+    trained, model, _, _ = _prepared(copy.deepcopy(lite0_backbone), "head", head=head,
+                                     head_hidden=32)
+    features = lite0_backbone.num_features
+    expected = features * 4 + 4 if head == "linear" else features * 32 + 32 + 32 * 4 + 4
+    assert count_parameters(trained)[0] == expected
+    assert all(not p.requires_grad for p in model.backbone.parameters())
+
+
+@pytest.mark.parametrize("k", [0, 5, -2, 16])
+def test_freeze_bottom_k_blocks(lite0_backbone, k):
+    import copy
+
+    trained, model, layer_map, strategy = _prepared(copy.deepcopy(lite0_backbone), "freeze", k=k)
+    frozen_blocks = strategy.frozen_blocks(layer_map)
+    frozen = _numel(parameters_under(model, layer_map.bottom_modules(frozen_blocks)))
+    total = sum(p.numel() for p in model.parameters())
+    assert count_parameters(trained)[0] == total - frozen
+    # The top block always trains unless every block is frozen.
+    top = parameters_under(model, layer_map.blocks[-1])
+    assert all(p.requires_grad for _, p in top) == (frozen_blocks < layer_map.num_blocks)
+
+
+def test_freeze_refuses_k_beyond_the_block_count(lite0_backbone):
+    model, layer_map = build_model(lite0_backbone, 4)
+    strategy = get_strategy_class("freeze").from_options({"k": 17})
+    with pytest.raises(AdaptlabError, match="k=17 is out of range for a backbone with 16 blocks"):
+        strategy.check(layer_map)
+
+
+def test_lora_trains_adapters_head_and_batchnorm_only():
+    backbone = efficientnet_lite0()
+    plan = get_strategy_class("lora").from_options({"r": 4}).plan(
+        *build_model(efficientnet_lite0(), 4))
+    trained, model, layer_map, strategy = _prepared(backbone, "lora", r=4, alpha=8)
+    names = [n for n, p in trained.named_parameters() if p.requires_grad]
+    assert names and all(("lora_" in n) or ("modules_to_save" in n) for n in names)
+    # Independent count: r*in*k*k + r*out per wrapped conv, plus the head and every BatchNorm.
+    expected = 0
+    for name, module in trained.base_model.model.named_modules():
+        if name in plan["target_modules"]:
+            base = module.base_layer
+            expected += 4 * base.in_channels * base.kernel_size[0] * base.kernel_size[1]
+            expected += 4 * base.out_channels
+    saved = [m for m in efficientnet_lite0().module.modules() if isinstance(m, nn.BatchNorm2d)]
+    expected += sum(p.numel() for m in saved for p in m.parameters())
+    expected += backbone.num_features * 4 + 4
+    assert count_parameters(trained)[0] == expected
+
+
+def test_lora_adapter_round_trip_matches_logits(tmp_path):
+    torch.manual_seed(0)
+    backbone = efficientnet_lite0()
+    trained, _, _, strategy = _prepared(backbone, "lora", r=4)
+    # Move adapter, head and BatchNorm statistics away from their initial values, as
+    # training does, so the check cannot pass on untouched weights.
+    trained.train()
+    optimizer = torch.optim.SGD([p for p in trained.parameters() if p.requires_grad], lr=0.1)
+    x = torch.randn(4, 3, 64, 64)
+    for _ in range(2):
+        loss = trained(x).logsumexp(1).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    def fresh():
+        return build_model(efficientnet_lite0(), 4)[0]
+
+    result = strategy.save_final(trained, tmp_path, {"check_batch": x, "build_base_model": fresh})
+    assert result["adapter_roundtrip_max_abs_diff"] < 1e-5
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    # Without the saved head and BatchNorm layers the reloaded model would differ.
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    bare = get_peft_model(fresh(), LoraConfig(r=4, target_modules=strategy.plan(
+        *build_model(efficientnet_lite0(), 4))["target_modules"]))
+    assert isinstance(PeftModel.from_pretrained(fresh(), str(tmp_path / "adapter")), PeftModel)
+    with torch.no_grad():
+        trained.eval()
+        bare.eval()
+        assert (trained(x) - bare(x)).abs().max() > 1e-3
+
+
+def test_lora_refuses_illegal_plans():
+    backbone = efficientnet_lite0()
+    model, layer_map = build_model(backbone, 4)
+    with pytest.raises(AdaptlabError, match="is a BatchNormAct2d"):
+        get_strategy_class("lora").from_options({"targets": "backbone.bn1"}).plan(model, layer_map)
+    with pytest.raises(AdaptlabError, match="is not a module"):
+        get_strategy_class("lora").from_options({"targets": "backbone.nope"}).plan(model,
+                                                                                  layer_map)
+    with pytest.raises(AdaptlabError, match="r=0 is below the minimum 1"):
+        get_strategy_class("lora").from_options({"r": 0})
+
+
+def test_layer_maps_for_timm_vit_and_hf_encoder():
+    vit = timm_backbone("test_vit", pretrained=False)
+    assert vit.layer_map.num_blocks >= 2
+    trained, model, layer_map, _ = _prepared(vit, "lora", r=2)
+    from peft.tuners.lora import LoraLayer
+
+    wrapped = [n for n, m in trained.named_modules() if isinstance(m, LoraLayer)]
+    assert any(n.endswith("blocks.0.attn.qkv") for n in wrapped)
+    assert not any("patch_embed" in n for n in wrapped)  # the stem stays out of the plan
+
+    from transformers import BertConfig, BertModel
+
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3,
+                                num_attention_heads=2, intermediate_size=32))
+    hf_map = layer_map_from_hf_encoder(bert)
+    assert hf_map.embeddings == ["embeddings"]
+    assert hf_map.blocks == [["encoder.layer.0"], ["encoder.layer.1"], ["encoder.layer.2"]]
