@@ -57,11 +57,14 @@ class TrainingSession:
         return build_model(fresh, self.num_classes, self.strategy.config)[0]
 
     def _loaders(self) -> dict[str, DataLoader]:
-        options = {"image_size": self.config.image_size}
+        options = {"image_size": self.config.image_size, "seed": self.config.seed}
         common = {"batch_size": self.config.batch_size, "num_workers": self.config.num_workers}
+        # The loader's own generator keeps its per-epoch seed draws off the global RNG, which
+        # a resumed run restores to the exact step where the original stopped.
         loaders = {"train": DataLoader(make_torch_dataset(self.data, "train", self.backbone,
-                                                          True, options),
-                                       shuffle=True, **common)}
+                                                          True, options), shuffle=True,
+                                       generator=torch.Generator().manual_seed(self.config.seed),
+                                       **common)}
         for split in SPLITS:
             loaders[f"eval_{split}"] = DataLoader(
                 make_torch_dataset(self.data, split, self.backbone, False, options),

@@ -101,14 +101,34 @@ def _require_classes(root: Path, class_names: list[str]) -> None:
 
 
 class ImageSampleDataset:
-    """A torch-style dataset over ``(path, label)`` samples with a transform."""
+    """A torch-style dataset over ``(path, label)`` samples with a transform.
 
-    def __init__(self, samples: list[tuple[Path, int]], transform) -> None:
+    With ``seed`` set, random augmentation of item ``i`` in epoch ``e`` draws from an RNG seeded
+    by ``(seed, e, i)`` instead of the global one: the result no longer depends on how many
+    random numbers were drawn before, so a resumed run, or one with more loader workers,
+    augments exactly as an uninterrupted one.
+    """
+
+    def __init__(self, samples: list[tuple[Path, int]], transform, seed: int | None = None) -> None:
         self.samples = samples
         self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def _transform(self, image, index: int):
+        if self.seed is None:
+            return self.transform(image)
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
+            return self.transform(image)
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
@@ -117,4 +137,4 @@ class ImageSampleDataset:
                 rgb = image.convert("RGB")
         except (OSError, ValueError) as exc:  # changed on disk since the scan
             raise AdaptlabError(f"image {path} can no longer be read ({exc})") from exc
-        return self.transform(rgb), label
+        return self._transform(rgb, index), label

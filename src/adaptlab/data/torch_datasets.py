@@ -29,7 +29,7 @@ def _image_dataset(samples, backbone: Backbone, train: bool, options: dict):
 
     transform = image_transforms(backbone.preprocessing, train=train,
                                  size=options.get("image_size"))
-    return ImageSampleDataset(samples, transform)
+    return ImageSampleDataset(samples, transform, seed=options.get("seed") if train else None)
 
 
 def make_torch_dataset(data: SplitDataset, split: str, backbone: Backbone, train: bool,

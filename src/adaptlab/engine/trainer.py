@@ -139,11 +139,12 @@ class Trainer:
     def _train_one_epoch(self) -> None:
         epoch = self.state.epoch + 1
         loader = self.train_loader
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
         skip = self.state.step_in_epoch
         if skip:
             loader = self.accelerator.skip_first_batches(loader, skip)
+        for target in (loader, getattr(loader, "dataset", None)):
+            if hasattr(target, "set_epoch"):
+                target.set_epoch(epoch)
         self.model.train()
         self.strategy.train_mode(self.unwrapped)
         self.bus.emit("epoch_start", epoch=epoch, steps=len(self.train_loader), start=skip)
