@@ -1,0 +1,30 @@
+"""Write one benchmark's section of BENCHMARKS.md, leaving the other sections as they are."""
+
+from __future__ import annotations
+
+import platform
+import re
+from datetime import date
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+HEADER = ("# Benchmarks\n\nWritten by the scripts in `bench/`; each section is one run, "
+          "measured side by side.\n")
+
+
+def machine() -> str:
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
+    return (f"{date.today().isoformat()}, {platform.machine()}, {torch.get_num_threads()} "
+            f"threads, {device}, torch {torch.__version__}")
+
+
+def write_section(name: str, body: str) -> None:
+    text = BENCHMARKS.read_text() if BENCHMARKS.is_file() else HEADER
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else \
+        text.rstrip() + "\n\n" + block + "\n"
+    BENCHMARKS.write_text(text)
