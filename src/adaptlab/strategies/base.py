@@ -95,9 +95,15 @@ class Strategy:
 
     # -- weights ---------------------------------------------------------------------------
     def changed_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The tensors training can change: trainable parameters and all buffers."""
+        """The tensors training can change: trainable parameters, and the buffers of modules
+        that train (a frozen BatchNorm runs in eval mode, so its statistics stay as loaded)."""
         out = {name: p for name, p in model.named_parameters() if p.requires_grad}
-        out.update(dict(model.named_buffers()))
+        for module_name, module in model.named_modules():
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                continue
+            for buffer_name, buffer in module.named_buffers(recurse=False):
+                out[f"{module_name}.{buffer_name}" if module_name else buffer_name] = buffer
         return {name: t.detach().contiguous() for name, t in out.items()}
 
     def load_changed(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
