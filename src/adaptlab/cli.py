@@ -58,21 +58,16 @@ def cmd_domains(args: argparse.Namespace) -> int:
 
 
 def build_run_config(args: argparse.Namespace):
-    from adaptlab.config import RunConfig
     from adaptlab.plugins.registry import get_domain
+    from adaptlab.run import config_for
     from adaptlab.strategies.registry import get_strategy_class
 
-    domain = get_domain(args.domain)
-    defaults = dict(domain.defaults)
-    strategy = args.strategy or domain.default_strategy
-    config = RunConfig(domain=args.domain, dataset=args.dataset, data=args.data,
-                       backbone=args.backbone, strategy=strategy,
-                       out=args.out or f"runs/{args.domain}-{strategy}")
-    changes = {k: v for k, v in defaults.items() if k in RunConfig.__dataclass_fields__}
-    for key in ("epochs", "seed", "device"):
-        if getattr(args, key) is not None:
-            changes[key] = getattr(args, key)
-    config = config.validated(changes)
+    strategy = args.strategy or get_domain(args.domain).default_strategy
+    fields = {key: getattr(args, key) for key in ("epochs", "seed", "device")
+              if getattr(args, key) is not None}
+    config = config_for(args.domain, dataset=args.dataset, data=args.data,
+                        backbone=args.backbone, strategy=strategy,
+                        out=args.out or f"runs/{args.domain}-{strategy}", **fields)
     return config.with_overrides(args.assignments, get_strategy_class(strategy).option_names())
 
 

@@ -7,7 +7,6 @@ earlier run. The CLI, the widgets and Python callers all come through :func:`run
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,21 @@ def complete_config(config: RunConfig, domain: DomainSpec) -> RunConfig:
         "strategy": config.strategy or domain.default_strategy,
     }
     return dataclasses.replace(config, **changes).validated()
+
+
+def config_for(domain_name: str, **fields: Any) -> RunConfig:
+    """A RunConfig with the domain's own training defaults, then ``fields`` on top.
+
+    >>> config_for("wildlife", strategy="freeze", out="runs/x").epochs  # doctest: +SKIP
+    10
+    """
+    domain = get_domain(domain_name)
+    identity = {k: v for k, v in fields.items()
+                if k in ("dataset", "data", "backbone", "strategy", "strategy_options", "out")}
+    training = {k: v for k, v in fields.items() if k not in identity}
+    defaults = {k: v for k, v in domain.defaults.items() if k in RunConfig.__dataclass_fields__}
+    config = RunConfig(domain=domain_name, **identity)
+    return config.validated({**defaults, **training})
 
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -102,7 +116,3 @@ def run(config: RunConfig, resume: bool = False,
     session.check()
     return session.execute(run_dir, resume=resume, subscribers=subscribers, progress=progress,
                            on_trainer=on_trainer)
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())

@@ -74,8 +74,6 @@ class TrainingSession:
     # -- the run ---------------------------------------------------------------------------
     def execute(self, run_dir: Path, resume: bool, subscribers: Iterable[Callable],
                 progress: bool, on_trainer: Callable | None = None):
-        from adaptlab.run import RunResult
-
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             atomic_write_text(run_dir / "config.json", self.config.to_json() + "\n")
@@ -87,51 +85,61 @@ class TrainingSession:
         for subscriber in subscribers:
             bus.subscribe(subscriber)
         try:
-            accelerator = make_accelerator(self.config.device, self.config.mixed_precision,
-                                           self.config.grad_accum)
-            seed_everything(self.config.seed, deterministic=accelerator.device.type == "cpu")
-            model, layer_map = self._build_model()
-            loaders = self._loaders()
-            baseline = self._baseline(run_dir, model, loaders, accelerator.device, bus)
-            model = self.strategy.configure(model, layer_map)
-            task = ClassificationTask(self.data.class_names, class_weights(
-                self.data.labels("train"), self.num_classes)
-                if self.config.class_weighting == "balanced" else None)
-            meter = CostMeter(device=str(accelerator.device))
-            settings = TrainSettings(epochs=self.config.epochs, lr=self.config.lr,
-                                     weight_decay=self.config.weight_decay,
-                                     warmup_ratio=self.config.warmup_ratio,
-                                     schedule=self.config.schedule,
-                                     early_stopping_patience=self.config.early_stopping_patience)
-            trainer = Trainer(model=model, strategy=self.strategy, task=task, settings=settings,
-                              train_loader=loaders["train"],
-                              eval_loaders={s: loaders[f"eval_{s}"] for s in SPLITS},
-                              run_dir=run_dir, bus=bus, accelerator=accelerator, meter=meter)
-            if on_trainer:
-                on_trainer(trainer)
-            if resume and not trainer.resume():
-                raise AdaptlabError(f"--resume: {run_dir} has no checkpoint yet")
-            if torch.cuda.is_available() and accelerator.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            bus.emit("train_start", epochs=self.config.epochs, strategy=self.strategy.name,
-                     trainable_params=meter.trainable_params, total_params=meter.total_params)
-            state = trainer.fit()
-            meter.record_cuda_peak()
-            if state.interrupted:
-                bus.emit("run_interrupted", epoch=state.epoch, step=state.step_in_epoch)
-                return RunResult(run_dir, {}, meter.to_dict())
-            final = {split: trainer.evaluate(split) for split in SPLITS}
-            artefacts = self.strategy.save_final(trainer.unwrapped, run_dir, {
-                "check_batch": next(iter(loaders["eval_test"]))[0],
-                "build_base_model": self._rebuild_base_model})
-            metrics = self._metrics(final, baseline, state)
-            costs = {**meter.to_dict(), **artefacts, "environment": _environment()}
-            atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-            atomic_write_text(run_dir / "costs.json", json.dumps(costs, indent=2) + "\n")
-            bus.emit("run_end", test=final["test"], baseline_test=metrics["baseline"]["test"])
-            return RunResult(run_dir, metrics, costs)
+            return self._train_and_report(run_dir, resume, bus, on_trainer)
         finally:
             writer.close()
+
+    def _make_trainer(self, run_dir: Path, bus: EventBus):
+        accelerator = make_accelerator(self.config.device, self.config.mixed_precision,
+                                       self.config.grad_accum)
+        seed_everything(self.config.seed, deterministic=accelerator.device.type == "cpu")
+        model, layer_map = self._build_model()
+        loaders = self._loaders()
+        baseline = self._baseline(run_dir, model, loaders, accelerator.device, bus)
+        model = self.strategy.configure(model, layer_map)
+        weights = class_weights(self.data.labels("train"), self.num_classes) \
+            if self.config.class_weighting == "balanced" else None
+        cfg = self.config
+        settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                 warmup_ratio=cfg.warmup_ratio, schedule=cfg.schedule,
+                                 early_stopping_patience=cfg.early_stopping_patience)
+        trainer = Trainer(model=model, strategy=self.strategy,
+                          task=ClassificationTask(self.data.class_names, weights),
+                          settings=settings, train_loader=loaders["train"],
+                          eval_loaders={s: loaders[f"eval_{s}"] for s in SPLITS},
+                          run_dir=run_dir, bus=bus, accelerator=accelerator,
+                          meter=CostMeter(device=str(accelerator.device)))
+        return trainer, loaders, baseline
+
+    def _train_and_report(self, run_dir: Path, resume: bool, bus: EventBus,
+                          on_trainer: Callable | None):
+        from adaptlab.run import RunResult
+
+        trainer, loaders, baseline = self._make_trainer(run_dir, bus)
+        meter = trainer.meter
+        if on_trainer:
+            on_trainer(trainer)
+        if resume and not trainer.resume():
+            raise AdaptlabError(f"--resume: {run_dir} has no checkpoint yet")
+        if trainer.accelerator.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        bus.emit("train_start", epochs=self.config.epochs, strategy=self.strategy.name,
+                 trainable_params=meter.trainable_params, total_params=meter.total_params)
+        state = trainer.fit()
+        meter.record_cuda_peak()
+        if state.interrupted:
+            bus.emit("run_interrupted", epoch=state.epoch, step=state.step_in_epoch)
+            return RunResult(run_dir, {}, meter.to_dict())
+        final = {split: trainer.evaluate(split) for split in SPLITS}
+        artefacts = self.strategy.save_final(trainer.unwrapped, run_dir, {
+            "check_batch": next(iter(loaders["eval_test"]))[0],
+            "build_base_model": self._rebuild_base_model})
+        metrics = self._metrics(final, baseline, state)
+        costs = {**meter.to_dict(), **artefacts, "environment": _environment()}
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(run_dir / "costs.json", json.dumps(costs, indent=2) + "\n")
+        bus.emit("run_end", test=final["test"], baseline_test=metrics["baseline"]["test"])
+        return RunResult(run_dir, metrics, costs)
 
     def _source_loader(self) -> DataLoader | None:
         if self.source_data is None:

@@ -56,8 +56,8 @@ def _norm_modules(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, NORM_TYPES)]
 
 
-def _top_level_owner(param_name: str, model: nn.Module) -> str:
-    """The deepest module that owns ``param_name`` directly (drop the tensor's own name)."""
+def _owner(param_name: str) -> str:
+    """The module that owns ``param_name`` directly (drop the tensor's own name)."""
     return param_name.rsplit(".", 1)[0] if "." in param_name else ""
 
 
@@ -77,7 +77,7 @@ def layer_map_from_timm(model: nn.Module) -> LayerMap:
     for params in ordered:
         owners: list[str] = []
         for name in params:
-            owner = _top_level_owner(name, model)
+            owner = _owner(name)
             if owner not in owners:
                 owners.append(owner)
         modules.append(owners)
