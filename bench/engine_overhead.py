@@ -24,11 +24,10 @@ from report import machine, write_section  # noqa: E402
 
 
 def build(seed: int, image_size: int):
-    from adaptlab_wildlife.datasets import load_photos
-
     from adaptlab.backbones.offline import efficientnet_lite0
     from adaptlab.data.torch_datasets import make_torch_dataset
     from adaptlab.tasks.classification import build_model
+    from adaptlab_wildlife.datasets import load_photos
 
     torch.manual_seed(seed)
     backbone = efficientnet_lite0()

@@ -8,4 +8,4 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-  -e ".[test]" -e domains/wildlife
+  -e ".[test]" -e domains/wildlife -e domains/medical

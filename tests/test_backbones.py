@@ -36,13 +36,13 @@ def test_efficientnet_lite0_offline_weights_recognise_a_real_photo():
     """The offline package maps onto timm's model by position; with its ImageNet classifier
     kept, a real photo is classified as the right ImageNet class."""
     import timm
-    from adaptlab_wildlife.datasets import DEMO_ROOT
     from PIL import Image
 
     from adaptlab.backbones.offline import efficientnet_lite0_weights_path
     from adaptlab.backbones.timm_backbones import load_into
     from adaptlab.backbones.weights import load_state_dict_file
     from adaptlab.data.image_transforms import image_transforms
+    from adaptlab_wildlife.datasets import DEMO_ROOT
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     load_into(model, load_state_dict_file(efficientnet_lite0_weights_path()), by_position=True,

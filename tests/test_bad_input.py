@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+
 from conftest import FAST, run_cli, tree_digest, write_colour_folder
 
 

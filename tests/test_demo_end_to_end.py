@@ -6,6 +6,7 @@ import json
 from collections import Counter
 
 import pytest
+
 from conftest import run_cli
 
 pytestmark = pytest.mark.slow

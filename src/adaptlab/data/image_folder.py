@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from adaptlab.data.seeded import EpochSeeded
 from adaptlab.data.splits import SPLITS, SplitDataset, stratified_split
 from adaptlab.errors import AdaptlabError
 
@@ -100,35 +101,17 @@ def _require_classes(root: Path, class_names: list[str]) -> None:
                             "classification needs at least two class folders")
 
 
-class ImageSampleDataset:
-    """A torch-style dataset over ``(path, label)`` samples with a transform.
-
-    With ``seed`` set, random augmentation of item ``i`` in epoch ``e`` draws from an RNG seeded
-    by ``(seed, e, i)`` instead of the global one: the result no longer depends on how many
-    random numbers were drawn before, so a resumed run, or one with more loader workers,
-    augments exactly as an uninterrupted one.
-    """
+class ImageSampleDataset(EpochSeeded):
+    """A torch-style dataset over ``(path, label)`` samples with a transform; training
+    augmentation is seeded per sample when ``seed`` is set (see :mod:`adaptlab.data.seeded`)."""
 
     def __init__(self, samples: list[tuple[Path, int]], transform, seed: int | None = None) -> None:
         self.samples = samples
         self.transform = transform
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    def _transform(self, image, index: int):
-        if self.seed is None:
-            return self.transform(image)
-        import torch
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
-            return self.transform(image)
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
@@ -137,4 +120,4 @@ class ImageSampleDataset:
                 rgb = image.convert("RGB")
         except (OSError, ValueError) as exc:  # changed on disk since the scan
             raise AdaptlabError(f"image {path} can no longer be read ({exc})") from exc
-        return self._transform(rgb, index), label
+        return self.seeded(index, self.transform, rgb), label

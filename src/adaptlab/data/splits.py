@@ -34,28 +34,32 @@ class SplitDataset:
 
 
 def stratified_split(items: Sequence[tuple[Any, int]], fractions: tuple[float, float] = (0.2, 0.2),
-                     seed: int = 0) -> dict[str, list[tuple[Any, int]]]:
-    """Split per class so every class with 3+ items appears in val and test.
+                     seed: int = 0, groups: Sequence[Any] | None = None
+                     ) -> dict[str, list[tuple[Any, int]]]:
+    """Split per class so every class with 3+ groups appears in val and test.
 
-    Written by hand because scikit-learn's stratified splitters round per class in a way that
-    can leave a rare class out of the held-out split entirely, and wildlife data are full of
-    rare classes. Classes with fewer than 3 items stay in train.
+    ``groups`` (one key per item: a patient, a volume, a DICOM series) keeps all items of a
+    group in one split, so slices of one scan never sit on both sides. Written by hand because
+    scikit-learn's stratified splitters round per class in a way that can leave a rare class
+    out of the held-out split entirely, and have no stratified group variant with a fixed test
+    fraction. Classes with fewer than 3 groups stay in train.
     """
-    by_class: dict[int, list[tuple[Any, int]]] = {}
-    for item in items:
-        by_class.setdefault(item[1], []).append(item)
+    keys = list(groups) if groups is not None else list(range(len(items)))
+    by_class: dict[int, dict[Any, list[tuple[Any, int]]]] = {}
+    for key, item in zip(keys, items, strict=True):
+        by_class.setdefault(item[1], {}).setdefault(key, []).append(item)
     rng = random.Random(seed)
     out: dict[str, list[tuple[Any, int]]] = {split: [] for split in SPLITS}
     for label in sorted(by_class):
-        members = sorted(by_class[label], key=lambda it: str(it[0]))
+        members = list(by_class[label].values())  # input order: deterministic
         rng.shuffle(members)
         n = len(members)
         if n < 3:
-            out["train"] += members
+            out["train"] += [item for grp in members for item in grp]
             continue
         n_val = max(1, round(fractions[0] * n))
         n_test = max(1, round(fractions[1] * n))
-        out["val"] += members[:n_val]
-        out["test"] += members[n_val:n_val + n_test]
-        out["train"] += members[n_val + n_test:]
+        for split, chunk in (("val", members[:n_val]), ("test", members[n_val:n_val + n_test]),
+                             ("train", members[n_val + n_test:])):
+            out[split] += [item for grp in chunk for item in grp]
     return out

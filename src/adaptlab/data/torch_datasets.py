@@ -32,6 +32,14 @@ def _image_dataset(samples, backbone: Backbone, train: bool, options: dict):
     return ImageSampleDataset(samples, transform, seed=options.get("seed") if train else None)
 
 
+@register_modality("array-image")
+def _array_image_dataset(samples, backbone: Backbone, train: bool, options: dict):
+    from adaptlab.data.array_images import ArrayImageDataset
+
+    return ArrayImageDataset(samples, backbone.preprocessing, train,
+                             size=options.get("image_size"), seed=options.get("seed"))
+
+
 def make_torch_dataset(data: SplitDataset, split: str, backbone: Backbone, train: bool,
                        options: dict | None = None):
     if data.modality not in _BUILDERS:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
+from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
 from torch import nn
 
 from adaptlab.backbones.backbone import Backbone
@@ -67,11 +67,21 @@ def class_weights(labels: Iterable[int], num_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]
-                           ) -> dict:
+def macro_auc(y_true: np.ndarray, scores: np.ndarray) -> float | None:
+    """One-vs-rest ROC AUC averaged over the classes present in ``y_true`` (None if < 2)."""
+    present = np.unique(y_true)
+    if len(present) < 2:
+        return None
+    aucs = [roc_auc_score(y_true == c, scores[:, c]) for c in present]
+    return float(np.mean(aucs))
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str],
+                           scores: np.ndarray | None = None) -> dict:
     labels = list(range(len(class_names)))
     per_class = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
-    return {
+    extra = {"auc": macro_auc(y_true, scores)} if scores is not None else {}
+    return {**extra,
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro",
                                    zero_division=0)),
@@ -99,15 +109,16 @@ class ClassificationTask:
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, autocast=None) -> dict:
         model.eval()
-        truth, preds, losses = [], [], []
+        truth, probs, losses = [], [], []
         for inputs, labels in loader:
             with autocast() if autocast else _nullcontext():
                 logits = model(inputs)
             losses.append(self.loss(logits, labels).item() * len(labels))
             truth.append(labels.cpu())
-            preds.append(logits.argmax(dim=1).cpu())
+            probs.append(logits.float().softmax(dim=1).cpu())
         y_true = torch.cat(truth).numpy()
-        metrics = classification_metrics(y_true, torch.cat(preds).numpy(), self.class_names)
+        scores = torch.cat(probs).numpy()
+        metrics = classification_metrics(y_true, scores.argmax(1), self.class_names, scores)
         metrics["loss"] = float(sum(losses) / max(len(y_true), 1))
         return metrics
 
@@ -147,6 +158,7 @@ def nearest_class_mean_baseline(backbone: nn.Module, loaders: dict, class_names:
     for split, loader in loaders.items():
         x, y = (train_x, train_y) if split == "train" and prototype_loader is None \
             else extract_features(backbone, loader, device)
-        pred = (nn.functional.normalize(x, dim=1) @ prototypes.T).argmax(dim=1)
-        out[split] = classification_metrics(y.numpy(), pred.numpy(), class_names)
+        similarity = nn.functional.normalize(x, dim=1) @ prototypes.T
+        out[split] = classification_metrics(y.numpy(), similarity.argmax(dim=1).numpy(),
+                                            class_names, similarity.numpy())
     return out

@@ -1,0 +1,51 @@
+"""adaptlab domain plugin: medical image classification.
+
+Metadata only (no torch, nibabel or pydicom here): discovery imports this module.
+"""
+
+from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec
+
+_TIMM_ONLINE = {
+    "resnet50": ("resnet50.a1_in1k", 23.5),
+    "densenet121": ("densenet121.tv_in1k", 7.0),
+    "vit_base_patch16_224": ("vit_base_patch16_224.augreg2_in21k_ft_in1k", 85.8),
+}
+
+DOMAIN = DomainSpec(
+    name="medical",
+    title="Medical imaging",
+    description="Classify medical images (2D images, or 3D volumes slice-wise) from NIfTI, DICOM, "
+                "PNG/JPEG folders or MedMNIST .npz files, adapting ImageNet backbones.",
+    tasks=("image-classification",),
+    datasets=(
+        DatasetSpec(name="brain-regions", task="image-classification", source="demo",
+                    loader="adaptlab_medical.datasets:load_colin27",
+                    source_dataset="brain-regions-icbm152",
+                    description="Colin27 T1 MRI, 24 mm axial patches labelled by AAL lobe (6 "
+                                "classes); train on the left hemisphere, test on the right"),
+        DatasetSpec(name="brain-regions-icbm152", task="image-classification", source="demo",
+                    loader="adaptlab_medical.datasets:load_icbm152",
+                    description="MNI ICBM152 average brain, same patches and labels: a source "
+                                "domain (an average of 152 brains, not one scan)"),
+    ),
+    backbones=(
+        BackboneSpec(name="efficientnet_lite0", weights="offline-package",
+                     builder="adaptlab.backbones.offline:efficientnet_lite0",
+                     params_millions=3.4, input_size=(3, 224, 224),
+                     description="ImageNet-1k EfficientNet-Lite0 (ships offline); grey inputs "
+                                 "are repeated to 3 channels from its preprocessing"),
+        *(BackboneSpec(name=name, weights="timm-hub",
+                       builder="adaptlab.backbones.timm_backbones:timm_backbone_from_options",
+                       params_millions=params, input_size=(3, 224, 224),
+                       options={"model_name": timm_id},
+                       description=f"timm {timm_id} (downloads when online, or a local file)")
+          for name, (timm_id, params) in _TIMM_ONLINE.items()),
+    ),
+    default_dataset="brain-regions",
+    default_backbone="efficientnet_lite0",
+    default_strategy="freeze",
+    user_data_loader="adaptlab_medical.readers:read_medical_data",
+    icon="medical.svg",
+    explain_defaults={"method": "integrated_gradients", "renderer": "image"},
+    defaults={"epochs": 8, "batch_size": 32, "lr": 1e-3, "image_size": 64},
+)
