@@ -1,7 +1,8 @@
-"""Per strategy on the wildlife demo: trainable parameters, memory breakdown, seconds per epoch,
-held-out accuracy. All strategies run in one process, one after the other, same settings.
+"""Per strategy on a domain's demo: trainable parameters, memory breakdown, seconds per epoch,
+held-out metrics. All strategies run in one process, one after the other, with the domain's
+default settings (learning rate per strategy below).
 
-    python bench/strategies.py [--epochs 10] [--seeds 0 1 2] [--device cpu]
+    python bench/strategies.py [--domain wildlife] [--seeds 0 1 2] [--device cpu]
 """
 
 from __future__ import annotations
@@ -16,10 +17,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
 
 STRATEGIES = {
-    "head": {"lr": 3e-3, "strategy_options": {}},
-    "freeze": {"lr": 5e-4, "strategy_options": {"k": -2}},
-    "lora": {"lr": 3e-3, "strategy_options": {"r": 8}},
-    "full": {"lr": 3e-4, "strategy_options": {}},
+    "wildlife": {
+        "head": {"lr": 3e-3, "strategy_options": {}},
+        "freeze": {"lr": 5e-4, "strategy_options": {"k": -2}},
+        "lora": {"lr": 3e-3, "strategy_options": {"r": 8}},
+        "full": {"lr": 3e-4, "strategy_options": {}},
+    },
+    "medical": {
+        "head": {"lr": 3e-3, "strategy_options": {}},
+        "freeze": {"lr": 1e-3, "strategy_options": {"k": -2}},
+        "lora": {"lr": 3e-3, "strategy_options": {"r": 8}},
+        "full": {"lr": 5e-4, "strategy_options": {}},
+    },
 }
 
 
@@ -28,24 +37,26 @@ def mib(n: int | None) -> str:
 
 
 def main() -> None:
-    from adaptlab.config import RunConfig
-    from adaptlab.run import run
+    from adaptlab.plugins.registry import get_domain
+    from adaptlab.run import config_for, run
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--domain", default="wildlife", choices=sorted(STRATEGIES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    domain = get_domain(args.domain)
+    dataset = domain.dataset(domain.default_dataset)
 
     rows, baseline_zero, baseline_few = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, settings in STRATEGIES.items():
+        for name, settings in STRATEGIES[args.domain].items():
             accs, f1s, seconds, costs = [], [], [], None
             for seed in args.seeds:
-                config = RunConfig(domain="wildlife", strategy=name, epochs=args.epochs,
-                                   seed=seed, device=args.device, lr=settings["lr"],
-                                   strategy_options=settings["strategy_options"],
-                                   out=str(Path(tmp) / f"{name}-{seed}"))
+                config = config_for(args.domain, strategy=name, seed=seed, device=args.device,
+                                    lr=settings["lr"],
+                                    strategy_options=settings["strategy_options"],
+                                    out=str(Path(tmp) / f"{name}-{seed}"))
                 result = run(config, progress=False)
                 test = result.metrics["final"]["test"]
                 accs.append(test["accuracy"])
@@ -69,18 +80,20 @@ def main() -> None:
     def mean(values):
         return f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
 
-    body = (f"## Strategies on the wildlife demo ({args.device})\n\n"
-            f"{machine()}. EfficientNet-Lite0 (ImageNet), 85 real photos in 5 classes "
-            f"(train/val/test by stratified split), {args.epochs} epochs, batch 16, seeds "
-            f"{args.seeds}; accuracy is mean ± sd over seeds on the held-out photos. Memory in "
-            "MiB: activations are the bytes autograd saved for one batch of 16.\n\n"
+    body = (f"## Strategies on the {args.domain} demo ({args.device})\n\n"
+            f"{machine()}. {domain.default_backbone} on `{dataset.name}`: {dataset.description}. "
+            f"{config.epochs} epochs, batch {config.batch_size}, image size "
+            f"{config.image_size or 'native'}, seeds {args.seeds}; accuracy is mean ± sd over "
+            "seeds on the held-out test split. Memory in MiB: activations are the bytes autograd "
+            f"saved for one batch of {config.batch_size}.\n\n"
             "| strategy | trainable params | params | grads | optimizer | activations | "
             "CUDA peak | s/epoch | test accuracy | test macro-F1 |\n"
             "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
-            f"Unadapted baselines on the same test photos: zero-shot nearest-class-mean "
-            f"(prototypes from the cartoons) {mean(baseline_zero)}; few-shot nearest-class-mean "
-            f"(prototypes from the training photos, frozen features) {mean(baseline_few)}.\n")
-    write_section(f"strategies-{args.device}", body)
+            f"Unadapted baselines on the same test split: zero-shot nearest-class-mean "
+            f"(prototypes from the source dataset `{dataset.source_dataset}`) "
+            f"{mean(baseline_zero)}; few-shot nearest-class-mean (prototypes from the training "
+            f"split, frozen features) {mean(baseline_few)}.\n")
+    write_section(f"strategies-{args.domain}-{args.device}", body)
 
 
 if __name__ == "__main__":

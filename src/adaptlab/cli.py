@@ -93,11 +93,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"run stopped; continue with: adaptlab run {args.domain} --out {result.run_dir} "
               "--resume")
         return 0
-    test, base = result.metrics["final"]["test"], result.metrics["baseline"]["test"]
     print(f"run folder: {result.run_dir}")
-    print(f"held-out accuracy {test['accuracy']:.3f} (baseline {base['accuracy']:.3f}), "
-          f"macro-F1 {test['macro_f1']:.3f} (baseline {base['macro_f1']:.3f}); trainable "
-          f"{result.costs['trainable_params']:,} of {result.costs['total_params']:,} params")
+    print(f"{result.headline}; trainable {result.costs['trainable_params']:,} of "
+          f"{result.costs['total_params']:,} params")
     return 0
 
 

@@ -42,6 +42,9 @@ class RunConfig:
     early_stopping_patience: int = field(default=0, metadata={
         "min": 0, "max": 10_000, "help": "epochs without val improvement before stopping; 0 = off"})
     class_weighting: str = field(default="balanced", metadata={"choices": ("balanced", "none")})
+    train_samples: int | None = field(default=None, metadata={
+        "min": 1, "max": 10**9, "help": "use only this many training samples (seeded pick; "
+                                        "few-shot runs and quick checks)"})
     image_size: int | None = field(default=None, metadata={
         "min": 32, "max": 1024, "help": "override the backbone's input size (smaller = faster)"})
     seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})

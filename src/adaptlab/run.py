@@ -24,6 +24,7 @@ class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
     costs: dict[str, Any]
+    headline: str = ""  # the held-out metric against the baseline, for a terminal
 
 
 def complete_config(config: RunConfig, domain: DomainSpec) -> RunConfig:
@@ -46,7 +47,10 @@ def config_for(domain_name: str, **fields: Any) -> RunConfig:
     identity = {k: v for k, v in fields.items()
                 if k in ("dataset", "data", "backbone", "strategy", "strategy_options", "out")}
     training = {k: v for k, v in fields.items() if k not in identity}
-    defaults = {k: v for k, v in domain.defaults.items() if k in RunConfig.__dataclass_fields__}
+    dataset_defaults = {} if identity.get("data") else \
+        domain.dataset(identity.get("dataset") or domain.default_dataset).defaults
+    defaults = {k: v for k, v in {**domain.defaults, **dataset_defaults}.items()
+                if k in RunConfig.__dataclass_fields__}
     config = RunConfig(domain=domain_name, **identity)
     return config.validated({**defaults, **training})
 
@@ -107,7 +111,7 @@ def run(config: RunConfig, resume: bool = False,
     config = complete_config(config, domain)
     strategy = get_strategy_class(config.strategy).from_options(config.strategy_options)
 
-    data = load_data(config, domain)
+    data = load_data(config, domain).with_train_subset(config.train_samples, config.seed)
     backbone = build_backbone(config, domain)
     from adaptlab.session import TrainingSession
 

@@ -22,12 +22,7 @@ from adaptlab.engine.rng import seed_everything
 from adaptlab.engine.trainer import Trainer, TrainSettings
 from adaptlab.errors import AdaptlabError
 from adaptlab.plugins.spec import DomainSpec
-from adaptlab.tasks.classification import (
-    ClassificationTask,
-    build_model,
-    class_weights,
-    nearest_class_mean_baseline,
-)
+from adaptlab.tasks.registry import make_task
 
 
 class TrainingSession:
@@ -39,36 +34,36 @@ class TrainingSession:
         self.data = data
         self.backbone = backbone
         self.strategy = strategy
-        self.num_classes = len(data.class_names)
+        self.task = make_task(data, config.class_weighting)
 
     # -- checks that need the data and the backbone, before the run folder exists ----------
     def check(self) -> None:
-        _, layer_map = build_model(self.backbone, self.num_classes)
+        _, layer_map = self.task.build_model(self.backbone, self.strategy.config)
         self.strategy.check(layer_map)
 
     def _build_model(self):
-        return build_model(self.backbone, self.num_classes, self.strategy.config)
+        return self.task.build_model(self.backbone, self.strategy.config)
 
     def _rebuild_base_model(self):
         """A fresh model from the original weights (for the adapter round-trip check)."""
         from adaptlab.run import build_backbone
 
         fresh = build_backbone(self.config, self.domain)
-        return build_model(fresh, self.num_classes, self.strategy.config)[0]
+        return self.task.build_model(fresh, self.strategy.config)[0]
 
     def _loaders(self) -> dict[str, DataLoader]:
         options = {"image_size": self.config.image_size, "seed": self.config.seed}
         common = {"batch_size": self.config.batch_size, "num_workers": self.config.num_workers}
+        train = make_torch_dataset(self.data, "train", self.backbone, True, options)
         # The loader's own generator keeps its per-epoch seed draws off the global RNG, which
         # a resumed run restores to the exact step where the original stopped.
-        loaders = {"train": DataLoader(make_torch_dataset(self.data, "train", self.backbone,
-                                                          True, options), shuffle=True,
+        loaders = {"train": DataLoader(train, shuffle=True, collate_fn=getattr(train, "collate", None),
                                        generator=torch.Generator().manual_seed(self.config.seed),
                                        **common)}
         for split in SPLITS:
-            loaders[f"eval_{split}"] = DataLoader(
-                make_torch_dataset(self.data, split, self.backbone, False, options),
-                shuffle=False, **common)
+            dataset = make_torch_dataset(self.data, split, self.backbone, False, options)
+            loaders[f"eval_{split}"] = DataLoader(dataset, shuffle=False, **common,
+                                                  collate_fn=getattr(dataset, "collate", None))
         return loaders
 
     # -- the run ---------------------------------------------------------------------------
@@ -97,14 +92,12 @@ class TrainingSession:
         loaders = self._loaders()
         baseline = self._baseline(run_dir, model, loaders, accelerator.device, bus)
         model = self.strategy.configure(model, layer_map)
-        weights = class_weights(self.data.labels("train"), self.num_classes) \
-            if self.config.class_weighting == "balanced" else None
         cfg = self.config
         settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  warmup_ratio=cfg.warmup_ratio, schedule=cfg.schedule,
                                  early_stopping_patience=cfg.early_stopping_patience)
         trainer = Trainer(model=model, strategy=self.strategy,
-                          task=ClassificationTask(self.data.class_names, weights),
+                          task=self.task,
                           settings=settings, train_loader=loaders["train"],
                           eval_loaders={s: loaders[f"eval_{s}"] for s in SPLITS},
                           run_dir=run_dir, bus=bus, accelerator=accelerator,
@@ -139,7 +132,7 @@ class TrainingSession:
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         atomic_write_text(run_dir / "costs.json", json.dumps(costs, indent=2) + "\n")
         bus.emit("run_end", test=final["test"], baseline_test=metrics["baseline"]["test"])
-        return RunResult(run_dir, metrics, costs)
+        return RunResult(run_dir, metrics, costs, headline=self.task.headline(metrics))
 
     def _source_loader(self) -> DataLoader | None:
         if self.source_data is None:
@@ -147,42 +140,33 @@ class TrainingSession:
         everything = [item for split in SPLITS for item in self.source_data.samples[split]]
         merged = SplitDataset(self.source_data.class_names, {"all": everything},
                               modality=self.source_data.modality)
-        return DataLoader(make_torch_dataset(merged, "all", self.backbone, False,
-                                             {"image_size": self.config.image_size}),
-                          batch_size=self.config.batch_size)
+        dataset = make_torch_dataset(merged, "all", self.backbone, False,
+                                     {"image_size": self.config.image_size})
+        return DataLoader(dataset, batch_size=self.config.batch_size,
+                          collate_fn=getattr(dataset, "collate", None))
 
     def _baseline(self, run_dir: Path, model, loaders, device, bus) -> dict:
-        """Baselines of the unadapted backbone, computed once (a resumed run reads them)."""
+        """Baselines of the unadapted model, computed once (a resumed run reads them)."""
         path = run_dir / "baseline.json"
         if path.is_file():
             return json.loads(path.read_text())
-        backbone = model.backbone.to(device)
-        eval_loaders = {s: loaders[f"eval_{s}"] for s in SPLITS}
-        names = self.data.class_names
-        result = {"fewshot_ncm": nearest_class_mean_baseline(backbone, eval_loaders, names,
-                                                             device)}
-        source = self._source_loader()
-        if source is not None:
-            result["zeroshot_ncm"] = nearest_class_mean_baseline(backbone, eval_loaders, names,
-                                                                 device, prototype_loader=source)
-        model.to("cpu")
+        result = self.task.baselines(model, {s: loaders[f"eval_{s}"] for s in SPLITS},
+                                     self._source_loader(), device)
         atomic_write_text(path, json.dumps(result, indent=2) + "\n")
-        bus.emit("baseline", **{k: round(v["test"]["accuracy"], 4) for k, v in result.items()})
+        bus.emit("baseline", **{name: {k: v for k, v in metrics["test"].items()
+                                       if isinstance(v, float)}
+                                for name, metrics in result.items()})
         return result
 
     def _metrics(self, final: dict, baselines: dict, state) -> dict[str, Any]:
-        zero_shot = "zeroshot_ncm" in baselines
+        first = next(iter(baselines))
         return {
-            "task": "image-classification",
+            "task": self.data.task,
             "class_names": self.data.class_names,
             "final": final,
-            "baseline": baselines["zeroshot_ncm" if zero_shot else "fewshot_ncm"],
-            "baseline_method": (
-                "zero-shot: nearest-class-mean on frozen pre-trained features, prototypes from "
-                "the source dataset" if zero_shot else
-                "few-shot: nearest-class-mean on frozen pre-trained features, prototypes from "
-                "the training split"),
-            "reference": {"fewshot_ncm": baselines["fewshot_ncm"]},
+            "baseline": baselines[first],
+            "baseline_method": BASELINE_METHODS.get(first, first),
+            "reference": {name: value for name, value in baselines.items() if name != first},
             "history": state.history,
             "best_epoch": state.best_epoch,
             "epochs_run": state.epoch,
@@ -190,6 +174,15 @@ class TrainingSession:
             "split_sizes": self.data.counts(),
             "skipped_inputs": {"count": len(self.data.skipped), "files": self.data.skipped},
         }
+
+
+BASELINE_METHODS = {
+    "zeroshot_ncm": "zero-shot: nearest-class-mean on frozen pre-trained features, prototypes "
+                    "from the source dataset",
+    "fewshot_ncm": "few-shot: nearest-class-mean on frozen pre-trained features, prototypes "
+                   "from the training split",
+    "zeroshot_encoder": "zero-shot: the pre-trained encoder's embeddings, no training",
+}
 
 
 def _environment() -> dict[str, Any]:

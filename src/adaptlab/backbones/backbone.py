@@ -7,6 +7,7 @@ std, channels), so no notebook re-types normalisation constants.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -37,3 +38,5 @@ class Backbone:
     layer_map: LayerMap
     preprocessing: Preprocessing | None = None
     source: str = ""
+    tokenizer: Any = None  # text backbones: turns strings into the module's inputs
+    max_length: int = 128

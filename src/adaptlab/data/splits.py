@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 SPLITS = ("train", "val", "test")
@@ -25,12 +25,32 @@ class SplitDataset:
     skipped: list[dict[str, str]] = field(default_factory=list)
     source: str = ""
     modality: str = "image"
+    task: str = "classification"  # or "retrieval": samples are ((query, document), pair id)
 
     def labels(self, split: str) -> list[int]:
         return [label for _, label in self.samples[split]]
 
     def counts(self) -> dict[str, int]:
         return {split: len(items) for split, items in self.samples.items()}
+
+    def with_train_subset(self, count: int | None, seed: int) -> SplitDataset:
+        """A copy whose training split keeps ``count`` samples (for classification, classes in
+        proportion, each keeping at least one), picked by ``seed``; val and test unchanged."""
+        train = self.samples["train"]
+        if count is None or count >= len(train):
+            return self
+        rng = random.Random(seed)
+        if self.task != "classification":  # labels are pair ids, not classes
+            return replace(self, samples={**self.samples, "train": rng.sample(train, count)})
+        by_class: dict[int, list] = {}
+        for item in train:
+            by_class.setdefault(item[1], []).append(item)
+        keep = []
+        for label in sorted(by_class):
+            members = list(by_class[label])
+            rng.shuffle(members)
+            keep += members[:max(1, round(count * len(members) / len(train)))]
+        return replace(self, samples={**self.samples, "train": keep})
 
 
 def stratified_split(items: Sequence[tuple[Any, int]], fractions: tuple[float, float] = (0.2, 0.2),

@@ -40,6 +40,20 @@ def _array_image_dataset(samples, backbone: Backbone, train: bool, options: dict
                              size=options.get("image_size"), seed=options.get("seed"))
 
 
+@register_modality("text")
+def _text_dataset(samples, backbone: Backbone, train: bool, options: dict):
+    from adaptlab.data.text import TextDataset
+
+    return TextDataset(samples, backbone.tokenizer, backbone.max_length)
+
+
+@register_modality("text-pairs")
+def _text_pair_dataset(samples, backbone: Backbone, train: bool, options: dict):
+    from adaptlab.data.text import TextPairDataset
+
+    return TextPairDataset(samples, backbone.tokenizer, backbone.max_length)
+
+
 def make_torch_dataset(data: SplitDataset, split: str, backbone: Backbone, train: bool,
                        options: dict | None = None):
     if data.modality not in _BUILDERS:

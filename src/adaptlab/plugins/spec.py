@@ -49,6 +49,7 @@ class DatasetSpec:
     loader: str
     source: str = "demo"
     source_dataset: str | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)  # training settings for this set
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,8 @@ class Strategy:
             if params and not any(p.requires_grad for p in params):
                 continue
             for buffer_name, buffer in module.named_buffers(recurse=False):
+                if buffer_name in module._non_persistent_buffers_set:
+                    continue  # not part of a state dict (e.g. position ids): nothing to restore
                 out[f"{module_name}.{buffer_name}" if module_name else buffer_name] = buffer
         return {name: t.detach().contiguous() for name, t in out.items()}
 

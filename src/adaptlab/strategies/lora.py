@@ -156,12 +156,18 @@ class LoraStrategy(Strategy):
 
 
 @torch.no_grad()
-def max_logit_difference(a: nn.Module, b: nn.Module, batch: torch.Tensor) -> float:
+def max_logit_difference(a: nn.Module, b: nn.Module, batch) -> float:
+    """Largest absolute difference between two models' outputs (tensors or tuples of them)."""
+    from adaptlab.tasks.base import move_to
+
     was_training = a.training
     a.eval()
     b.eval()
     device = next(a.parameters()).device
     b.to(device)
-    out = (a(batch.to(device)).float() - b(batch.to(device)).float()).abs().max().item()
+    batch = move_to(batch, device)
+    out_a, out_b = a(batch), b(batch)
+    pairs = zip(out_a, out_b, strict=True) if isinstance(out_a, tuple) else [(out_a, out_b)]
+    diff = max((x.float() - y.float()).abs().max().item() for x, y in pairs)
     a.train(was_training)
-    return out
+    return diff

@@ -10,7 +10,7 @@ frozen pre-trained features, predictions the most cosine-similar class prototype
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from torch import nn
 from adaptlab.backbones.backbone import Backbone
 from adaptlab.backbones.layer_map import LayerMap
 from adaptlab.errors import AdaptlabError
+from adaptlab.tasks.base import Task, call_backbone, move_to
 
 
 class ClassificationModel(nn.Module):
@@ -34,8 +35,8 @@ class ClassificationModel(nn.Module):
         self.backbone = backbone
         self.task_head = head
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.task_head(self.backbone(x))
+    def forward(self, x: torch.Tensor | Mapping) -> torch.Tensor:
+        return self.task_head(call_backbone(self.backbone, x))
 
 
 def build_head(num_features: int, num_classes: int, kind: str, hidden: int,
@@ -92,27 +93,44 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
     }
 
 
-class ClassificationTask:
-    """What the engine needs from a task: a loss, an evaluation and the metric to monitor."""
+class ClassificationTask(Task):
+    """Cross-entropy (optionally class-weighted), accuracy / F1 / kappa / AUC, NCM baselines."""
 
     name = "classification"
-    monitor = "macro_f1"  # higher is better; robust to the class imbalance wildlife data have
+    monitor = "macro_f1"  # robust to the class imbalance real data have
 
     def __init__(self, class_names: list[str], weights: torch.Tensor | None = None) -> None:
         self.class_names = class_names
         self.weights = weights
+
+    def build_model(self, backbone: Backbone, head_options):
+        return build_model(backbone, len(self.class_names), head_options)
+
+    def baselines(self, model, loaders: dict, source_loader, device) -> dict:
+        backbone = model.backbone.to(device)
+        out = {}
+        if source_loader is not None:
+            out["zeroshot_ncm"] = nearest_class_mean_baseline(backbone, loaders, self.class_names,
+                                                              device, prototype_loader=source_loader)
+        out["fewshot_ncm"] = nearest_class_mean_baseline(backbone, loaders, self.class_names, device)
+        model.to("cpu")
+        return out
+
+    def headline(self, metrics: dict) -> str:
+        test, base = metrics["final"]["test"], metrics["baseline"]["test"]
+        return (f"held-out accuracy {test['accuracy']:.3f} (baseline {base['accuracy']:.3f}), "
+                f"macro-F1 {test['macro_f1']:.3f} (baseline {base['macro_f1']:.3f})")
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         weight = self.weights.to(logits.device) if self.weights is not None else None
         return nn.functional.cross_entropy(logits.float(), labels, weight=weight)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader, autocast=None) -> dict:
+    def evaluate(self, model: nn.Module, loader) -> dict:
         model.eval()
         truth, probs, losses = [], [], []
         for inputs, labels in loader:
-            with autocast() if autocast else _nullcontext():
-                logits = model(inputs)
+            logits = model(inputs)
             losses.append(self.loss(logits, labels).item() * len(labels))
             truth.append(labels.cpu())
             probs.append(logits.float().softmax(dim=1).cpu())
@@ -123,20 +141,12 @@ class ClassificationTask:
         return metrics
 
 
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 @torch.no_grad()
 def extract_features(backbone: nn.Module, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
     backbone.eval()
     feats, labels = [], []
     for inputs, y in loader:
-        feats.append(backbone(inputs.to(device)).float().cpu())
+        feats.append(call_backbone(backbone, move_to(inputs, device)).float().cpu())
         labels.append(y.cpu())
     return torch.cat(feats), torch.cat(labels)
 

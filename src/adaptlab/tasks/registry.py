@@ -1,0 +1,20 @@
+"""Pick the task implementation a dataset needs."""
+
+from __future__ import annotations
+
+from adaptlab.data.splits import SplitDataset
+from adaptlab.errors import AdaptlabError
+
+
+def make_task(data: SplitDataset, class_weighting: str = "balanced"):
+    if data.task == "classification":
+        from adaptlab.tasks.classification import ClassificationTask, class_weights
+
+        weights = class_weights(data.labels("train"), len(data.class_names)) \
+            if class_weighting == "balanced" else None
+        return ClassificationTask(data.class_names, weights)
+    if data.task == "retrieval":
+        from adaptlab.tasks.retrieval import RetrievalTask
+
+        return RetrievalTask()
+    raise AdaptlabError(f"no task implementation for {data.task!r}")
