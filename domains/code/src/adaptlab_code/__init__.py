@@ -3,12 +3,12 @@
 Metadata only (no torch or transformers here): discovery imports this module.
 """
 
+from adaptlab.plugins.backbone_specs import hf_hub_specs
 from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec
 
 _HF_ONLINE = {
     "codebert-base": ("microsoft/codebert-base", 124.6),
     "unixcoder-base": ("microsoft/unixcoder-base", 125.3),
-    "codet5-small-encoder": ("Salesforce/codet5-small", 35.3),
 }
 
 DOMAIN = DomainSpec(
@@ -35,19 +35,12 @@ DOMAIN = DomainSpec(
                      params_millions=22.7, input_size=(128,),
                      description="all-MiniLM-L6-v2 sentence encoder (ships offline), "
                                  "6 layers, mean-pooled"),
-        *(BackboneSpec(name=name, weights="hf-hub",
-                       builder="adaptlab.backbones.hf_encoders:hf_encoder",
-                       params_millions=params, input_size=(256,),
-                       options={"model_id": model_id, "name": name, "max_length": 256},
-                       description=f"Hugging Face {model_id} (downloads when online, or a "
-                                   "local folder)")
-          for name, (model_id, params) in _HF_ONLINE.items()),
+        *hf_hub_specs(_HF_ONLINE),
     ),
     default_dataset="stdlib-modules",
     default_backbone="minilm",
     default_strategy="freeze",
     user_data_loader="adaptlab_code.readers:read_code_data",
-    icon="code.svg",
     explain_defaults={"method": "layer_integrated_gradients", "layer": "embeddings",
                       "renderer": "tokens"},
     defaults={"batch_size": 32, "warmup_ratio": 0.1},

@@ -3,7 +3,8 @@
 Metadata only (no torch, nibabel or pydicom here): discovery imports this module.
 """
 
-from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec
+from adaptlab.plugins.backbone_specs import efficientnet_lite0_spec, timm_hub_specs
+from adaptlab.plugins.spec import DatasetSpec, DomainSpec
 
 _TIMM_ONLINE = {
     "resnet50": ("resnet50.a1_in1k", 23.5),
@@ -28,24 +29,13 @@ DOMAIN = DomainSpec(
                     description="MNI ICBM152 average brain, same patches and labels: a source "
                                 "domain (an average of 152 brains, not one scan)"),
     ),
-    backbones=(
-        BackboneSpec(name="efficientnet_lite0", weights="offline-package",
-                     builder="adaptlab.backbones.offline:efficientnet_lite0",
-                     params_millions=3.4, input_size=(3, 224, 224),
-                     description="ImageNet-1k EfficientNet-Lite0 (ships offline); grey inputs "
-                                 "are repeated to 3 channels from its preprocessing"),
-        *(BackboneSpec(name=name, weights="timm-hub",
-                       builder="adaptlab.backbones.timm_backbones:timm_backbone_from_options",
-                       params_millions=params, input_size=(3, 224, 224),
-                       options={"model_name": timm_id},
-                       description=f"timm {timm_id} (downloads when online, or a local file)")
-          for name, (timm_id, params) in _TIMM_ONLINE.items()),
-    ),
+    backbones=(efficientnet_lite0_spec("; grey inputs are repeated to 3 channels from its "
+                                       "preprocessing"),
+               *timm_hub_specs(_TIMM_ONLINE)),
     default_dataset="brain-regions",
     default_backbone="efficientnet_lite0",
     default_strategy="freeze",
     user_data_loader="adaptlab_medical.readers:read_medical_data",
-    icon="medical.svg",
     explain_defaults={"method": "integrated_gradients", "renderer": "image"},
     defaults={"epochs": 8, "batch_size": 32, "lr": 1e-3, "image_size": 64},
 )

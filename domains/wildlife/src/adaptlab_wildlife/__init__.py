@@ -4,7 +4,8 @@ This module is what discovery imports, so it holds metadata only (no torch). The
 are named by reference and load when a run uses them.
 """
 
-from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec
+from adaptlab.plugins.backbone_specs import efficientnet_lite0_spec, timm_hub_specs
+from adaptlab.plugins.spec import DatasetSpec, DomainSpec
 
 _TIMM_ONLINE = {
     # name: (timm id, params in millions) -- the seed paper compares DenseNet, ResNet and VGG
@@ -32,23 +33,11 @@ DOMAIN = DomainSpec(
                     description="42 cartoon drawings of the same 5 classes (Art4Apps, "
                                 "CC-BY-SA-3.0): a source domain for cartoon-to-photo transfer"),
     ),
-    backbones=(
-        BackboneSpec(name="efficientnet_lite0", weights="offline-package",
-                     builder="adaptlab.backbones.offline:efficientnet_lite0",
-                     params_millions=3.4, input_size=(3, 224, 224),
-                     description="ImageNet-1k EfficientNet-Lite0 (ships offline)"),
-        *(BackboneSpec(name=name, weights="timm-hub",
-                       builder="adaptlab.backbones.timm_backbones:timm_backbone_from_options",
-                       params_millions=params, input_size=(3, 224, 224),
-                       options={"model_name": timm_id},
-                       description=f"timm {timm_id} (downloads when online, or a local file)")
-          for name, (timm_id, params) in _TIMM_ONLINE.items()),
-    ),
+    backbones=(efficientnet_lite0_spec(), *timm_hub_specs(_TIMM_ONLINE)),
     default_dataset="animals",
     default_backbone="efficientnet_lite0",
     default_strategy="head",
     user_data_loader="adaptlab.data.image_folder:read_image_folder",
-    icon="wildlife.svg",
     explain_defaults={"method": "integrated_gradients", "renderer": "image"},
     defaults={"epochs": 10, "batch_size": 16, "lr": 3e-3},
 )
