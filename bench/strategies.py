@@ -96,7 +96,7 @@ def main() -> None:
 
     body = (f"## Strategies on the {args.domain} demo ({args.device})\n\n"
             f"{machine()}. {domain.default_backbone} on `{dataset.name}`: {dataset.description}. "
-            f"{config.epochs} epochs, batch {config.batch_size}, image size "
+            f"{config.epochs} epochs, batch {config.batch_size}, input size "
             f"{config.image_size or 'native'}, seeds {args.seeds}; accuracy is mean ± sd over "
             "seeds on the held-out test split. Memory in MiB: activations are the bytes autograd "
             f"saved for one batch of {config.batch_size}.\n\n"

@@ -40,7 +40,9 @@ def hf_encoder(options: dict) -> Backbone:
     """``options``: ``model_id`` (hub id or folder), optional ``weights`` (a local folder that
     replaces it), ``max_length`` (tokens, default 128)."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own progress output is the one users read
     source = str(options.get("weights") or options["model_id"])
     try:
         model = AutoModel.from_pretrained(source)
