@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from adaptlab.errors import AdaptlabError
+
 SPLITS = ("train", "val", "test")
 
 
@@ -58,15 +60,20 @@ def stratified_split(items: Sequence[tuple[Any, int]], fractions: tuple[float, f
                      ) -> dict[str, list[tuple[Any, int]]]:
     """Split per class so every class with 3+ groups appears in val and test.
 
-    ``groups`` (one key per item: a patient, a volume, a DICOM series) keeps all items of a
-    group in one split, so slices of one scan never sit on both sides. Written by hand because
+    ``groups`` (one key per item: a patient, a volume, a DICOM series; a group's items share
+    one label) keeps all items of a group in one split, so slices of one scan never sit on
+    both sides. Written by hand because
     scikit-learn's stratified splitters round per class in a way that can leave a rare class
     out of the held-out split entirely, and have no stratified group variant with a fixed test
     fraction. Classes with fewer than 3 groups stay in train.
     """
     keys = list(groups) if groups is not None else list(range(len(items)))
     by_class: dict[int, dict[Any, list[tuple[Any, int]]]] = {}
+    label_of: dict[Any, int] = {}
     for key, item in zip(keys, items, strict=True):
+        if label_of.setdefault(key, item[1]) != item[1]:
+            raise AdaptlabError(f"group {key!r} holds items of two classes ({label_of[key]} and "
+                                f"{item[1]}); one scan or series must have one label")
         by_class.setdefault(item[1], {}).setdefault(key, []).append(item)
     rng = random.Random(seed)
     out: dict[str, list[tuple[Any, int]]] = {split: [] for split in SPLITS}
