@@ -84,8 +84,8 @@ def stratified_split(items: Sequence[tuple[Any, int]], fractions: tuple[float, f
         if n < 3:
             out["train"] += [item for grp in members for item in grp]
             continue
-        n_val = max(1, round(fractions[0] * n))
-        n_test = max(1, round(fractions[1] * n))
+        # A positive fraction gives every class at least one held-out item; zero gives none.
+        n_val, n_test = (max(1, round(f * n)) if f > 0 else 0 for f in fractions)
         for split, chunk in (("val", members[:n_val]), ("test", members[n_val:n_val + n_test]),
                              ("train", members[n_val + n_test:])):
             out[split] += [item for grp in chunk for item in grp]

@@ -50,12 +50,14 @@ class TerminalProgress:
     """A tqdm bar per epoch plus one line per evaluation."""
 
     def __init__(self, file=None) -> None:
+        from tqdm.auto import tqdm
+
+        self._tqdm = tqdm
         self._bar = None
         self._file = file
 
     def __call__(self, event: Event) -> None:
-        from tqdm.auto import tqdm
-
+        tqdm = self._tqdm
         kind = event["event"]
         if kind == "epoch_start":
             self._bar = tqdm(total=event["steps"], desc=f"epoch {event['epoch']}",

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from adaptlab.tasks.base import Task, call_backbone
+from adaptlab.tasks.base import Task, call_backbone, move_to
 
 TEMPERATURE = 0.05
 RECALL_AT = (1, 5, 10)
@@ -93,7 +93,5 @@ class RetrievalTask(Task):
 
 
 def _on(loader, device):
-    from adaptlab.tasks.base import move_to
-
     for batch, labels in loader:
         yield move_to(batch, device), labels

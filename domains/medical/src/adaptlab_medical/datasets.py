@@ -23,8 +23,7 @@ def load_colin27(options: dict) -> SplitDataset:
     split = stratified_split(left, fractions=(0.2, 0.0), seed=options.get("seed", 0))
     test = list(zip(data["test_x"], data["test_y"].tolist(), strict=True))
     return SplitDataset(class_names=data["classes"].tolist(),
-                        samples={"train": split["train"] + split["test"], "val": split["val"],
-                                 "test": test},
+                        samples={"train": split["train"], "val": split["val"], "test": test},
                         source="Colin27 T1 + AAL (mricron-data)", modality="array-image")
 
 
