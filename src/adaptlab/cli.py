@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("domain")
     source = run.add_mutually_exclusive_group()
     source.add_argument("--dataset", help="a dataset the domain ships")
-    source.add_argument("--data", help="your own data folder (one sub-folder per class)")
+    source.add_argument("--data", help="your own data: a file or folder in a format the domain reads")
     run.add_argument("--backbone")
     run.add_argument("--strategy")
     run.add_argument("--set", dest="assignments", action="append", default=[],

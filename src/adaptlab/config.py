@@ -42,6 +42,12 @@ class RunConfig:
     early_stopping_patience: int = field(default=0, metadata={
         "min": 0, "max": 10_000, "help": "epochs without val improvement before stopping; 0 = off"})
     class_weighting: str = field(default="balanced", metadata={"choices": ("balanced", "none")})
+    horizon: int | None = field(default=None, metadata={
+        "min": 1, "max": 100_000, "help": "forecasting: steps ahead to predict (unset = the "
+                                          "dataset's default)"})
+    forecast_loss: str = field(default="quantile", metadata={
+        "choices": ("quantile", "point"),
+        "help": "forecasting: pinball loss over every quantile, or absolute error of the median"})
     train_samples: int | None = field(default=None, metadata={
         "min": 1, "max": 10**9, "help": "use only this many training samples (seeded pick; "
                                         "few-shot runs and quick checks)"})

@@ -67,13 +67,24 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
                             "pass --resume to continue it")
 
 
+def _loader_options(config: RunConfig, forecasts: bool, what: str) -> dict[str, Any]:
+    options: dict[str, Any] = {"seed": config.seed}
+    if config.horizon is not None:
+        if not forecasts:
+            raise AdaptlabError(f"horizon={config.horizon}: {what} does not forecast")
+        options["horizon"] = config.horizon
+    return options
+
+
 def load_data(config: RunConfig, domain: DomainSpec):
     if config.data:
         if not domain.user_data_loader:
             raise AdaptlabError(f"domain {domain.name!r} does not read user data (--data)")
-        return resolve_reference(domain.user_data_loader)(config.data, seed=config.seed)
+        options = _loader_options(config, "forecasting" in domain.tasks, f"domain {domain.name!r}")
+        return resolve_reference(domain.user_data_loader)(config.data, **options)
     spec = domain.dataset(config.dataset)
-    return resolve_reference(spec.loader)({"seed": config.seed})
+    options = _loader_options(config, spec.task == "forecasting", f"dataset {spec.name!r}")
+    return resolve_reference(spec.loader)(options)
 
 
 def load_source_data(config: RunConfig, domain: DomainSpec, target):

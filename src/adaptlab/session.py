@@ -34,7 +34,7 @@ class TrainingSession:
         self.data = data
         self.backbone = backbone
         self.strategy = strategy
-        self.task = make_task(data, config.class_weighting)
+        self.task = make_task(data, config.class_weighting, backbone, config.forecast_loss)
 
     # -- checks that need the data and the backbone, before the run folder exists ----------
     def check(self) -> None:
@@ -173,6 +173,7 @@ class TrainingSession:
             "stopped_early": state.stopped_early,
             "split_sizes": self.data.counts(),
             "skipped_inputs": {"count": len(self.data.skipped), "files": self.data.skipped},
+            "data_notes": self.data.notes,
         }
 
 

@@ -28,6 +28,21 @@ class Preprocessing:
                 "crop_pct": self.crop_pct}
 
 
+@dataclass(frozen=True)
+class SeriesPreprocessing:
+    """What a forecasting backbone expects: a fixed context length (shorter contexts are
+    left-padded and masked), its native horizon, its quantile levels and its scaling rule."""
+
+    context_length: int
+    horizon: int
+    quantiles: tuple[float, ...] = (0.5,)
+    scaling: str = "minmax"
+
+    def to_dict(self) -> dict:
+        return {"context_length": self.context_length, "horizon": self.horizon,
+                "quantiles": list(self.quantiles), "scaling": self.scaling}
+
+
 @dataclass
 class Backbone:
     """``module(x)`` returns pooled features of size ``num_features``."""
@@ -40,3 +55,7 @@ class Backbone:
     source: str = ""
     tokenizer: Any = None  # text backbones: turns strings into the module's inputs
     max_length: int = 128
+    series: SeriesPreprocessing | None = None  # forecasting backbones
+    # A task head pre-trained with the backbone (a forecaster's quantile head); None when
+    # every task brings a new head.
+    pretrained_head: Any = None

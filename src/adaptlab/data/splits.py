@@ -27,7 +27,10 @@ class SplitDataset:
     skipped: list[dict[str, str]] = field(default_factory=list)
     source: str = ""
     modality: str = "image"
-    task: str = "classification"  # or "retrieval": samples are ((query, document), pair id)
+    # "retrieval": samples are ((query, document), pair id); "forecasting": (SeriesWindow,
+    # series index)
+    task: str = "classification"
+    notes: list[str] = field(default_factory=list)  # repairs the loader made (gap filling)
 
     def labels(self, split: str) -> list[int]:
         return [label for _, label in self.samples[split]]

@@ -54,6 +54,15 @@ def _text_pair_dataset(samples, backbone: Backbone, train: bool, options: dict):
     return TextPairDataset(samples, backbone.tokenizer, backbone.max_length)
 
 
+@register_modality("series-windows")
+def _series_window_dataset(samples, backbone: Backbone, train: bool, options: dict):
+    from adaptlab.data.series import SeriesWindowDataset
+
+    if backbone.series is None:
+        raise AdaptlabError(f"backbone {backbone.name!r} does not read time series")
+    return SeriesWindowDataset([window for window, _ in samples], backbone.series.context_length)
+
+
 def make_torch_dataset(data: SplitDataset, split: str, backbone: Backbone, train: bool,
                        options: dict | None = None):
     if data.modality not in _BUILDERS:

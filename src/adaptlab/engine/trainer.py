@@ -200,7 +200,8 @@ class Trainer:
         self.bus.emit("eval", epoch=self.state.epoch, split="val", metrics=metrics)
         self.state.history.append({"epoch": self.state.epoch, "val": metrics})
         value = metrics[self.task.monitor]
-        if self.state.best_metric is None or value > self.state.best_metric:
+        best = self.state.best_metric
+        if best is None or (value > best if self.task.higher_is_better else value < best):
             self.state.best_metric, self.state.best_epoch = value, self.state.epoch
             self.state.epochs_without_improvement = 0
             self._save_best()

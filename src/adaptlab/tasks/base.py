@@ -24,12 +24,13 @@ def call_backbone(backbone: nn.Module, inputs: Any) -> torch.Tensor:
 class Task:
     """Override points: ``build_model``, ``loss``, ``evaluate``, ``baselines``.
 
-    ``monitor`` names the validation metric early stopping and best-epoch selection follow
-    (higher is better).
+    ``monitor`` names the validation metric early stopping and best-epoch selection follow;
+    ``higher_is_better`` says which way it improves.
     """
 
     name = ""
     monitor = ""
+    higher_is_better = True  # of ``monitor``
 
     def build_model(self, backbone, head_options) -> tuple[nn.Module, Any]:
         raise NotImplementedError

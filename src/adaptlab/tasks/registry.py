@@ -6,7 +6,8 @@ from adaptlab.data.splits import SplitDataset
 from adaptlab.errors import AdaptlabError
 
 
-def make_task(data: SplitDataset, class_weighting: str = "balanced"):
+def make_task(data: SplitDataset, class_weighting: str = "balanced", backbone=None,
+              forecast_loss: str = "quantile"):
     if data.task == "classification":
         from adaptlab.tasks.classification import ClassificationTask, class_weights
 
@@ -17,4 +18,12 @@ def make_task(data: SplitDataset, class_weighting: str = "balanced"):
         from adaptlab.tasks.retrieval import RetrievalTask
 
         return RetrievalTask()
+    if data.task == "forecasting":
+        from adaptlab.tasks.forecasting import ForecastingTask
+
+        if backbone is None or backbone.series is None:
+            raise AdaptlabError("forecasting needs a forecasting backbone (one with a series "
+                                "preprocessing and a pre-trained head)")
+        horizon = data.samples["train"][0][0].horizon
+        return ForecastingTask(backbone.series.quantiles, horizon, forecast_loss)
     raise AdaptlabError(f"no task implementation for {data.task!r}")

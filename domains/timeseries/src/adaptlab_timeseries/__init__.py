@@ -1,0 +1,36 @@
+"""adaptlab domain plugin: time-series forecasting.
+
+Metadata only (no torch, pandas or xarray here): discovery imports this module.
+"""
+
+from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec
+
+DOMAIN = DomainSpec(
+    name="timeseries",
+    title="Time series",
+    description="Forecast series from CSV, Parquet or NetCDF files, adapting a pre-trained "
+                "forecaster; walk-forward evaluation against seasonal naive (MAE, RMSE, MASE).",
+    tasks=("forecasting",),
+    datasets=(
+        DatasetSpec(name="cmip6-arctic", task="forecasting", source="demo",
+                    loader="adaptlab_timeseries.datasets:load_cmip6_arctic",
+                    description="monthly Arctic air temperature from 42 CMIP6 climate models; "
+                                "forecast 24 months of a held-out model (MIROC6), trained on "
+                                "the others, walk-forward over its last 10 years",
+                    defaults={"epochs": 3, "lr": 1e-3, "train_samples": 512}),
+    ),
+    backbones=(
+        BackboneSpec(name="fracast", weights="offline-package",
+                     builder="adaptlab.backbones.fracast:fracast", params_millions=0.085,
+                     input_size=(2048,),
+                     description="Fracast-0 dilated-conv forecaster (ships offline): context "
+                                 "2048 steps, 48-step horizon, 9 quantiles"),
+    ),
+    default_dataset="cmip6-arctic",
+    default_backbone="fracast",
+    default_strategy="full",
+    user_data_loader="adaptlab_timeseries.datasets:read_series_data",
+    explain_defaults={"method": "integrated_gradients", "renderer": "series",
+                      "target": "median forecast"},
+    defaults={"batch_size": 32, "warmup_ratio": 0.1, "weight_decay": 0.0},
+)

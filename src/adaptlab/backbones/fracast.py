@@ -1,0 +1,80 @@
+"""Fracast-0 (the ``fracast`` package) as a trainable forecasting backbone.
+
+The package's ``forecast()`` runs under ``torch.inference_mode`` and normalises inside, so it
+cannot be fine-tuned; here its two modules are called directly on tensors that
+:class:`adaptlab.data.series.SeriesWindowDataset` has already normalised the package's way
+(min-max over the context), and the output stays in that normalised space for the loss.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from adaptlab.backbones.backbone import Backbone, SeriesPreprocessing
+from adaptlab.backbones.layer_map import LayerMap
+from adaptlab.errors import AdaptlabError
+
+
+class FracastEncoder(nn.Module):
+    """The Fracast core: normalised context ``[B, W]`` plus mask -> hidden states ``[B, W, D]``."""
+
+    def __init__(self, core: nn.Module) -> None:
+        super().__init__()
+        self.core = core
+
+    def forward(self, context: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        mask = observed.unsqueeze(1)
+        return self.core(context.unsqueeze(1), mask, mask.to(context.dtype))
+
+
+class FracastHead(nn.Module):
+    """The pre-trained quantile head: hidden states -> ``[B, horizon, quantiles]``."""
+
+    def __init__(self, head: nn.Module, horizon: int) -> None:
+        super().__init__()
+        self.head = head
+        self.horizon = horizon
+
+    def forward(self, hidden: torch.Tensor, context: torch.Tensor, observed: torch.Tensor
+                ) -> torch.Tensor:
+        out = self.head.forward_horizon(hidden, last_obs=context[:, -1:], ctx=context,
+                                        ctx_mask=observed)
+        return out[:, :self.horizon]
+
+
+def fracast(options: dict | None = None) -> Backbone:
+    """Fracast-0: ``options`` may name ``weights`` (a release folder holding config.json and
+    model.safetensors, or a hub id when online); the package's bundled weights otherwise."""
+    try:
+        from fracast.inference import _resolve_model_dir, load_fracast
+    except ImportError as exc:
+        raise AdaptlabError("backbone fracast needs the package 'fracast'") from exc
+    options = dict(options or {})
+    source = options.get("weights")
+    try:
+        folder = _resolve_model_dir(source)
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+        core, head = load_fracast(folder, weights="fp32")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise AdaptlabError(f"backbone fracast: cannot load weights from {source or 'the package'} "
+                            f"({exc})") from exc
+    model = config["model"]
+    encoder = FracastEncoder(core)
+    # The dilated conv stack shares one block across its scale ladder (share_stages), so the
+    # map has one block for it and one for the final norm; the stem is the input projection
+    # and the zero-parameter periodic features' projection.
+    layer_map = LayerMap(embeddings=["core.in_proj", "core.periodic"],
+                         blocks=[["core.scale", "core.block"], ["core.norm"]],
+                         norms=["core.norm"])
+    backbone = Backbone(name="fracast-0", module=encoder, num_features=int(model["d_model"]),
+                        layer_map=layer_map, source=str(source or "fracast package"),
+                        series=SeriesPreprocessing(context_length=int(model["W"]),
+                                                   horizon=int(model["horizon"]),
+                                                   quantiles=tuple(model["quantiles"]),
+                                                   scaling="minmax"),
+                        pretrained_head=head)
+    return backbone
