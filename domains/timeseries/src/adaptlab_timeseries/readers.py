@@ -150,6 +150,7 @@ def netcdf_columns(path: Path, variable: str | None = None
             raise AdaptlabError(f"{path}: choose a variable with a time dimension among "
                                 f"{candidates}")
         data = dataset[variable]
+        data = data.where(np.abs(data) < NETCDF_DEFAULT_FILL)  # before averaging over cells
         spatial = [d for d in data.dims if d in _SPATIAL_DIMS]
         lat = next((d for d in spatial if d in ("lat", "latitude")), None)
         if lat is not None:
@@ -160,7 +161,6 @@ def netcdf_columns(path: Path, variable: str | None = None
         times = [_standard_time(t) for t in data["time"].values]
         others = [d for d in data.dims if d != "time"]
         stacked = data.transpose("time", *others).values.reshape(len(times), -1)
-        stacked = np.where(np.abs(stacked) >= NETCDF_DEFAULT_FILL, np.nan, stacked)
         names = _column_names(variable, data, others)
         return times, {name: stacked[:, i].astype(np.float64) for i, name in enumerate(names)}
 
