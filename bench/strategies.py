@@ -35,7 +35,16 @@ STRATEGIES = {
         "lora": {"lr": 3e-3, "strategy_options": {"r": 8}},
         "full": {"lr": 5e-4, "strategy_options": {}},
     },
+    "timeseries": {
+        "head": {"lr": 1e-3, "strategy_options": {}},
+        "lora": {"lr": 1e-3, "strategy_options": {"r": 8}},
+        "full": {"lr": 3e-4, "strategy_options": {}},
+    },
 }
+# (headline metric, second metric, lower is better) per task
+METRICS = {"classification": ("accuracy", "macro_f1", False),
+           "retrieval": ("mrr", "recall_at_1", False),
+           "forecasting": ("mase", "mae", True)}
 
 
 def mib(n: int | None) -> str:
@@ -70,18 +79,19 @@ def main() -> None:
                                     out=str(Path(tmp) / f"{name}-{seed}"))
                 result = run(config, progress=False)
                 test = result.metrics["final"]["test"]
-                accs.append(test["accuracy"])
-                f1s.append(test["macro_f1"])
+                first, second, _ = METRICS[result.metrics["task"]]
+                accs.append(test[first])
+                f1s.append(test[second])
                 seconds.append(result.costs["seconds_per_epoch"])
                 costs = result.costs
                 method = result.metrics["baseline_method"]
                 if not baselines:
                     baselines.update({key: [] for key in ("baseline", *result.metrics["reference"])})
                 if len(baselines["baseline"]) < len(args.seeds):
-                    baselines["baseline"].append(result.metrics["baseline"]["test"]["accuracy"])
+                    baselines["baseline"].append(result.metrics["baseline"]["test"][first])
                     for ref, value in result.metrics["reference"].items():
-                        baselines[ref].append(value["test"]["accuracy"])
-                print(f"{name} seed {seed}: test accuracy {test['accuracy']:.3f}", flush=True)
+                        baselines[ref].append(value["test"][first])
+                print(f"{name} seed {seed}: test {first} {test[first]:.3f}", flush=True)
             memory = costs["memory_bytes"]
             rows.append(
                 f"| {name} | {costs['trainable_params']:,} ({costs['trainable_percent']:.2f} %) | "
@@ -91,19 +101,22 @@ def main() -> None:
                 f"{statistics.mean(accs):.3f} ± {statistics.pstdev(accs):.3f} | "
                 f"{statistics.mean(f1s):.3f} |")
 
+    first, second, lower = METRICS[result.metrics["task"]]
+
     def mean(values):
         return f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
 
     body = (f"## Strategies on the {args.domain} demo ({args.device})\n\n"
             f"{machine()}. {domain.default_backbone} on `{dataset.name}`: {dataset.description}. "
             f"{config.epochs} epochs, batch {config.batch_size}, input size "
-            f"{config.image_size or 'native'}, seeds {args.seeds}; accuracy is mean ± sd over "
-            "seeds on the held-out test split. Memory in MiB: activations are the bytes autograd "
-            f"saved for one batch of {config.batch_size}.\n\n"
+            f"{config.image_size or 'native'}, training samples {config.train_samples or 'all'}, "
+            f"seeds {args.seeds}; {first} is mean ± sd over seeds on the held-out test split "
+            f"({'lower' if lower else 'higher'} is better). Memory in MiB: activations are the "
+            f"bytes autograd saved for one batch of {config.batch_size}.\n\n"
             "| strategy | trainable params | params | grads | optimizer | activations | "
-            "CUDA peak | s/epoch | test accuracy | test macro-F1 |\n"
+            f"CUDA peak | s/epoch | test {first} | test {second} |\n"
             "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
-            f"Unadapted baseline (`baseline`: {method}) test accuracy "
+            f"Unadapted baseline (`baseline`: {method}) test {first} "
             f"{mean(baselines['baseline'])}" + "".join(
                 f"; `{ref}` {mean(values)}" for ref, values in baselines.items()
                 if ref != "baseline") + ".\n")

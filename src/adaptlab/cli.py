@@ -34,7 +34,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="run folder (default runs/DOMAIN-STRATEGY)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    template = sub.add_parser("template", help="write a domain's template notebook")
+    template.add_argument("domain")
+    template.add_argument("--out", default=None, help="notebook path (default DOMAIN.ipynb)")
     return parser
+
+
+def cmd_template(args: argparse.Namespace) -> int:
+    from adaptlab.plugins.registry import get_domain
+    from adaptlab.templates import write_template
+
+    path = write_template(get_domain(args.domain), args.out or f"{args.domain}.ipynb")
+    print(f"wrote {path}")
+    return 0
 
 
 def cmd_domains(args: argparse.Namespace) -> int:
@@ -101,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"domains": cmd_domains, "run": cmd_run}[args.command]
+    handler = {"domains": cmd_domains, "run": cmd_run, "template": cmd_template}[args.command]
     try:
         return handler(args)
     except AdaptlabError as exc:

@@ -82,7 +82,7 @@ def load_data(config: RunConfig, domain: DomainSpec):
             raise AdaptlabError(f"domain {domain.name!r} does not read user data (--data)")
         options = _loader_options(config, "forecasting" in domain.tasks, f"domain {domain.name!r}")
         return resolve_reference(domain.user_data_loader)(config.data, **options)
-    spec = domain.dataset(config.dataset)
+    spec = domain.dataset(config.dataset or domain.default_dataset)
     options = _loader_options(config, spec.task == "forecasting", f"dataset {spec.name!r}")
     return resolve_reference(spec.loader)(options)
 

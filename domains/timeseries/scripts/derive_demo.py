@@ -17,8 +17,6 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
 from adaptlab_timeseries.readers import netcdf_columns
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "adaptlab_timeseries" / "demo_data"
@@ -26,6 +24,9 @@ END = "2014-12"
 # Two E3SM models report values down to 16 K at 1000 hPa in months when the level lies under
 # the polar surface (partially masked cells); nothing physical is outside this range there.
 PLAUSIBLE_K = (180.0, 330.0)
+# Its data licence is CC-BY-NC-SA: a non-commercial clause has no place in an Apache-2.0
+# project's demo. Every other model's is CC-BY-SA 4.0.
+EXCLUDED = {"IPSL-CM6A-LR"}
 LEVELS = {"ta_plev100000": "1000hPa", "ta_plev92500": "925hPa"}
 
 
@@ -41,6 +42,8 @@ def main() -> None:
     licences: dict[str, str] = {}
     for file in files:
         model = file.name.split("_")[2]
+        if model in EXCLUDED:
+            continue
         with xr.open_dataset(file, engine="h5netcdf") as dataset:
             licences[model] = dataset.attrs.get("license", "")
         times, columns = netcdf_columns(file)
@@ -65,7 +68,8 @@ def main() -> None:
             "derivation": "cos(latitude)-weighted mean over the box per pressure level "
                           "(1000 and 925 hPa), files joined in time, cut at 2014-12; values "
                           "outside 180-330 K (E3SM's partially underground 1000 hPa boxes) "
-                          "left missing; kelvin, 3 decimals",
+                          "left missing; IPSL-CM6A-LR left out (non-commercial licence); "
+                          "kelvin, 3 decimals",
             "models": len({c.rsplit('_', 1)[0] for c in columns}),
             "licences": {text: sorted(m for m, t in licences.items() if t == text)
                          for text in sorted(set(licences.values()))},

@@ -87,6 +87,9 @@ class DomainSpec:
     icon: str = ""
     explain_defaults: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
+    data_help: str = ""  # the formats --data reads, in one line
+    # Extra cells for the domain's template notebook: ("markdown" | "code", source) pairs.
+    template_cells: tuple[tuple[str, str], ...] = ()
 
     def validate(self) -> None:
         """Raise PluginError naming the first field that breaks the contract."""
@@ -111,6 +114,10 @@ class DomainSpec:
             if dataset.source_dataset and dataset.source_dataset not in self.dataset_names():
                 raise PluginError(f"domain {self.name!r}: dataset {dataset.name!r} names "
                                   f"source_dataset {dataset.source_dataset!r}, not declared")
+        for kind, _ in self.template_cells:
+            if kind not in ("markdown", "code"):
+                raise PluginError(f"domain {self.name!r}: template cell kind {kind!r} is not "
+                                  "'markdown' or 'code'")
         if self.default_dataset not in self.dataset_names():
             raise PluginError(f"domain {self.name!r}: default_dataset {self.default_dataset!r} "
                               "is not one of its datasets")

@@ -41,6 +41,8 @@ DOMAIN = DomainSpec(
     default_backbone="minilm",
     default_strategy="freeze",
     user_data_loader="adaptlab_code.readers:read_code_data",
+    data_help="a folder with one sub-folder of source files per label, a JSONL of "
+              "{code, label} or {query, code} records, or a git working tree",
     explain_defaults={"method": "layer_integrated_gradients", "layer": "embeddings",
                       "renderer": "tokens"},
     defaults={"batch_size": 32, "warmup_ratio": 0.1},

@@ -36,6 +36,8 @@ DOMAIN = DomainSpec(
     default_backbone="efficientnet_lite0",
     default_strategy="freeze",
     user_data_loader="adaptlab_medical.readers:read_medical_data",
+    data_help="a MedMNIST .npz, or a folder with one sub-folder per class of DICOM files, "
+              "NIfTI images/volumes or PNG/JPEG images",
     explain_defaults={"method": "integrated_gradients", "renderer": "image"},
     defaults={"epochs": 8, "batch_size": 32, "lr": 1e-3, "image_size": 64},
 )

@@ -14,10 +14,10 @@ DOMAIN = DomainSpec(
     datasets=(
         DatasetSpec(name="cmip6-arctic", task="forecasting", source="demo",
                     loader="adaptlab_timeseries.datasets:load_cmip6_arctic",
-                    description="monthly Arctic air temperature from 42 CMIP6 climate models; "
+                    description="monthly Arctic air temperature from 41 CMIP6 climate models; "
                                 "forecast 24 months of a held-out model (MIROC6), trained on "
                                 "the others, walk-forward over its last 10 years",
-                    defaults={"epochs": 3, "lr": 1e-3, "train_samples": 512}),
+                    defaults={"epochs": 2, "lr": 3e-4, "train_samples": 256}),
     ),
     backbones=(
         BackboneSpec(name="fracast", weights="offline-package",
@@ -30,6 +30,20 @@ DOMAIN = DomainSpec(
     default_backbone="fracast",
     default_strategy="full",
     user_data_loader="adaptlab_timeseries.datasets:read_series_data",
+    data_help="a CSV or Parquet table with a time column and value columns, a NetCDF file "
+              "with a time dimension, or a folder of them",
+    template_cells=(
+        ("markdown", "## The walk-forward split\n\nEach series' last span is the test period "
+                     "and the span before it validation; no training window forecasts a step "
+                     "inside them. Series with gaps longer than the gap rule fills are listed "
+                     "as refused."),
+        ("code", "from adaptlab.plugins.registry import get_domain\n"
+                 "from adaptlab.run import load_data\n\n"
+                 "data = load_data(config, get_domain(DOMAIN))\n"
+                 "print('windows per split:', data.counts())\n"
+                 "print('first test window:', data.samples['test'][0][0].describe())\n"
+                 "print(len(data.skipped), 'series refused;', len(data.notes), 'repaired')"),
+    ),
     explain_defaults={"method": "integrated_gradients", "renderer": "series",
                       "target": "median forecast"},
     defaults={"batch_size": 32, "warmup_ratio": 0.1, "weight_decay": 0.0},

@@ -1,6 +1,6 @@
 """The embedded CMIP6 demo and the walk-forward split of user series.
 
-Demo: monthly Arctic air temperature (1000 and 925 hPa) from 42 CMIP6 climate models. The
+Demo: monthly Arctic air temperature (1000 and 925 hPa) from 41 CMIP6 climate models. The
 target is one held-out model (MIROC6): its last five years are the test span, the five before
 them validation. Training windows come from every other model (the source domain) and from the
 target's own earlier years, and none of them forecasts a month that falls inside the held-out

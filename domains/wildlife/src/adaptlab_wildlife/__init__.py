@@ -38,6 +38,7 @@ DOMAIN = DomainSpec(
     default_backbone="efficientnet_lite0",
     default_strategy="head",
     user_data_loader="adaptlab.data.image_folder:read_image_folder",
+    data_help="a folder with one sub-folder of photos (JPEG, PNG, WebP) per species",
     explain_defaults={"method": "integrated_gradients", "renderer": "image"},
     defaults={"epochs": 10, "batch_size": 16, "lr": 3e-3},
 )
