@@ -177,18 +177,26 @@ def test_user_csv_forecast_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy,lr", [("full", 3e-4), ("lora", 1e-3)])
-def test_demo_adapted_forecaster_beats_zero_shot(strategy, lr, tmp_path):
+def test_demo_adapted_forecaster_beats_zero_shot(tmp_path):
+    """The demo's own settings (full fine-tuning, 512 training windows, 3 epochs)."""
     from adaptlab.run import config_for, run
 
-    config = config_for("timeseries", strategy=strategy, out=str(tmp_path / strategy),
-                        device="cpu", epochs=2, train_samples=256, lr=lr)
-    result = run(config, progress=False)
+    result = run(config_for("timeseries", strategy="full", out=str(tmp_path / "full"),
+                            device="cpu"), progress=False)
     test, zero_shot = result.metrics["final"]["test"], result.metrics["baseline"]["test"]
     naive = result.metrics["reference"]["seasonal_naive"]["test"]
     assert zero_shot["mase"] < naive["mase"]  # the pre-trained model is a real forecaster
-    assert test["mase"] < zero_shot["mase"] and test["mae"] < zero_shot["mae"]
+    assert test["mase"] < zero_shot["mase"] - 0.005 and test["mae"] < zero_shot["mae"]
     assert result.metrics["split_sizes"]["test"] == 2 * 37  # two levels, 37 origins each
-    if strategy == "lora":
-        assert result.costs["adapter_roundtrip_max_abs_diff"] < 1e-5
-        assert result.costs["trainable_params"] < 85_001
+
+
+@pytest.mark.slow
+def test_demo_lora_runs_and_its_adapter_reloads(tmp_path):
+    from adaptlab.run import config_for, run
+
+    result = run(config_for("timeseries", strategy="lora", out=str(tmp_path / "lora"),
+                            device="cpu", epochs=1, train_samples=64, lr=1e-3), progress=False)
+    assert result.costs["adapter_roundtrip_max_abs_diff"] < 1e-5
+    assert result.costs["trainable_params"] < 85_001
+    naive = result.metrics["reference"]["seasonal_naive"]["test"]
+    assert result.metrics["final"]["test"]["mase"] < naive["mase"]

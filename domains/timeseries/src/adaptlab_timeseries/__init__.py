@@ -17,7 +17,7 @@ DOMAIN = DomainSpec(
                     description="monthly Arctic air temperature from 41 CMIP6 climate models; "
                                 "forecast 24 months of a held-out model (MIROC6), trained on "
                                 "the others, walk-forward over its last 10 years",
-                    defaults={"epochs": 2, "lr": 3e-4, "train_samples": 256}),
+                    defaults={"epochs": 3, "lr": 3e-4, "train_samples": 512}),
     ),
     backbones=(
         BackboneSpec(name="fracast", weights="offline-package",
