@@ -200,3 +200,56 @@ def test_demo_lora_runs_and_its_adapter_reloads(tmp_path):
     assert result.costs["trainable_params"] < 85_001
     naive = result.metrics["reference"]["seasonal_naive"]["test"]
     assert result.metrics["final"]["test"]["mase"] < naive["mase"]
+
+
+def _class_folders(root, per_class=6, n=120):
+    """'rising' series trend upwards, 'flat' ones do not; both share a seasonal cycle."""
+    for label, trend in (("flat", 0.0), ("rising", 0.05)):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            _write_csv(root / label / f"site{i}.csv",
+                       {"a": _monthly(n, seed=i, trend=trend), "b": _monthly(n, seed=50 + i,
+                                                                             trend=trend)})
+    return root
+
+
+def test_class_folders_of_series_are_a_classification_set(tmp_path):
+    from adaptlab_timeseries.datasets import read_series_data
+
+    root = _class_folders(tmp_path / "sites")
+    data = read_series_data(str(root))
+    assert data.task == "classification" and data.modality == "series-labelled"
+    assert data.class_names == ["flat", "rising"] and sum(data.counts().values()) == 24
+    for split in ("val", "test"):  # both series of a file stay in one split
+        files = {w.series.origin.rsplit(" [", 1)[0] for w, _ in data.samples[split]}
+        others = {w.series.origin.rsplit(" [", 1)[0] for s in data.samples if s != split
+                  for w, _ in data.samples[s]}
+        assert files and not files & others
+    with pytest.raises(AdaptlabError, match="horizon applies to forecasting"):
+        read_series_data(str(root), horizon=6)
+
+
+@pytest.mark.slow
+def test_series_classification_runs_and_a_forecaster_is_refused(tmp_path, capsys):
+    root = _class_folders(tmp_path / "sites", per_class=8)
+    code, _, stderr = run_cli(["run", "timeseries", "--data", str(root), "--out",
+                               str(tmp_path / "bad"), "--quiet"], capsys)
+    assert code == 2 and "'fracast-0' is a forecaster" in stderr
+    code, stdout, _ = run_cli(["run", "timeseries", "--data", str(root), "--backbone",
+                               "fracast-features", "--strategy", "head", "--out",
+                               str(tmp_path / "ok"), "--epochs", "1", "--quiet"], capsys)
+    assert code == 0, stdout
+    metrics = json.loads((tmp_path / "ok" / "metrics.json").read_text())
+    assert metrics["task"] == "classification" and "accuracy" in metrics["final"]["test"]
+
+
+@pytest.mark.slow
+def test_warming_detection_beats_the_frozen_feature_baseline(tmp_path):
+    """Head-only on Fracast features, tested on a held-out climate model (CanESM5)."""
+    from adaptlab.run import config_for, run
+
+    result = run(config_for("timeseries", dataset="cmip6-warming", strategy="head", lr=1e-3,
+                            device="cpu", out=str(tmp_path / "warming")), progress=False)
+    test, baseline = result.metrics["final"]["test"], result.metrics["baseline"]["test"]
+    assert result.metrics["split_sizes"]["test"] == 124
+    assert test["accuracy"] > 0.58 and test["accuracy"] > baseline["accuracy"] + 0.05

@@ -29,9 +29,11 @@ class RunResult:
 
 def complete_config(config: RunConfig, domain: DomainSpec) -> RunConfig:
     """Fill unset choices with the domain's defaults and range-check the training fields."""
+    dataset = config.dataset or (None if config.data else domain.default_dataset)
+    preferred = domain.dataset(dataset).backbone if dataset else None
     changes: dict[str, Any] = {
-        "dataset": config.dataset or (None if config.data else domain.default_dataset),
-        "backbone": config.backbone or domain.default_backbone,
+        "dataset": dataset,
+        "backbone": config.backbone or preferred or domain.default_backbone,
         "strategy": config.strategy or domain.default_strategy,
     }
     return dataclasses.replace(config, **changes).validated()

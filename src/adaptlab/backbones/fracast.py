@@ -31,6 +31,18 @@ class FracastEncoder(nn.Module):
         return self.core(context.unsqueeze(1), mask, mask.to(context.dtype))
 
 
+class PooledFracastEncoder(FracastEncoder):
+    """Series features for classification: the mean of the hidden states over the observed
+    steps, joined with the last step's state (the summary Fracast's own head starts from)."""
+
+    def forward(self, context: torch.Tensor, observed: torch.Tensor, **_: torch.Tensor
+                ) -> torch.Tensor:
+        hidden = super().forward(context, observed)
+        weights = observed.unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return torch.cat([mean, hidden[:, -1]], dim=-1)
+
+
 class FracastHead(nn.Module):
     """The pre-trained quantile head: hidden states -> ``[B, horizon, quantiles]``."""
 
@@ -46,15 +58,12 @@ class FracastHead(nn.Module):
         return out[:, :self.horizon]
 
 
-def fracast(options: dict | None = None) -> Backbone:
-    """Fracast-0: ``options`` may name ``weights`` (a release folder holding config.json and
-    model.safetensors, or a hub id when online); the package's bundled weights otherwise."""
+def _load(options: dict | None):
     try:
         from fracast.inference import _resolve_model_dir, load_fracast
     except ImportError as exc:
         raise AdaptlabError("backbone fracast needs the package 'fracast'") from exc
-    options = dict(options or {})
-    source = options.get("weights")
+    source = (options or {}).get("weights")
     try:
         folder = _resolve_model_dir(source)
         config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
@@ -62,19 +71,35 @@ def fracast(options: dict | None = None) -> Backbone:
     except (OSError, ValueError, RuntimeError) as exc:
         raise AdaptlabError(f"backbone fracast: cannot load weights from {source or 'the package'} "
                             f"({exc})") from exc
-    model = config["model"]
-    encoder = FracastEncoder(core)
+    return core, head, config["model"], str(source or "fracast package")
+
+
+def _backbone(module: nn.Module, model: dict, source: str, num_features: int, head=None
+              ) -> Backbone:
     # The dilated conv stack shares one block across its scale ladder (share_stages), so the
     # map has one block for it and one for the final norm; the stem is the input projection
     # and the zero-parameter periodic features' projection.
     layer_map = LayerMap(embeddings=["core.in_proj", "core.periodic"],
                          blocks=[["core.scale", "core.block"], ["core.norm"]],
                          norms=["core.norm"])
-    backbone = Backbone(name="fracast-0", module=encoder, num_features=int(model["d_model"]),
-                        layer_map=layer_map, source=str(source or "fracast package"),
-                        series=SeriesPreprocessing(context_length=int(model["W"]),
-                                                   horizon=int(model["horizon"]),
-                                                   quantiles=tuple(model["quantiles"]),
-                                                   scaling="minmax"),
-                        pretrained_head=head)
-    return backbone
+    return Backbone(name="fracast-0", module=module, num_features=num_features,
+                    layer_map=layer_map, source=source,
+                    series=SeriesPreprocessing(context_length=int(model["W"]),
+                                               horizon=int(model["horizon"]),
+                                               quantiles=tuple(model["quantiles"]),
+                                               scaling="minmax"),
+                    pretrained_head=head)
+
+
+def fracast(options: dict | None = None) -> Backbone:
+    """Fracast-0 as a forecaster: ``options`` may name ``weights`` (a release folder holding
+    config.json and model.safetensors, or a hub id when online); the package's bundled
+    weights otherwise."""
+    core, head, model, source = _load(options)
+    return _backbone(FracastEncoder(core), model, source, int(model["d_model"]), head)
+
+
+def fracast_features(options: dict | None = None) -> Backbone:
+    """Fracast-0's encoder as a feature extractor (series classification)."""
+    core, _, model, source = _load(options)
+    return _backbone(PooledFracastEncoder(core), model, source, 2 * int(model["d_model"]))

@@ -39,14 +39,17 @@ class Series:
 
 @dataclass(frozen=True, eq=False)
 class SeriesWindow:
-    """Forecast ``horizon`` steps of ``series`` from step ``origin`` on, seeing what precedes."""
+    """Forecast ``horizon`` steps of ``series`` from step ``origin`` on, seeing what precedes
+    (from ``start`` on). A classification clip is a window with horizon 0: the steps
+    ``start:origin``."""
 
     series: Series
     origin: int
     horizon: int
+    start: int = 0
 
     def context(self, length: int) -> np.ndarray:
-        return self.series.values[max(0, self.origin - length):self.origin]
+        return self.series.values[max(self.start, self.origin - length):self.origin]
 
     def target(self) -> np.ndarray:
         return self.series.values[self.origin:self.origin + self.horizon]
@@ -186,3 +189,15 @@ class SeriesWindowDataset:
                   "season": torch.tensor(window.series.season)}
         target = torch.from_numpy(((window.target() - loc) / span).astype(np.float32))
         return inputs, target
+
+
+class LabelledSeriesDataset(SeriesWindowDataset):
+    """Clips (windows of horizon 0) with class labels, for series classification."""
+
+    def __init__(self, samples: list[tuple[SeriesWindow, int]], context_length: int) -> None:
+        super().__init__([window for window, _ in samples], context_length)
+        self.labels = [label for _, label in samples]
+
+    def __getitem__(self, index: int):
+        inputs, _ = super().__getitem__(index)
+        return inputs, self.labels[index]

@@ -63,6 +63,15 @@ def _series_window_dataset(samples, backbone: Backbone, train: bool, options: di
     return SeriesWindowDataset([window for window, _ in samples], backbone.series.context_length)
 
 
+@register_modality("series-labelled")
+def _labelled_series_dataset(samples, backbone: Backbone, train: bool, options: dict):
+    from adaptlab.data.series import LabelledSeriesDataset
+
+    if backbone.series is None:
+        raise AdaptlabError(f"backbone {backbone.name!r} does not read time series")
+    return LabelledSeriesDataset(samples, backbone.series.context_length)
+
+
 def make_torch_dataset(data: SplitDataset, split: str, backbone: Backbone, train: bool,
                        options: dict | None = None):
     if data.modality not in _BUILDERS:

@@ -50,6 +50,7 @@ class DatasetSpec:
     source: str = "demo"
     source_dataset: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)  # training settings for this set
+    backbone: str | None = None  # the backbone this set needs, when not the domain's default
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,9 @@ class DomainSpec:
                 raise PluginError(f"domain {self.name!r}: dataset {dataset.name!r} has task "
                                   f"{dataset.task!r}, not one of the domain's tasks")
         for dataset in self.datasets:
+            if dataset.backbone and dataset.backbone not in self.backbone_names():
+                raise PluginError(f"domain {self.name!r}: dataset {dataset.name!r} names "
+                                  f"backbone {dataset.backbone!r}, not declared")
             if dataset.source_dataset and dataset.source_dataset not in self.dataset_names():
                 raise PluginError(f"domain {self.name!r}: dataset {dataset.name!r} names "
                                   f"source_dataset {dataset.source_dataset!r}, not declared")

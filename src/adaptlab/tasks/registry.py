@@ -11,6 +11,10 @@ def make_task(data: SplitDataset, class_weighting: str = "balanced", backbone=No
     if data.task == "classification":
         from adaptlab.tasks.classification import ClassificationTask, class_weights
 
+        if backbone is not None and backbone.pretrained_head is not None:
+            raise AdaptlabError(f"backbone {backbone.name!r} is a forecaster with its own head; "
+                                "classification needs a feature backbone")
+
         weights = class_weights(data.labels("train"), len(data.class_names)) \
             if class_weighting == "balanced" else None
         return ClassificationTask(data.class_names, weights)

@@ -8,9 +8,10 @@ from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec
 DOMAIN = DomainSpec(
     name="timeseries",
     title="Time series",
-    description="Forecast series from CSV, Parquet or NetCDF files, adapting a pre-trained "
-                "forecaster; walk-forward evaluation against seasonal naive (MAE, RMSE, MASE).",
-    tasks=("forecasting",),
+    description="Forecast or classify series from CSV, Parquet or NetCDF files, adapting a "
+                "pre-trained forecaster; forecasts are evaluated walk-forward against seasonal "
+                "naive (MAE, RMSE, MASE).",
+    tasks=("forecasting", "series-classification"),
     datasets=(
         DatasetSpec(name="cmip6-arctic", task="forecasting", source="demo",
                     loader="adaptlab_timeseries.datasets:load_cmip6_arctic",
@@ -18,6 +19,13 @@ DOMAIN = DomainSpec(
                                 "forecast 24 months of a held-out model (MIROC6), trained on "
                                 "the others, walk-forward over its last 10 years",
                     defaults={"epochs": 3, "lr": 3e-4, "train_samples": 512}),
+        DatasetSpec(name="cmip6-warming", task="series-classification", source="demo",
+                    loader="adaptlab_timeseries.datasets:load_cmip6_warming",
+                    backbone="fracast-features",
+                    description="20-year Arctic temperature records, early industrial "
+                                "(1850-1899) or recent (1965-2014)? Trained on 9 CMIP6 models, "
+                                "tested on a held-out one (CanESM5)",
+                    defaults={"epochs": 3, "lr": 3e-4, "train_samples": 256}),
     ),
     backbones=(
         BackboneSpec(name="fracast", weights="offline-package",
@@ -25,6 +33,11 @@ DOMAIN = DomainSpec(
                      input_size=(2048,),
                      description="Fracast-0 dilated-conv forecaster (ships offline): context "
                                  "2048 steps, 48-step horizon, 9 quantiles"),
+        BackboneSpec(name="fracast-features", weights="offline-package",
+                     builder="adaptlab.backbones.fracast:fracast_features",
+                     params_millions=0.026, input_size=(2048,),
+                     description="Fracast-0's encoder as a feature extractor for series "
+                                 "classification (mean and last hidden state, 128 features)"),
     ),
     default_dataset="cmip6-arctic",
     default_backbone="fracast",

@@ -5,6 +5,13 @@ target is one held-out model (MIROC6): its last five years are the test span, th
 them validation. Training windows come from every other model (the source domain) and from the
 target's own earlier years, and none of them forecasts a month that falls inside the held-out
 spans (the cut is the same calendar month for every model, since all end in 2014-12).
+
+Series classification demo (detection of the forced warming): is a 20-year record of Arctic
+temperature from the early industrial period (1850-1899) or from the recent one (1965-2014)?
+Only the models whose runs start in 1850 can say; one of them (CanESM5) is the held-out test
+model, another (NorCPM1) the validation model, and clips never cross models between splits.
+Inputs are min-max scaled per clip, so the absolute warming is hidden: the trend within a
+clip and the shape of its seasonal cycle are what is left to go by.
 """
 
 from __future__ import annotations
@@ -12,8 +19,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from adaptlab.data.series import Series, walk_forward_windows
-from adaptlab.data.splits import SplitDataset
+from adaptlab.data.series import Series, SeriesWindow, walk_forward_windows
+from adaptlab.data.splits import SplitDataset, stratified_split
 from adaptlab.errors import AdaptlabError
 from adaptlab_timeseries.readers import ReadLog, read_series, read_table
 
@@ -39,9 +46,7 @@ def to_split_dataset(series: list[Series], horizon: int, val_steps: int, test_st
 def load_cmip6_arctic(options: dict) -> SplitDataset:
     horizon = int(options.get("horizon", DEMO_HORIZON))
     log = ReadLog(skip_refused=True)
-    path = resources.files("adaptlab_timeseries") / "demo_data" / DEMO_FILE
-    with resources.as_file(path) as file:
-        series = read_table(Path(file), log=log)
+    series = _demo_series(log)
     targets = {s.name for s in series if s.name.startswith(TARGET_MODEL + "_")}
     if not targets:
         raise AdaptlabError(f"{DEMO_FILE}: no series of the target model {TARGET_MODEL}")
@@ -52,12 +57,77 @@ def load_cmip6_arctic(options: dict) -> SplitDataset:
                             eval_names=targets, train_stride=6)
 
 
+WARMING_PERIODS = {"early (1850-1899)": ("1850-01", "1899-12"),
+                   "recent (1965-2014)": ("1965-01", "2014-12")}
+WARMING_TARGET, WARMING_VAL = "CanESM5", "NorCPM1"
+CLIP_STEPS, CLIP_STRIDE = 240, 12
+
+
+def _clips(item: Series, first: str, last: str) -> list[SeriesWindow]:
+    inside = [i for i, t in enumerate(item.times) if first <= t <= last]
+    if len(inside) < CLIP_STEPS:
+        return []
+    lo, hi = inside[0], inside[-1] + 1
+    return [SeriesWindow(item, start + CLIP_STEPS, 0, start)
+            for start in range(lo, hi - CLIP_STEPS + 1, CLIP_STRIDE)]
+
+
+def load_cmip6_warming(options: dict) -> SplitDataset:
+    del options  # the split is by model, not random
+    log = ReadLog(skip_refused=True)
+    samples: dict[str, list] = {"train": [], "val": [], "test": []}
+    for item in _demo_series(log):
+        model = item.name.rsplit("_", 1)[0]
+        split = "test" if model == WARMING_TARGET else "val" if model == WARMING_VAL else "train"
+        per_class = [_clips(item, first, last) for first, last in WARMING_PERIODS.values()]
+        if not all(per_class):  # runs that start in 1950 have no early clips: left out
+            continue
+        for label, clips in enumerate(per_class):
+            samples[split] += [(clip, label) for clip in clips]
+    return SplitDataset(class_names=list(WARMING_PERIODS), samples=samples, skipped=log.skipped,
+                        source=f"CMIP6 Arctic ta, {CLIP_STEPS // 12}-year clips, target "
+                               f"{WARMING_TARGET}", modality="series-labelled",
+                        notes=log.notes)
+
+
+def _demo_series(log: ReadLog) -> list[Series]:
+    path = resources.files("adaptlab_timeseries") / "demo_data" / DEMO_FILE
+    with resources.as_file(path) as file:
+        return read_table(Path(file), log=log)
+
+
+def read_labelled_series(root: Path, seed: int) -> SplitDataset:
+    """One sub-folder per class of series files; every series is one sample (its last
+    steps, as many as the backbone reads). All series of one file stay in one split."""
+    log = ReadLog(skip_refused=True)
+    class_names = sorted(p.name for p in root.iterdir() if p.is_dir())
+    items, groups = [], []
+    for label, name in enumerate(class_names):
+        for item in read_series(root / name, log=log):
+            items.append((SeriesWindow(item, len(item), 0), label))
+            groups.append(item.origin.rsplit(" [", 1)[0])
+    if len(items) < 2:
+        raise AdaptlabError(f"{root}: found {len(items)} usable series in its class folders")
+    return SplitDataset(class_names=class_names, samples=stratified_split(items, seed=seed,
+                                                                          groups=groups),
+                        skipped=log.skipped, source=str(root), modality="series-labelled",
+                        notes=log.notes)
+
+
 def read_series_data(path: str, seed: int = 0, horizon: int | None = None) -> SplitDataset:
-    """User series (``--data``): a CSV/Parquet/NetCDF file or a folder of them. Each series'
-    last ``2 * horizon`` steps are the test span and the ``2 * horizon`` before validation, so
-    every held-out span holds ``horizon + 1`` forecast origins. Series the gap rule refuses
-    are skipped and listed while others remain; ``seed`` is unused (the split is by time)."""
-    del seed
+    """User series (``--data``). A folder holding only class sub-folders is a classification
+    set (:func:`read_labelled_series`). Otherwise a CSV/Parquet/NetCDF file or a folder of
+    them is forecast: each series' last ``2 * horizon`` steps are the test span and the
+    ``2 * horizon`` before validation, so every held-out span holds ``horizon + 1`` forecast
+    origins (the split is by time; ``seed`` is unused). Series the gap rule refuses are
+    skipped and listed while others remain."""
+    root = Path(path)
+    if root.is_dir() and not any(p.is_file() for p in root.iterdir()) and \
+            len([p for p in root.iterdir() if p.is_dir()]) >= 2:
+        if horizon is not None:
+            raise AdaptlabError(f"{root}: class folders hold series to classify; horizon applies "
+                                "to forecasting")
+        return read_labelled_series(root, seed)
     horizon = int(horizon or DEMO_HORIZON)
     log = ReadLog(skip_refused=True)
     series = read_series(path, log=log)
