@@ -40,6 +40,11 @@ STRATEGIES = {
         "lora": {"lr": 1e-3, "strategy_options": {"r": 8}},
         "full": {"lr": 3e-4, "strategy_options": {}},
     },
+    "timeseries:cmip6-warming": {
+        "head": {"lr": 1e-3, "strategy_options": {}},
+        "lora": {"lr": 1e-3, "strategy_options": {"r": 8}},
+        "full": {"lr": 3e-4, "strategy_options": {}},
+    },
 }
 # (headline metric, second metric, lower is better) per task
 METRICS = {"classification": ("accuracy", "macro_f1", False),
@@ -56,24 +61,29 @@ def main() -> None:
     from adaptlab.run import config_for, run
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--domain", default="wildlife", choices=sorted(STRATEGIES))
+    parser.add_argument("--domain", default="wildlife",
+                        choices=sorted({key.split(":")[0] for key in STRATEGIES}))
+    parser.add_argument("--dataset", default=None, help="a dataset of the domain (default: its "
+                                                        "default dataset)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--strategies", nargs="+", default=None,
                         help="a subset of the domain's strategies (default: all)")
     args = parser.parse_args()
     domain = get_domain(args.domain)
-    dataset = domain.dataset(domain.default_dataset)
+    dataset = domain.dataset(args.dataset or domain.default_dataset)
+    table = STRATEGIES.get(f"{args.domain}:{dataset.name}") or STRATEGIES[args.domain]
 
     rows, baselines = [], {}
     method = ""
     with tempfile.TemporaryDirectory() as tmp:
-        for name, settings in STRATEGIES[args.domain].items():
+        for name, settings in table.items():
             if args.strategies and name not in args.strategies:
                 continue
             accs, f1s, seconds, costs = [], [], [], None
             for seed in args.seeds:
-                config = config_for(args.domain, strategy=name, seed=seed, device=args.device,
+                config = config_for(args.domain, dataset=dataset.name, strategy=name, seed=seed,
+                                    device=args.device,
                                     lr=settings["lr"],
                                     strategy_options=settings["strategy_options"],
                                     out=str(Path(tmp) / f"{name}-{seed}"))
@@ -106,8 +116,9 @@ def main() -> None:
     def mean(values):
         return f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
 
-    body = (f"## Strategies on the {args.domain} demo ({args.device})\n\n"
-            f"{machine()}. {domain.default_backbone} on `{dataset.name}`: {dataset.description}. "
+    body = (f"## Strategies on the {args.domain} demo `{dataset.name}` ({args.device})\n\n"
+            f"{machine()}. {config.backbone or dataset.backbone or domain.default_backbone} on "
+            f"`{dataset.name}`: {dataset.description}. "
             f"{config.epochs} epochs, batch {config.batch_size}, input size "
             f"{config.image_size or 'native'}, training samples {config.train_samples or 'all'}, "
             f"seeds {args.seeds}; {first} is mean ± sd over seeds on the held-out test split "
@@ -120,7 +131,8 @@ def main() -> None:
             f"{mean(baselines['baseline'])}" + "".join(
                 f"; `{ref}` {mean(values)}" for ref, values in baselines.items()
                 if ref != "baseline") + ".\n")
-    write_section(f"strategies-{args.domain}-{args.device}", body)
+    suffix = "" if dataset.name == domain.default_dataset else f"-{dataset.name}"
+    write_section(f"strategies-{args.domain}{suffix}-{args.device}", body)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,18 @@ def test_csv_reader_regular_grid_and_bad_values(tmp_path):
         read_series(path)
 
 
+def test_missing_time_column_and_too_long_horizon_are_named(tmp_path, capsys):
+    from adaptlab_timeseries.readers import read_series
+
+    (tmp_path / "values.csv").write_text("flow,level\n1,2\n3,4\n")
+    with pytest.raises(AdaptlabError, match=r"values.csv: no time column .*'flow', 'level'"):
+        read_series(tmp_path / "values.csv")
+    code, _, stderr = run_cli(["run", "timeseries", "--set", "horizon=60", "--out",
+                               str(tmp_path / "run"), "--quiet"], capsys)
+    assert code == 2 and "horizon 60 is longer than backbone 'fracast-0' forecasts (48" in stderr
+    assert not (tmp_path / "run").exists()  # refused before the run folder is written
+
+
 def test_parquet_reader_matches_csv(tmp_path):
     from adaptlab_timeseries.readers import read_series
 
