@@ -185,7 +185,7 @@ def test_user_csv_forecast_end_to_end(tmp_path, capsys):
     assert "seasonal_naive" in metrics["reference"]
     code, _, stderr = run_cli(["run", "wildlife", "--set", "horizon=6", "--out",
                                str(tmp_path / "w")], capsys)
-    assert code != 0 and "horizon=6: dataset 'animals' does not forecast" in stderr
+    assert code != 0 and "horizon=6: dataset 'animals' has no forecasting task" in stderr
 
 
 @pytest.mark.slow
@@ -265,3 +265,19 @@ def test_warming_detection_beats_the_frozen_feature_baseline(tmp_path):
     test, baseline = result.metrics["final"]["test"], result.metrics["baseline"]["test"]
     assert result.metrics["split_sizes"]["test"] == 124
     assert test["accuracy"] > 0.58 and test["accuracy"] > baseline["accuracy"] + 0.05
+
+
+@pytest.mark.slow
+def test_a_destructive_adaptation_falls_back_to_the_pretrained_forecaster(tmp_path):
+    """Epoch 0 competes for the best epoch: with a learning rate that wrecks the model, the
+    run ends on the pre-trained weights and matches the zero-shot baseline exactly."""
+    from adaptlab.run import config_for, run
+
+    result = run(config_for("timeseries", dataset="nile", strategy="full", lr=5.0, epochs=2,
+                            warmup_ratio=0.0, device="cpu", out=str(tmp_path / "nile")),
+                 progress=False)
+    metrics = result.metrics
+    assert metrics["best_epoch"] == 0 and [h["epoch"] for h in metrics["history"]] == [0, 1, 2]
+    assert metrics["history"][1]["val"]["mase"] > metrics["history"][0]["val"]["mase"]
+    assert metrics["final"]["test"]["mase"] == pytest.approx(metrics["baseline"]["test"]["mase"],
+                                                             rel=1e-6)

@@ -45,6 +45,9 @@ class RunConfig:
     horizon: int | None = field(default=None, metadata={
         "min": 1, "max": 100_000, "help": "forecasting: steps ahead to predict (unset = the "
                                           "dataset's default)"})
+    max_gap: int | None = field(default=None, metadata={
+        "min": 0, "max": 100_000, "help": "series: the longest run of missing values the gap "
+                                          "rule fills by interpolation (unset = 3)"})
     forecast_loss: str = field(default="quantile", metadata={
         "choices": ("quantile", "point"),
         "help": "forecasting: pinball loss over every quantile, or absolute error of the median"})

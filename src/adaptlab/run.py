@@ -69,12 +69,19 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
                             "pass --resume to continue it")
 
 
-def _loader_options(config: RunConfig, forecasts: bool, what: str) -> dict[str, Any]:
+SERIES_TASKS = ("forecasting", "series-classification")
+
+
+def _loader_options(config: RunConfig, tasks: tuple[str, ...], what: str) -> dict[str, Any]:
+    """``seed``, plus the series options that are set (a loader of images has none)."""
     options: dict[str, Any] = {"seed": config.seed}
-    if config.horizon is not None:
-        if not forecasts:
-            raise AdaptlabError(f"horizon={config.horizon}: {what} does not forecast")
-        options["horizon"] = config.horizon
+    for key, needs in (("horizon", ("forecasting",)), ("max_gap", SERIES_TASKS)):
+        value = getattr(config, key)
+        if value is None:
+            continue
+        if not set(tasks) & set(needs):
+            raise AdaptlabError(f"{key}={value}: {what} has no {' or '.join(needs)} task")
+        options[key] = value
     return options
 
 
@@ -82,10 +89,10 @@ def load_data(config: RunConfig, domain: DomainSpec):
     if config.data:
         if not domain.user_data_loader:
             raise AdaptlabError(f"domain {domain.name!r} does not read user data (--data)")
-        options = _loader_options(config, "forecasting" in domain.tasks, f"domain {domain.name!r}")
+        options = _loader_options(config, domain.tasks, f"domain {domain.name!r}")
         return resolve_reference(domain.user_data_loader)(config.data, **options)
     spec = domain.dataset(config.dataset or domain.default_dataset)
-    options = _loader_options(config, spec.task == "forecasting", f"dataset {spec.name!r}")
+    options = _loader_options(config, (spec.task,), f"dataset {spec.name!r}")
     return resolve_reference(spec.loader)(options)
 
 

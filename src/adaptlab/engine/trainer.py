@@ -117,6 +117,12 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> TrainState:
+        if self.task.initial_is_candidate and not self.state.history \
+                and self.state.global_step == 0:
+            # Epoch 0 competes for "best": when no trained epoch beats the pre-trained model
+            # on validation (a short or shifted series), the run ends on the pre-trained
+            # weights instead of a worse adaptation.
+            self._evaluate_and_track()
         while self.state.epoch < self.settings.epochs and not self._stop_requested:
             self._train_one_epoch()
             if self.state.interrupted:

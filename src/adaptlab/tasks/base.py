@@ -31,6 +31,9 @@ class Task:
     name = ""
     monitor = ""
     higher_is_better = True  # of ``monitor``
+    # True when the model before training is already a working model (a pre-trained
+    # forecaster, an identity-headed retrieval encoder), so it competes for the best epoch.
+    initial_is_candidate = False
 
     def build_model(self, backbone, head_options) -> tuple[nn.Module, Any]:
         raise NotImplementedError

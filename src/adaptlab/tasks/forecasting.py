@@ -65,6 +65,7 @@ class ForecastingTask(Task):
     name = "forecasting"
     monitor = "mase"
     higher_is_better = False
+    initial_is_candidate = True
 
     def __init__(self, levels: tuple[float, ...], horizon: int, loss_kind: str = "quantile"
                  ) -> None:

@@ -57,6 +57,7 @@ def ranking_metrics(queries: torch.Tensor, documents: torch.Tensor) -> dict:
 class RetrievalTask(Task):
     name = "retrieval"
     monitor = "mrr"
+    initial_is_candidate = True
 
     def build_model(self, backbone, head_options):
         model = BiEncoder(backbone.module, backbone.num_features)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from adaptlab.data.series import Series, SeriesWindow, walk_forward_windows
+from adaptlab.data.series import MAX_GAP_DEFAULT, Series, SeriesWindow, walk_forward_windows
 from adaptlab.data.splits import SplitDataset, stratified_split
 from adaptlab.errors import AdaptlabError
 from adaptlab_timeseries.readers import ReadLog, read_series, read_table
@@ -46,7 +46,7 @@ def to_split_dataset(series: list[Series], horizon: int, val_steps: int, test_st
 def load_cmip6_arctic(options: dict) -> SplitDataset:
     horizon = int(options.get("horizon", DEMO_HORIZON))
     log = ReadLog(skip_refused=True)
-    series = _demo_series(log)
+    series = _demo_series(log, options.get("max_gap"))
     targets = {s.name for s in series if s.name.startswith(TARGET_MODEL + "_")}
     if not targets:
         raise AdaptlabError(f"{DEMO_FILE}: no series of the target model {TARGET_MODEL}")
@@ -73,10 +73,9 @@ def _clips(item: Series, first: str, last: str) -> list[SeriesWindow]:
 
 
 def load_cmip6_warming(options: dict) -> SplitDataset:
-    del options  # the split is by model, not random
-    log = ReadLog(skip_refused=True)
+    log = ReadLog(skip_refused=True)  # the split is by model: no seed
     samples: dict[str, list] = {"train": [], "val": [], "test": []}
-    for item in _demo_series(log):
+    for item in _demo_series(log, options.get("max_gap")):
         model = item.name.rsplit("_", 1)[0]
         split = "test" if model == WARMING_TARGET else "val" if model == WARMING_VAL else "train"
         per_class = [_clips(item, first, last) for first, last in WARMING_PERIODS.values()]
@@ -90,20 +89,52 @@ def load_cmip6_warming(options: dict) -> SplitDataset:
                         notes=log.notes)
 
 
-def _demo_series(log: ReadLog) -> list[Series]:
-    path = resources.files("adaptlab_timeseries") / "demo_data" / DEMO_FILE
+def _demo_series(log: ReadLog, max_gap: int | None, name: str = DEMO_FILE) -> list[Series]:
+    path = resources.files("adaptlab_timeseries") / "demo_data" / name
     with resources.as_file(path) as file:
-        return read_table(Path(file), log=log)
+        return read_table(Path(file), log=log, max_gap=MAX_GAP_DEFAULT if max_gap is None
+                          else max_gap)
 
 
-def read_labelled_series(root: Path, seed: int) -> SplitDataset:
+# Single-series demos from the statsmodels datasets: (file, default horizon, longest gap the
+# gap rule fills). Each series' last 2 x horizon steps are its test span, the 2 x horizon
+# before them validation; the years before are its own few-shot training history.
+SINGLE_SERIES = {"co2": ("co2_weekly.csv", 26, 4), "elnino": ("elnino_monthly.csv", 12, 0),
+                 "sunspots": ("sunspots_yearly.csv", 11, 0), "nile": ("nile_yearly.csv", 10, 0)}
+
+
+def _single_series(name: str, options: dict) -> SplitDataset:
+    file, horizon, max_gap = SINGLE_SERIES[name]
+    horizon = int(options.get("horizon", horizon))
+    log = ReadLog()
+    series = _demo_series(log, options.get("max_gap", max_gap), file)
+    return to_split_dataset(series, horizon, 2 * horizon, 2 * horizon, log, source=file)
+
+
+def load_co2(options: dict) -> SplitDataset:
+    return _single_series("co2", options)
+
+
+def load_elnino(options: dict) -> SplitDataset:
+    return _single_series("elnino", options)
+
+
+def load_sunspots(options: dict) -> SplitDataset:
+    return _single_series("sunspots", options)
+
+
+def load_nile(options: dict) -> SplitDataset:
+    return _single_series("nile", options)
+
+
+def read_labelled_series(root: Path, seed: int, max_gap: int = MAX_GAP_DEFAULT) -> SplitDataset:
     """One sub-folder per class of series files; every series is one sample (its last
     steps, as many as the backbone reads). All series of one file stay in one split."""
     log = ReadLog(skip_refused=True)
     class_names = sorted(p.name for p in root.iterdir() if p.is_dir())
     items, groups = [], []
     for label, name in enumerate(class_names):
-        for item in read_series(root / name, log=log):
+        for item in read_series(root / name, max_gap=max_gap, log=log):
             items.append((SeriesWindow(item, len(item), 0), label))
             groups.append(item.origin.rsplit(" [", 1)[0])
     if len(items) < 2:
@@ -114,7 +145,8 @@ def read_labelled_series(root: Path, seed: int) -> SplitDataset:
                         notes=log.notes)
 
 
-def read_series_data(path: str, seed: int = 0, horizon: int | None = None) -> SplitDataset:
+def read_series_data(path: str, seed: int = 0, horizon: int | None = None,
+                     max_gap: int = MAX_GAP_DEFAULT) -> SplitDataset:
     """User series (``--data``). A folder holding only class sub-folders is a classification
     set (:func:`read_labelled_series`). Otherwise a CSV/Parquet/NetCDF file or a folder of
     them is forecast: each series' last ``2 * horizon`` steps are the test span and the
@@ -127,10 +159,10 @@ def read_series_data(path: str, seed: int = 0, horizon: int | None = None) -> Sp
         if horizon is not None:
             raise AdaptlabError(f"{root}: class folders hold series to classify; horizon applies "
                                 "to forecasting")
-        return read_labelled_series(root, seed)
+        return read_labelled_series(root, seed, max_gap)
     horizon = int(horizon or DEMO_HORIZON)
     log = ReadLog(skip_refused=True)
-    series = read_series(path, log=log)
+    series = read_series(path, max_gap=max_gap, log=log)
     if not series:
         reasons = "; ".join(item["reason"] for item in log.skipped[:3])
         raise AdaptlabError(f"{path}: every series was refused ({reasons})")
