@@ -63,7 +63,7 @@ def test_seasonal_naive_and_mase_scale():
     observed = torch.tensor([[False, False] + [True] * 8])
     forecast = seasonal_naive(context, observed, season, horizon=6)
     assert forecast.tolist() == [[1, 2, 3, 4, 1, 2]]
-    assert mase_scale(context, observed, season).tolist() == [0.0 + 1.0]  # periodic: scale 0 -> 1
+    assert mase_scale(context, observed, season).tolist() == [1.0]  # periodic: scale 0 -> 1
     trend = torch.arange(10.0).unsqueeze(0)
     assert mase_scale(trend, torch.ones(1, 10, dtype=torch.bool), season).item() == 4.0
 

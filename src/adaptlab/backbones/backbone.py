@@ -22,11 +22,6 @@ class Preprocessing:
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
 
-    def to_dict(self) -> dict:
-        return {"input_size": list(self.input_size), "mean": list(self.mean),
-                "std": list(self.std), "interpolation": self.interpolation,
-                "crop_pct": self.crop_pct}
-
 
 @dataclass(frozen=True)
 class SeriesPreprocessing:
@@ -37,10 +32,6 @@ class SeriesPreprocessing:
     horizon: int
     quantiles: tuple[float, ...] = (0.5,)
     scaling: str = "minmax"
-
-    def to_dict(self) -> dict:
-        return {"context_length": self.context_length, "horizon": self.horizon,
-                "quantiles": list(self.quantiles), "scaling": self.scaling}
 
 
 @dataclass
@@ -56,6 +47,7 @@ class Backbone:
     tokenizer: Any = None  # text backbones: turns strings into the module's inputs
     max_length: int = 128
     series: SeriesPreprocessing | None = None  # forecasting backbones
-    # A task head pre-trained with the backbone (a forecaster's quantile head); None when
-    # every task brings a new head.
+    # A task head pre-trained with the backbone (a forecaster's quantile head, called as
+    # ``head(hidden, context, observed)`` -> [B, native horizon, quantiles]); None when every
+    # task brings a new head.
     pretrained_head: Any = None

@@ -44,18 +44,16 @@ class PooledFracastEncoder(FracastEncoder):
 
 
 class FracastHead(nn.Module):
-    """The pre-trained quantile head: hidden states -> ``[B, horizon, quantiles]``."""
+    """The pre-trained quantile head: hidden states -> ``[B, native horizon, quantiles]``."""
 
-    def __init__(self, head: nn.Module, horizon: int) -> None:
+    def __init__(self, head: nn.Module) -> None:
         super().__init__()
         self.head = head
-        self.horizon = horizon
 
     def forward(self, hidden: torch.Tensor, context: torch.Tensor, observed: torch.Tensor
                 ) -> torch.Tensor:
-        out = self.head.forward_horizon(hidden, last_obs=context[:, -1:], ctx=context,
-                                        ctx_mask=observed)
-        return out[:, :self.horizon]
+        return self.head.forward_horizon(hidden, last_obs=context[:, -1:], ctx=context,
+                                         ctx_mask=observed)
 
 
 def _load(options: dict | None):
@@ -96,7 +94,8 @@ def fracast(options: dict | None = None) -> Backbone:
     config.json and model.safetensors, or a hub id when online); the package's bundled
     weights otherwise."""
     core, head, model, source = _load(options)
-    return _backbone(FracastEncoder(core), model, source, int(model["d_model"]), head)
+    return _backbone(FracastEncoder(core), model, source, int(model["d_model"]),
+                     FracastHead(head))
 
 
 def fracast_features(options: dict | None = None) -> Backbone:

@@ -54,12 +54,19 @@ def _text_pair_dataset(samples, backbone: Backbone, train: bool, options: dict):
     return TextPairDataset(samples, backbone.tokenizer, backbone.max_length)
 
 
+def _check_series_backbone(backbone: Backbone) -> None:
+    if backbone.series is None:
+        raise AdaptlabError(f"backbone {backbone.name!r} does not read time series")
+    if backbone.series.scaling != "minmax":  # the one scaling the series datasets apply
+        raise AdaptlabError(f"backbone {backbone.name!r} expects {backbone.series.scaling!r} "
+                            "scaling; series datasets scale by min-max")
+
+
 @register_modality("series-windows")
 def _series_window_dataset(samples, backbone: Backbone, train: bool, options: dict):
     from adaptlab.data.series import SeriesWindowDataset
 
-    if backbone.series is None:
-        raise AdaptlabError(f"backbone {backbone.name!r} does not read time series")
+    _check_series_backbone(backbone)
     return SeriesWindowDataset([window for window, _ in samples], backbone.series.context_length)
 
 
@@ -67,8 +74,7 @@ def _series_window_dataset(samples, backbone: Backbone, train: bool, options: di
 def _labelled_series_dataset(samples, backbone: Backbone, train: bool, options: dict):
     from adaptlab.data.series import LabelledSeriesDataset
 
-    if backbone.series is None:
-        raise AdaptlabError(f"backbone {backbone.name!r} does not read time series")
+    _check_series_backbone(backbone)
     return LabelledSeriesDataset(samples, backbone.series.context_length)
 
 

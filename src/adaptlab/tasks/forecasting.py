@@ -17,16 +17,18 @@ from adaptlab.tasks.base import Task, move_to
 
 
 class ForecastModel(nn.Module):
-    """``task_head(backbone(context))``: normalised context -> normalised quantiles."""
+    """``task_head(backbone(context))``: normalised context -> normalised quantiles, the
+    first ``horizon`` steps of the head's native horizon."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, horizon: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.task_head = head
+        self.horizon = horizon
 
     def forward(self, batch: dict) -> torch.Tensor:
         hidden = self.backbone(batch["context"], batch["observed"])
-        return self.task_head(hidden, batch["context"], batch["observed"])
+        return self.task_head(hidden, batch["context"], batch["observed"])[:, :self.horizon]
 
 
 def pinball_loss(quantiles: torch.Tensor, target: torch.Tensor, levels: torch.Tensor
@@ -82,9 +84,7 @@ class ForecastingTask(Task):
         if self.horizon > backbone.series.horizon:
             raise AdaptlabError(f"horizon {self.horizon} is longer than backbone "
                                 f"{backbone.name!r} forecasts ({backbone.series.horizon} steps)")
-        from adaptlab.backbones.fracast import FracastHead
-
-        model = ForecastModel(backbone.module, FracastHead(backbone.pretrained_head, self.horizon))
+        model = ForecastModel(backbone.module, backbone.pretrained_head, self.horizon)
         return model, backbone.layer_map.prefixed("backbone", head="task_head")
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
