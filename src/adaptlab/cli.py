@@ -1,4 +1,4 @@
-"""``adaptlab`` command line: ``domains`` and ``run`` (other verbs arrive with their issues).
+"""``adaptlab`` command line: ``domains``, ``run``, ``explain`` and ``template``.
 
 Bad input ends with one line naming the path, key or value, and exit status 2.
 """
@@ -34,6 +34,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="run folder (default runs/DOMAIN-STRATEGY)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    explain = sub.add_parser("explain", help="attributions, checks and a report for a finished run")
+    explain.add_argument("run_dir")
+    explain.add_argument("--method", help="attribution method (default: the domain's)")
+    explain.add_argument("--samples", type=int, help="how many samples to explain (default 8)")
+    explain.add_argument("--index", type=int, action="append", default=None,
+                         help="explain this sample of the split (repeatable)")
+    explain.add_argument("--split", default="test", choices=("train", "val", "test"))
+    explain.add_argument("--no-checks", action="store_true",
+                         help="skip faithfulness, infidelity/sensitivity and randomisation")
+    explain.add_argument("--no-compare", action="store_true",
+                         help="skip the unadapted-model comparison")
+    explain.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    explain.add_argument("--list-methods", action="store_true", help="print the methods and exit")
     template = sub.add_parser("template", help="write a domain's template notebook")
     template.add_argument("domain")
     template.add_argument("--out", default=None, help="notebook path (default DOMAIN.ipynb)")
@@ -46,6 +59,38 @@ def cmd_template(args: argparse.Namespace) -> int:
 
     path = write_template(get_domain(args.domain), args.out or f"{args.domain}.ipynb")
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from adaptlab.explain import method_names
+
+    if args.list_methods:
+        print("\n".join(method_names()))
+        return 0
+    from adaptlab.explain.api import explain
+    from adaptlab.explain.loading import load_run
+
+    if args.method and args.method not in method_names():
+        raise AdaptlabError(f"--method {args.method!r}: choose from {method_names()}")
+    if args.samples is not None and args.samples < 1:
+        raise AdaptlabError(f"--samples {args.samples}: explain at least one sample")
+    loaded = load_run(args.run_dir, device=args.device)
+    result = explain(loaded, args.method, args.index or args.samples, split=args.split,
+                     checks=not args.no_checks, compare=not args.no_compare, report=False)
+    from adaptlab.report import write_report
+
+    page = write_report(result)
+    used = result.result
+    print(f"explained {len(result.samples)} samples with {used.method} "
+          f"({used.seconds / len(result.samples):.2f} s per sample)")
+    for note in used.notes:
+        print(f"note: {note}")
+    if result.checks:
+        check = result.checks["randomisation"]
+        print(f"randomisation check: {'passed' if check['passed'] else 'FAILED'} "
+              f"(rank correlation {check['mean_rank_correlation']:.3f})")
+    print(f"report: {page}")
     return 0
 
 
@@ -113,7 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"domains": cmd_domains, "run": cmd_run, "template": cmd_template}[args.command]
+    handler = {"domains": cmd_domains, "run": cmd_run, "template": cmd_template,
+               "explain": cmd_explain}[args.command]
     try:
         return handler(args)
     except AdaptlabError as exc:

@@ -1,0 +1,175 @@
+"""Renderers: how one modality's attributions are drawn in the report.
+
+A domain picks one by name in ``explain_defaults["renderer"]`` or names its own object
+(``"package.module:attribute"``) with the same two methods. The drawing every domain shares
+lives here; a domain only adds what is its own (a 3D view, a map projection).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+import numpy as np
+import torch
+
+_RENDERERS: dict[str, Any] = {}
+
+
+def register_renderer(name: str):
+    def decorate(cls):
+        _RENDERERS[name] = cls()
+        return cls
+
+    return decorate
+
+
+def get_renderer(name: str):
+    if name in _RENDERERS:
+        return _RENDERERS[name]
+    if ":" in name:
+        from adaptlab.plugins.spec import resolve_reference
+
+        found = resolve_reference(name)
+        return found() if isinstance(found, type) else found
+    from adaptlab.errors import AdaptlabError
+
+    raise AdaptlabError(f"unknown renderer {name!r}; built in: {sorted(_RENDERERS)}")
+
+
+def figure_html(fig, alt: str) -> str:
+    """A matplotlib figure as an embedded PNG (the report must open without a network)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _scaled(values: torch.Tensor) -> np.ndarray:
+    """Signed values on [-1, 1] (0 stays white in a diverging map), clipped at the 99th
+    percentile of magnitudes: pixel attributions are heavy-tailed, and scaling by the single
+    largest value leaves every other pixel invisible."""
+    array = values.detach().float().numpy()
+    peak = float(np.percentile(np.abs(array), 99)) or float(np.abs(array).max()) or 1.0
+    return np.clip(array / peak, -1.0, 1.0)
+
+
+class Renderer:
+    def sample(self, sample, maps: list[tuple[str, torch.Tensor]], title: str) -> str:
+        raise NotImplementedError
+
+    def class_summary(self, name: str, samples: list, maps: list[torch.Tensor]) -> str:
+        raise NotImplementedError
+
+
+@register_renderer("image")
+class ImageRenderer(Renderer):
+    """The input, then each map as a heat overlay on it."""
+
+    def sample(self, sample, maps, title):
+        plt = _pyplot()
+        image = sample.display["image"]
+        fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.4 * (len(maps) + 1), 2.6))
+        axes[0].imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
+        axes[0].set_title("input", fontsize=9)
+        for axis, (label, values) in zip(axes[1:], maps, strict=True):
+            axis.imshow(image.mean(axis=-1), cmap="gray", alpha=0.5)
+            axis.imshow(_scaled(values), cmap="bwr", vmin=-1, vmax=1, alpha=0.65)
+            axis.set_title(label, fontsize=9)
+        for axis in axes:
+            axis.axis("off")
+        fig.suptitle(title, fontsize=9)
+        return figure_html(fig, title)
+
+    def class_summary(self, name, samples, maps):
+        plt = _pyplot()
+        mean = np.mean([np.abs(_scaled(m)) for m in maps], axis=0)
+        fig, axis = plt.subplots(figsize=(2.4, 2.4))
+        axis.imshow(mean, cmap="magma")
+        axis.axis("off")
+        axis.set_title(f"{name}: mean |attribution| ({len(maps)})", fontsize=8)
+        return figure_html(fig, f"class {name} summary")
+
+
+@register_renderer("tokens")
+class TokenRenderer(Renderer):
+    """Tokens highlighted red (for the output) or blue (against), one row per map."""
+
+    def sample(self, sample, maps, title):
+        rows = [f"<p class='caption'>{html.escape(title)}</p>"]
+        tokens = sample.display["tokens"]
+        for label, values in maps:
+            scaled = _scaled(values)
+            spans = []
+            for token, value in zip(tokens, scaled, strict=True):
+                colour = f"rgba(220,40,40,{value:.2f})" if value >= 0 else \
+                    f"rgba(40,80,220,{-value:.2f})"
+                spans.append(f"<span class='tok' style='background:{colour}' "
+                             f"title='{value:+.3f}'>{html.escape(token)}</span>")
+            rows.append(f"<div class='tokens'><b>{html.escape(label)}</b> {' '.join(spans)}</div>")
+        return "\n".join(rows)
+
+    def class_summary(self, name, samples, maps):
+        totals: dict[str, list[float]] = {}
+        for sample, values in zip(samples, maps, strict=True):
+            for token, value in zip(sample.display["tokens"], _scaled(values), strict=True):
+                totals.setdefault(token, []).append(float(value))
+        ranked = sorted(totals.items(), key=lambda kv: -np.mean(kv[1]))[:10]
+        cells = "".join(f"<tr><td><code>{html.escape(t)}</td><td>{np.mean(v):+.3f}</td>"
+                        f"<td>{len(v)}</td></tr>" for t, v in ranked)
+        return (f"<table class='summary'><caption>{html.escape(name)}: tokens with the largest "
+                f"mean attribution</caption><tr><th>token</th><th>mean</th><th>seen</th></tr>"
+                f"{cells}</table>")
+
+
+@register_renderer("series")
+class SeriesRenderer(Renderer):
+    """The context (and the future, for a forecast) over a time-step by channel strip."""
+
+    def sample(self, sample, maps, title):
+        plt = _pyplot()
+        context = sample.display["context"]
+        observed = sample.display["observed"]
+        fig, axes = plt.subplots(len(maps) + 1, 1, figsize=(7, 1.6 + 0.5 * len(maps)),
+                                 gridspec_kw={"height_ratios": [3] + [0.6] * len(maps)},
+                                 sharex=True)
+        steps = np.arange(len(context))
+        axes[0].plot(steps, context, color="black", linewidth=1)
+        if "future" in sample.display:
+            future = sample.display["future"]
+            axes[0].plot(np.arange(len(context), len(context) + len(future)), future,
+                         color="tab:green", linewidth=1, label="future")
+        axes[0].set_ylabel("scaled", fontsize=8)
+        for axis, (label, values) in zip(axes[1:], maps, strict=True):
+            strip = _scaled(values[torch.from_numpy(observed)])[None, :]
+            axis.imshow(strip, cmap="bwr", vmin=-1, vmax=1, aspect="auto",
+                        extent=(-0.5, len(context) - 0.5, 0, 1))
+            axis.set_yticks([])
+            axis.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+        fig.suptitle(title, fontsize=9)
+        return figure_html(fig, title)
+
+    def class_summary(self, name, samples, maps):
+        plt = _pyplot()
+        length = min(int(s.display["observed"].sum()) for s in samples)
+        profiles = [np.abs(_scaled(m[torch.from_numpy(s.display["observed"])]))[-length:]
+                    for s, m in zip(samples, maps, strict=True)]
+        fig, axis = plt.subplots(figsize=(5, 1.8))
+        axis.plot(np.arange(-length, 0), np.mean(profiles, axis=0), color="tab:red")
+        axis.set_xlabel("steps before the end of the context", fontsize=8)
+        axis.set_title(f"{name}: mean |attribution| ({len(maps)})", fontsize=8)
+        return figure_html(fig, f"{name} summary")
