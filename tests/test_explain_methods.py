@@ -6,10 +6,10 @@ from __future__ import annotations
 import copy
 import warnings
 
+import planted
 import pytest
 import torch
 
-import planted
 from adaptlab.explain.budget import saved_bytes_per_row
 from adaptlab.explain.checks import randomisation_check
 from adaptlab.explain.methods import AttributionMethod, register_method

@@ -52,12 +52,14 @@ def _curve_inputs(target: ExplainTarget, sample: Sample, order: torch.Tensor, in
     return torch.cat(batch)
 
 
-def _normalise(curve: np.ndarray, target: ExplainTarget, full: float, empty: float) -> np.ndarray:
-    """Class probabilities stay as they are; other scores are put on the 0 (baseline) to
-    1 (input) scale so curves of different samples average."""
-    if target.task_name == "classification" or abs(full - empty) < 1e-8:
+def _normalise(curve: np.ndarray, target: ExplainTarget, full: float) -> np.ndarray:
+    """Class probabilities stay as they are. Other scores (a forecast level, in the units of
+    the scaled context, whose range is 1) become closeness to the full input's score,
+    ``1 - |s - s_full|`` clipped to [0, 1], so deletion falls and insertion rises as for a
+    probability, whatever the sign of the output."""
+    if target.task_name == "classification":
         return curve
-    return (curve - empty) / (full - empty)
+    return 1.0 - np.clip(np.abs(curve - full), 0.0, 1.0)
 
 
 def _auc(curve: np.ndarray) -> float:
@@ -81,8 +83,8 @@ def faithfulness(target: ExplainTarget, score: nn.Module, samples: list[Sample],
             for label, order in (("", ranked), ("random_", shuffled)):
                 values = _scores(target, score, _curve_inputs(target, sample, order, insertion),
                                  column, rows)
-                full, empty = (values[-1], values[0]) if insertion else (values[0], values[-1])
-                curve = _normalise(values, target, full, empty)
+                full = values[-1] if insertion else values[0]
+                curve = _normalise(values, target, full)
                 row[f"{label}{name}_auc"] = _auc(curve)
                 if not label:
                     curves[name].append(curve.tolist())
@@ -138,8 +140,8 @@ def infidelity_and_sensitivity(target: ExplainTarget, score: nn.Module, samples:
     out = {"infidelity": float(np.mean(infid)), "samples": len(infid)}
     out["sensitivity_max"] = float(np.mean(sens)) if sens else None
     if not sens:
-        out["sensitivity_note"] = f"{result.method} reads the text, not the embeddings; " \
-                                  "perturbing embeddings cannot move it"
+        out["sensitivity_note"] = f"{result.method} reads the tokens, not the embeddings " \
+                                  "the perturbations move"
     return out
 
 

@@ -153,6 +153,7 @@ class LayerIntegratedGradients(AttributionMethod):
     library = "captum"
     description = "Layer Integrated Gradients on the word embeddings, from padding tokens"
     one_sample = True
+    reads_inputs = False  # it embeds the token ids itself
 
     def unsupported(self, target):
         return None if target.kind == "tokens" else \
