@@ -51,4 +51,8 @@ def test_template_runs_in_a_kernel(domain, tmp_path):
     assert "held-out" in outputs and "trainable parameters" in outputs
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "metrics.json").is_file()
+    assert (runs[0] / "report" / "index.html").is_file() and "report:" in outputs
+    shown = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs
+             if "<iframe srcdoc=" in out.get("data", {}).get("text/html", "")]
+    assert len(shown) == 1  # the report saved in the notebook, readable when reopened
     nbformat.validate(notebook)

@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     explain = sub.add_parser("explain", help="attributions, checks and a report for a finished run")
-    explain.add_argument("run_dir")
+    explain.add_argument("run_dir", nargs="?")
     explain.add_argument("--method", help="attribution method (default: the domain's)")
     explain.add_argument("--samples", type=int, help="how many samples to explain (default 8)")
     explain.add_argument("--index", type=int, action="append", default=None,
@@ -71,6 +71,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from adaptlab.explain.api import explain
     from adaptlab.explain.loading import load_run
 
+    if not args.run_dir:
+        raise AdaptlabError("explain needs RUN_DIR (a finished run folder)")
     if args.method and args.method not in method_names():
         raise AdaptlabError(f"--method {args.method!r}: choose from {method_names()}")
     if args.samples is not None and args.samples < 1:

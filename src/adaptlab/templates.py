@@ -63,9 +63,23 @@ for name, value in cost_rows(result.costs):
 
 def _explain_note(domain: DomainSpec) -> str:
     defaults = ", ".join(f"{k}={v}" for k, v in domain.explain_defaults.items()) or "none"
-    return ("## What the adapted model looks at\n\nAttribution reports use this domain's "
-            f"defaults ({defaults}); the run folder `result.run_dir` keeps the weights they "
-            "explain.")
+    return ("## What the adapted model looks at\n\nAttributions with this domain's defaults "
+            f"({defaults}), checked (faithfulness, infidelity and sensitivity, the "
+            "randomisation test) and compared with the unadapted model. The report is one "
+            "HTML file in the run folder; it is also shown here and saved with the notebook.")
+
+
+_EXPLAIN = """import html
+
+from IPython.display import HTML, display
+
+from adaptlab.explain import explain
+
+explanation = explain(result.run_dir, samples=2 if QUICK else 8, checks=not QUICK)
+report = result.run_dir / "report" / "index.html"
+print("report:", report, "| method:", explanation.result.method)
+display(HTML(f'<iframe srcdoc="{html.escape(report.read_text())}" '
+             'style="width:100%;height:640px;border:0"></iframe>'))"""
 
 
 def build_template(domain: DomainSpec):
@@ -86,6 +100,7 @@ def build_template(domain: DomainSpec):
     for kind, source in domain.template_cells:
         cells.append(new_markdown_cell(source) if kind == "markdown" else new_code_cell(source))
     cells.append(new_markdown_cell(_explain_note(domain)))
+    cells.append(new_code_cell(_EXPLAIN))
     notebook = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "adaptlab": {"domain": domain.name, "template": True}})
