@@ -118,7 +118,7 @@ def infidelity_and_sensitivity(target: ExplainTarget, score: nn.Module, samples:
 
         torch.manual_seed(0)
         value = infidelity(score, perturb, x, attr.unsqueeze(0).to(x.device), target=column,
-                           n_perturb_samples=16, max_examples_per_batch=max(1, rows),
+                           n_perturb_samples=16, max_examples_per_batch=min(max(1, rows), 16),
                            normalize=True)
         infid.append(float(value.item()))
         if not method.reads_inputs:

@@ -43,8 +43,10 @@ class Sample:
     display: dict[str, Any] = field(default_factory=dict)  # what a renderer draws under the map
 
 
-def _expand(value: torch.Tensor, batch: int) -> torch.Tensor:
-    return value.expand(batch, *value.shape[1:]) if value.shape[0] == 1 else value
+def _expand(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """One sample's extra input on ``like``'s device, broadcast to its batch."""
+    value = value.to(like.device)
+    return value.expand(like.shape[0], *value.shape[1:]) if value.shape[0] == 1 else value
 
 
 class ScoreModule(nn.Module):
@@ -168,7 +170,7 @@ class EmbeddingScore(ScoreModule):
         return self._replacement if self._replacement is not None else output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = _expand(self.extras["attention_mask"], x.shape[0])
+        mask = _expand(self.extras["attention_mask"], x)
         ids = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
         self._replacement = x
         try:
@@ -272,7 +274,7 @@ class SeriesScore(ScoreModule):
         self.median_index = median_index
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch = {key: _expand(value, x.shape[0]) for key, value in self.extras.items()}
+        batch = {key: _expand(value, x) for key, value in self.extras.items()}
         batch["context"] = x
         out = self.model(batch)
         if self.median_index is None:
