@@ -1,0 +1,214 @@
+"""The setup panel: domain, data, backbone, strategy (schema-driven controls) and training
+settings, checked as they change, and the equivalent ``adaptlab run`` command."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import shlex
+from typing import Any
+
+import ipywidgets as widgets
+
+from adaptlab.config import RunConfig
+from adaptlab.errors import AdaptlabError
+from adaptlab.schema import describe
+from adaptlab.widgets.controls import bounded_int_slider, control_for, raw_value
+
+OWN_DATA = "(your own data)"
+TRAINING_FIELDS = ("epochs", "batch_size", "lr", "schedule", "warmup_ratio", "weight_decay",
+                   "train_samples", "image_size", "seed", "device")
+
+
+class SetupPanel(widgets.VBox):
+    """``panel.config()`` is the checked ``RunConfig``; ``panel.command()`` the CLI line."""
+
+    def __init__(self, domain: str | None = None, out: str | None = None) -> None:
+        from adaptlab.plugins.registry import discover_domains
+        from adaptlab.strategies.registry import strategy_names
+
+        self._domains = discover_domains().domains
+        if not self._domains:
+            raise AdaptlabError("no domain plugins are installed")
+        self._out = out
+        self._quiet = False
+        self._error = ""
+        self._blocks: dict[tuple[str, str], Any] = {}  # (domain, backbone) -> layer map
+        names = sorted(self._domains)
+        self.domain = widgets.Dropdown(options=names, value=domain or names[0],
+                                       description="domain")
+        self.dataset = widgets.Dropdown(description="dataset")
+        self.data_path = widgets.Text(description="data path", placeholder="folder or file")
+        self.backbone = widgets.Dropdown(description="backbone")
+        self.backbone_info = widgets.HTML()
+        self.strategy = widgets.Dropdown(options=strategy_names(), description="strategy")
+        self.strategy_box = widgets.VBox()
+        self.training_box = widgets.VBox()
+        self.message = widgets.HTML()
+        self.command_text = widgets.Textarea(description="command", disabled=True,
+                                             layout=widgets.Layout(width="95%", height="60px"))
+        self.strategy_controls: dict[str, widgets.Widget] = {}
+        self.training_controls: dict[str, widgets.Widget] = {}
+        super().__init__([self.domain, self.dataset, self.data_path, self.backbone,
+                          self.backbone_info, self.strategy, self.strategy_box,
+                          widgets.HTML("<b>training</b>"), self.training_box, self.message,
+                          self.command_text])
+        self.domain.observe(lambda _: self._domain_changed(), names="value")
+        for control in (self.dataset, self.backbone):
+            control.observe(lambda _: self._selection_changed(), names="value")
+        self.strategy.observe(lambda _: self._strategy_changed(), names="value")
+        self.data_path.observe(lambda _: self.refresh(), names="value")
+        self._domain_changed()
+
+    # -- building controls ------------------------------------------------------------------
+    def _spec(self):
+        return self._domains[self.domain.value]
+
+    def _domain_changed(self) -> None:
+        spec = self._spec()
+        options = spec.dataset_names() + ([OWN_DATA] if spec.user_data_loader else [])
+        self._quiet = True  # one rebuild at the end, not one per control set here
+        try:
+            self.dataset.options = options
+            self.dataset.value = spec.default_dataset
+            self.backbone.options = spec.backbone_names()
+            self.backbone.value = spec.default_backbone
+            self.strategy.value = spec.default_strategy
+        finally:
+            self._quiet = False
+        self._selection_changed()
+
+    def _selection_changed(self) -> None:
+        if self._quiet:
+            return
+        spec = self._spec()
+        own = self.dataset.value == OWN_DATA
+        self.data_path.layout.display = None if own else "none"
+        if not own and self.dataset.value:
+            preferred = spec.dataset(self.dataset.value).backbone
+            if preferred and self.backbone.value != preferred:
+                self.backbone.value = preferred
+                return  # the backbone's observer comes back here
+        if self.backbone.value:
+            info = spec.backbone(self.backbone.value)
+            size = "x".join(str(s) for s in info.input_size)
+            self.backbone_info.value = (f"<small>{info.params_millions:g} M parameters, input "
+                                        f"{size}; {info.description}</small>")
+        self._build_training()
+        self._strategy_changed()
+
+    def _build_training(self) -> None:
+        from adaptlab.run import config_for
+
+        dataset = None if self.dataset.value == OWN_DATA else self.dataset.value
+        defaults = config_for(self.domain.value, dataset=dataset, data="x" if not dataset else None)
+        entries = {e["name"]: e for e in describe(RunConfig)}
+        self.training_controls = {name: control_for(entries[name], getattr(defaults, name))
+                                  for name in TRAINING_FIELDS}
+        for control in self.training_controls.values():
+            control.observe(lambda _: self.refresh(), names="value")
+        self.training_box.children = list(self.training_controls.values())
+
+    def _strategy_changed(self) -> None:
+        from adaptlab.strategies.registry import get_strategy_class
+
+        if self._quiet:
+            return
+        cls = get_strategy_class(self.strategy.value)
+        controls = {e["name"]: control_for(e) for e in describe(cls.config_class)}
+        if "k" in controls and self.strategy.value == "freeze":
+            blocks = self._layer_map().num_blocks
+            controls["k"] = bounded_int_slider("k", int(controls["k"].value), -blocks, blocks,
+                                               f"frozen blocks from the bottom (of {blocks}); "
+                                               "negative counts from the top")
+        self.strategy_controls = controls
+        for control in controls.values():
+            control.observe(lambda _: self.refresh(), names="value")
+        rows = [widgets.HTML(f"<small>{cls.description}</small>"), *controls.values()]
+        if self.strategy.value == "lora":
+            rows.append(widgets.HTML(self._lora_preview()))
+        self.strategy_box.children = rows
+        self.refresh()
+
+    def _layer_map(self):
+        """The selected backbone's layer map (built once per backbone: it loads weights)."""
+        key = (self.domain.value, self.backbone.value)
+        if key not in self._blocks:
+            from adaptlab.plugins.spec import resolve_reference
+
+            spec = self._spec().backbone(self.backbone.value)
+            backbone = resolve_reference(spec.builder)(dict(spec.options))
+            self._blocks[key] = backbone
+        return self._blocks[key].layer_map
+
+    def _lora_preview(self) -> str:
+        """Which modules LoRA would wrap on this backbone (the adapter plan, before running)."""
+        from adaptlab.strategies.lora import derive_targets
+
+        self._layer_map()
+        backbone = self._blocks[(self.domain.value, self.backbone.value)]
+        targets = derive_targets(backbone.module, backbone.layer_map)
+        shown = ", ".join(targets[:8]) + (f" (+{len(targets) - 8} more)" if len(targets) > 8 else "")
+        return f"<small>LoRA wraps {len(targets)} modules of the backbone: {shown}</small>"
+
+    # -- the config ---------------------------------------------------------------------------
+    def config(self) -> RunConfig:
+        """The run this panel describes, checked; raises AdaptlabError naming the bad value."""
+        from adaptlab.run import complete_config, config_for
+        from adaptlab.strategies.registry import get_strategy_class
+
+        own = self.dataset.value == OWN_DATA
+        if own and not self.data_path.value.strip():
+            raise AdaptlabError("data path: choose a folder or file with your data")
+        training = {name: raw_value(c) for name, c in self.training_controls.items()}
+        training = {k: v for k, v in training.items() if v is not None}
+        options = {name: raw_value(c) for name, c in self.strategy_controls.items()}
+        options = {k: v for k, v in options.items() if v is not None}
+        strategy = get_strategy_class(self.strategy.value).from_options(options)
+        if self.strategy.value == "freeze":
+            strategy.check(self._layer_map())
+        out = self._out or f"runs/{self.domain.value}-{self.strategy.value}"
+        config = config_for(self.domain.value, dataset=None if own else self.dataset.value,
+                            data=self.data_path.value.strip() if own else None,
+                            backbone=self.backbone.value, strategy=self.strategy.value, out=out,
+                            **training)
+        # Only what differs from the strategy's defaults, as ``--set`` would record it.
+        defaults = dataclasses.asdict(type(strategy.config)())
+        chosen = {k: v for k, v in dataclasses.asdict(strategy.config).items() if defaults[k] != v}
+        config = dataclasses.replace(config, strategy_options=chosen)
+        return complete_config(config, self._spec())
+
+    def command(self) -> str:
+        """The ``adaptlab run`` line that replays this configuration from a terminal."""
+        from adaptlab.run import config_for
+
+        config = self.config()
+        base = config_for(config.domain, dataset=config.dataset, data=config.data)
+        parts = ["adaptlab", "run", config.domain]
+        parts += ["--data", config.data] if config.data else ["--dataset", config.dataset]
+        parts += ["--backbone", config.backbone, "--strategy", config.strategy]
+        for name in TRAINING_FIELDS:
+            if getattr(config, name) != getattr(base, name):
+                parts += ["--set", f"{name}={getattr(config, name)}"]
+        for name, value in config.strategy_options.items():
+            parts += ["--set", f"{name}={value}"]
+        parts += ["--out", config.out]
+        return shlex.join(parts)
+
+    def refresh(self) -> None:
+        """Check the current values: an error shows inline, else the command."""
+        if self._quiet:
+            return
+        try:
+            self.command_text.value = self.command()
+            self.message.value = self._error = ""
+        except AdaptlabError as exc:
+            self._error = str(exc)
+            self.message.value = ("<span style='color:var(--jp-error-color1,#b00020)'>"
+                                  f"{html.escape(str(exc))}</span>")
+            self.command_text.value = ""
+
+    @property
+    def error(self) -> str:
+        """The message shown inline, as plain text ("" when the values are valid)."""
+        return self._error
