@@ -110,23 +110,8 @@ def test_deep_explainer_on_a_timm_resnet_runs_on_a_patched_copy():
     assert len(result.completeness_gaps) == 2
 
 
-def test_deep_explainer_is_routed_away_from_a_vit_with_the_reason():
-    import timm
-
-    from adaptlab.backbones.backbone import Preprocessing
-
-    model = timm.create_model("test_vit", pretrained=False, num_classes=2).eval()
-    side = model.default_cfg["input_size"][-1]
-    backbone = type("B", (), {"preprocessing": Preprocessing((3, side, side), (0.5,) * 3,
-                                                             (0.25,) * 3)})()
-    target = make_target("image", model, backbone, "classification", ["a", "b"])
-    sample = target.sample([(torch.randn(3, side, side), 0)], 0)
-    result = attribute(target, [sample], "shap_deep", settings={"nsamples": 8})
-    assert result.method == "shap_gradient"
-    assert "LayerNorm" in result.notes[0] and "routed to shap_gradient" in result.notes[0]
-
-
-def test_gradcam_on_a_vit_drops_the_class_token_and_regrids():
+def _vit_target():
+    """A random timm ViT as an explain target, and one sample at its input size."""
     import timm
 
     from adaptlab.backbones.backbone import Preprocessing
@@ -138,8 +123,18 @@ def test_gradcam_on_a_vit_drops_the_class_token_and_regrids():
                                                              (0.25,) * 3)})()
     target = make_target("image", model, backbone, "classification", ["a", "b"])
     target.layer_map = layer_map_from_timm(model)
-    target.prefix_tokens = model.num_prefix_tokens
-    sample = target.sample([(torch.randn(3, side, side), 0)], 0)
+    return target, target.sample([(torch.randn(3, side, side), 0)], 0), side
+
+
+def test_deep_explainer_is_routed_away_from_a_vit_with_the_reason():
+    target, sample, _ = _vit_target()
+    result = attribute(target, [sample], "shap_deep", settings={"nsamples": 8})
+    assert result.method == "shap_gradient"
+    assert "LayerNorm" in result.notes[0] and "routed to shap_gradient" in result.notes[0]
+
+
+def test_gradcam_on_a_vit_drops_the_class_token_and_regrids():
+    target, sample, side = _vit_target()
     result = attribute(target, [sample], "gradcam")
     assert result.method == "gradcam", result.notes
     assert tuple(result.features[0].shape) == (side, side)

@@ -116,6 +116,27 @@ def build_backbone(config: RunConfig, domain: DomainSpec):
     return resolve_reference(spec.builder)(options)
 
 
+@dataclass
+class Assembled:
+    """A config completed with its domain's defaults, and what it names, built."""
+
+    config: RunConfig
+    domain: DomainSpec
+    strategy: Any
+    data: Any
+    backbone: Any
+
+
+def assemble(config: RunConfig) -> Assembled:
+    """Complete ``config`` and build its strategy, data (training subset applied) and
+    backbone: the same for a new run and for a finished run read back (``explain``)."""
+    domain = get_domain(config.domain)
+    config = complete_config(config, domain)
+    strategy = get_strategy_class(config.strategy).from_options(config.strategy_options)
+    data = load_data(config, domain).with_train_subset(config.train_samples, config.seed)
+    return Assembled(config, domain, strategy, data, build_backbone(config, domain))
+
+
 def run(config: RunConfig, resume: bool = False,
         subscribers: Iterable[Callable[[dict], None]] = (), progress: bool = True,
         on_trainer: Callable[[Any], None] | None = None) -> RunResult:
@@ -127,16 +148,12 @@ def run(config: RunConfig, resume: bool = False,
     _check_run_dir(run_dir, resume)
     if resume:
         config = RunConfig.from_file(run_dir / "config.json")
-    domain = get_domain(config.domain)
-    config = complete_config(config, domain)
-    strategy = get_strategy_class(config.strategy).from_options(config.strategy_options)
-
-    data = load_data(config, domain).with_train_subset(config.train_samples, config.seed)
-    backbone = build_backbone(config, domain)
+    parts = assemble(config)
     from adaptlab.session import TrainingSession
 
-    session = TrainingSession(config, domain, data, backbone, strategy,
-                              source_data=load_source_data(config, domain, data))
+    session = TrainingSession(parts.config, parts.domain, parts.data, parts.backbone,
+                              parts.strategy,
+                              source_data=load_source_data(parts.config, parts.domain, parts.data))
     session.check()
     return session.execute(run_dir, resume=resume, subscribers=subscribers, progress=progress,
                            on_trainer=on_trainer)

@@ -80,21 +80,16 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     """Rebuild the run in ``run_dir`` with its saved weights; refuses unfinished runs."""
     from safetensors.torch import load_file
 
-    from adaptlab.plugins.registry import get_domain
-    from adaptlab.run import build_backbone, complete_config, load_data
-    from adaptlab.strategies.registry import get_strategy_class
+    from adaptlab.run import assemble, build_backbone
     from adaptlab.tasks.registry import make_task
 
     run_dir = Path(run_dir)
     for name in ("config.json", "metrics.json"):
         if not (run_dir / name).is_file():
             raise AdaptlabError(f"explain: {run_dir} is not a finished run ({name} missing)")
-    config = RunConfig.from_file(run_dir / "config.json")
-    domain = get_domain(config.domain)
-    config = complete_config(config, domain)
-    strategy = get_strategy_class(config.strategy).from_options(config.strategy_options)
-    data = load_data(config, domain).with_train_subset(config.train_samples, config.seed)
-    backbone = build_backbone(config, domain)
+    parts = assemble(RunConfig.from_file(run_dir / "config.json"))
+    config, domain, strategy, data, backbone = (parts.config, parts.domain, parts.strategy,
+                                                parts.data, parts.backbone)
     task = make_task(data, config.class_weighting, backbone, config.forecast_loss)
 
     def build_fresh():

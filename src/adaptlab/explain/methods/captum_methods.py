@@ -112,7 +112,9 @@ class GradCam(AttributionMethod):
         maps = LayerGradCam(ctx.score, layer).attribute(inputs, target=targets,
                                                         relu_attributions=True)
         if maps.dim() == 3:  # a ViT block gives one value per token: drop the prefix, re-grid
-            maps = vit_token_grid(maps, getattr(ctx.target, "prefix_tokens", 1))
+            prefix = next((m.num_prefix_tokens for m in ctx.score.modules()
+                           if isinstance(getattr(m, "num_prefix_tokens", None), int)), 1)
+            maps = vit_token_grid(maps, prefix)
         return LayerAttribution.interpolate(maps, tuple(inputs.shape[-2:]),
                                             interpolate_mode="bilinear")[:, 0]
 
