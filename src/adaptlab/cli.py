@@ -1,4 +1,5 @@
-"""``adaptlab`` command line: ``domains``, ``run``, ``explain`` and ``template``.
+"""``adaptlab`` command line: ``domains``, ``run``, ``explain``, ``compare`` and
+``new-notebook`` (also called ``template``).
 
 Bad input ends with one line naming the path, key or value, and exit status 2.
 """
@@ -47,17 +48,54 @@ def _parser() -> argparse.ArgumentParser:
                          help="skip the unadapted-model comparison")
     explain.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     explain.add_argument("--list-methods", action="store_true", help="print the methods and exit")
-    template = sub.add_parser("template", help="write a domain's template notebook")
-    template.add_argument("domain")
-    template.add_argument("--out", default=None, help="notebook path (default DOMAIN.ipynb)")
+    for name in ("new-notebook", "template"):
+        template = sub.add_parser(name, help="write a domain's template notebook")
+        template.add_argument("domain")
+        template.add_argument("path", nargs="?", help="notebook path (default DOMAIN.ipynb)")
+        template.add_argument("--out", default=None, help="notebook path, as PATH")
+    compare = sub.add_parser("compare", help="runs side by side: costs and metrics")
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                         help="run folders, or folders holding run folders")
+    compare.add_argument("--json", action="store_true", help="print JSON")
+    compare.add_argument("--plot", help="write the metric-vs-cost plot to this PNG file")
     return parser
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from adaptlab.compare import comparison_rows, figure_png, find_runs, summarise_run, tradeoff_figure
+
+    folders: list[Path] = []
+    for given in map(Path, args.runs):
+        folders += [given] if (given / "config.json").is_file() else find_runs(given)
+    if not folders:
+        raise AdaptlabError(f"no run folders in {' '.join(args.runs)}")
+    summaries = [summarise_run(folder) for folder in folders]
+    if args.json:
+        print(json.dumps([s.to_dict() for s in summaries], indent=2))
+    else:
+        rows = comparison_rows(summaries)
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    if args.plot:
+        from adaptlab.engine.atomic import atomic_write_with
+
+        png = figure_png(tradeoff_figure(summaries), dpi=100)
+        atomic_write_with(Path(args.plot), lambda tmp: Path(tmp).write_bytes(png))
+        print(f"plot: {args.plot}", file=sys.stderr if args.json else sys.stdout)
+    return 0
 
 
 def cmd_template(args: argparse.Namespace) -> int:
     from adaptlab.plugins.registry import get_domain
     from adaptlab.templates import write_template
 
-    path = write_template(get_domain(args.domain), args.out or f"{args.domain}.ipynb")
+    if args.path and args.out and args.path != args.out:
+        raise AdaptlabError(f"notebook path given twice: {args.path!r} and --out {args.out!r}")
+    path = write_template(get_domain(args.domain),
+                          args.path or args.out or f"{args.domain}.ipynb")
     print(f"wrote {path}")
     return 0
 
@@ -161,7 +199,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"domains": cmd_domains, "run": cmd_run, "template": cmd_template,
-               "explain": cmd_explain}[args.command]
+               "new-notebook": cmd_template, "explain": cmd_explain,
+               "compare": cmd_compare}[args.command]
     try:
         return handler(args)
     except AdaptlabError as exc:

@@ -162,6 +162,8 @@ class TrainingSession:
         first = next(iter(baselines))
         return {
             "task": self.data.task,
+            "monitor": self.task.monitor,
+            "higher_is_better": self.task.higher_is_better,
             "class_names": self.data.class_names,
             "final": final,
             "baseline": baselines[first],

@@ -4,7 +4,9 @@ One builder serves every domain so no notebook cell is copied between plugins: t
 supplies its title, datasets, backbones, default strategy, the formats ``--data`` reads
 (``data_help``) and optional extra cells (``template_cells``). The first code cell is tagged
 ``parameters`` (papermill's convention), so a tool can set DATA, STRATEGY or QUICK before
-executing it; the widgets replace that cell with controls.
+executing it; the setup panel starts from those values. Training waits in its cell
+(``await view.train()``) so "Run all", nbclient and papermill run the cells after it on the
+finished run.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ QUICK_SETTINGS = {"epochs": 1, "train_samples": 32}
 def _markdown_intro(domain: DomainSpec) -> str:
     datasets = "\n".join(f"- `{d.name}`: {d.description}" for d in domain.datasets)
     backbones = "\n".join(f"- `{b.name}`: {b.description}" for b in domain.backbones)
-    return (f"# {domain.title}: adapt a pre-trained model\n\n{domain.description}\n\n"
+    seed = f"\n\n**The seed paper.** {domain.seed_paper}" if domain.seed_paper else ""
+    return (f"# {domain.title}: adapt a pre-trained model\n\n{domain.description}{seed}\n\n"
             f"**Datasets**\n{datasets}\n\n**Backbones**\n{backbones}\n\n"
-            "Run the cells in order. The first code cell holds every choice: set `DATA` to "
-            f"your own data ({domain.data_help or 'see the domain documentation'}), "
-            "`STRATEGY` to another fine-tuning strategy, or `QUICK = True` for a one-epoch "
-            "check of the set-up.")
+            "Run the cells in order (or *Run All*). The first code cell holds the starting "
+            "choices: set `DATA` to your own data "
+            f"({domain.data_help or 'see the domain documentation'}), `STRATEGY` to another "
+            "fine-tuning strategy, or `QUICK = True` for a one-epoch check of the set-up; the "
+            "setup panel below lets you change any of them before training.")
 
 
 def _parameters(domain: DomainSpec) -> str:
@@ -34,31 +38,36 @@ def _parameters(domain: DomainSpec) -> str:
             f'DATASET = None  # None = "{domain.default_dataset}"; ignored when DATA is set\n'
             f'STRATEGY = "{domain.default_strategy}"\n'
             "QUICK = False  # True: one epoch on a small training subset\n"
-            "SEED = 0\n")
+            "SEED = 0\n"
+            "SETTINGS = {}  # more training settings by name, e.g. {\"lr\": 1e-3}\n"
+            "EXPLAIN_SAMPLES = 8\n")
 
 
-_CONFIG = """import time
+_SETUP = """from adaptlab.templates import QUICK_SETTINGS
+from adaptlab.widgets import comparison_view, setup_panel, training_view
 
-from adaptlab.run import config_for, run
-from adaptlab.strategies.registry import strategy_names
-from adaptlab.templates import QUICK_SETTINGS
+panel = setup_panel(DOMAIN, data=DATA, dataset=None if DATA else DATASET, strategy=STRATEGY,
+                    settings={"seed": SEED, **(QUICK_SETTINGS if QUICK else {}), **SETTINGS})
+panel"""
 
-print("strategies:", ", ".join(strategy_names()))
-config = config_for(DOMAIN, data=DATA, dataset=None if DATA else DATASET, strategy=STRATEGY,
-                    seed=SEED, out=f"runs/{DOMAIN}-{STRATEGY}-{time.strftime('%Y%m%d-%H%M%S')}",
-                    **(QUICK_SETTINGS if QUICK else {}))
-config"""
+_TRAIN_NOTE = ("## Train\n\nThe run measures the unadapted model first (the baseline), then "
+               "adapts it. **Stop** ends it after the current step and keeps a checkpoint; "
+               "**Resume** continues from it; **Train** starts a new run with the panel's "
+               "current values (each run gets its own folder under `runs/`). The curves, costs "
+               "and metrics are also written below the view as a plain output, so they stay "
+               "in the notebook file.")
 
-_RUN = """result = run(config)
-print(result.headline)"""
+_TRAIN = """view = training_view(panel)
+display(view)
+result = await view.train()"""
 
-_COMPARE = """from adaptlab.summary import comparison_rows, cost_rows
+_COMPARE_NOTE = ("## Compare runs\n\nEvery run of this session: what it trained, what it cost "
+                 "(trainable parameters, memory, time) and what it scored, with the target "
+                 "metric plotted against trainable parameters and memory. Train again with "
+                 "another strategy above and this table grows; pick runs to narrow it.")
 
-for row in comparison_rows(result.metrics):
-    print("  ".join(f"{cell:>14}" for cell in row))
-print()
-for name, value in cost_rows(result.costs):
-    print(f"{name:>28}: {value}")"""
+_COMPARE = """compare = comparison_view()
+compare.show()"""
 
 
 def _explain_note(domain: DomainSpec) -> str:
@@ -66,20 +75,12 @@ def _explain_note(domain: DomainSpec) -> str:
     return ("## What the adapted model looks at\n\nAttributions with this domain's defaults "
             f"({defaults}), checked (faithfulness, infidelity and sensitivity, the "
             "randomisation test) and compared with the unadapted model. The report is one "
-            "HTML file in the run folder; it is also shown here and saved with the notebook.")
+            "HTML file in the run folder; it is also shown here and saved with the notebook. "
+            "The **Explain** button above does the same for the run you pick.")
 
 
-_EXPLAIN = """import html
-
-from IPython.display import HTML, display
-
-from adaptlab.explain import explain
-
-explanation = explain(result.run_dir, samples=2 if QUICK else 8, checks=not QUICK)
-report = result.run_dir / "report" / "index.html"
-print("report:", report, "| method:", explanation.result.method)
-display(HTML(f'<iframe srcdoc="{html.escape(report.read_text())}" '
-             'style="width:100%;height:640px;border:0"></iframe>'))"""
+_EXPLAIN = """explanation = await compare.explain(samples=2 if QUICK else EXPLAIN_SAMPLES,
+                                    checks=not QUICK)"""
 
 
 def build_template(domain: DomainSpec):
@@ -89,13 +90,13 @@ def build_template(domain: DomainSpec):
 
     cells = [new_markdown_cell(_markdown_intro(domain)),
              new_code_cell(_parameters(domain), metadata={"tags": ["parameters"]}),
-             new_code_cell(_CONFIG),
-             new_markdown_cell("## Train\n\nThe run measures the unadapted model first (the "
-                               "baseline), then adapts it; the run folder keeps checkpoints, "
-                               "so an interrupted run continues with `run(config, "
-                               "resume=True)`."),
-             new_code_cell(_RUN),
-             new_markdown_cell("## Adapted against unadapted, and what it cost"),
+             new_markdown_cell("## Set up\n\nDomain, data, backbone, strategy (its own "
+                               "controls) and training settings; a bad value shows here with "
+                               "its name, and `command` is the same run for a terminal."),
+             new_code_cell(_SETUP),
+             new_markdown_cell(_TRAIN_NOTE),
+             new_code_cell(_TRAIN),
+             new_markdown_cell(_COMPARE_NOTE),
              new_code_cell(_COMPARE)]
     for kind, source in domain.template_cells:
         cells.append(new_markdown_cell(source) if kind == "markdown" else new_code_cell(source))

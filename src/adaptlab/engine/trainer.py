@@ -155,6 +155,7 @@ class Trainer:
         self.strategy.train_mode(self.unwrapped)
         self.bus.emit("epoch_start", epoch=epoch, steps=len(self.train_loader), start=skip)
         started, samples, steps = time.perf_counter(), 0, 0
+        cost_sent = False
         for step, (inputs, labels) in enumerate(loader, start=skip):
             for callback in self.callbacks:
                 callback.on_step_start(self)
@@ -163,7 +164,12 @@ class Trainer:
             steps += 1
             self.state.global_step += 1
             self.bus.emit("step", epoch=epoch, step=step + 1, global_step=self.state.global_step,
-                          loss=loss, lr=self.scheduler.get_last_lr()[0])
+                          loss=loss, lr=self.scheduler.get_last_lr()[0], samples=len(labels))
+            if not cost_sent and "optimizer" in self.meter.memory_bytes:
+                # Memory is complete once the first optimizer step has run: the cost panel
+                # shows it then, not only at the epoch's end.
+                self.bus.emit("cost", **self.meter.to_dict())
+                cost_sent = True
             for callback in self.callbacks:
                 callback.on_step_end(self)
             if self._stop_requested and step + 1 < len(self.train_loader):
@@ -173,6 +179,7 @@ class Trainer:
                 self.bus.emit("stopped", epoch=epoch, step=step + 1)
                 return
         self.meter.add_epoch(time.perf_counter() - started, samples, steps)
+        self.bus.emit("cost", **self.meter.to_dict())
         self.state.epoch = epoch
         self.state.step_in_epoch = 0
 

@@ -90,7 +90,11 @@ class DomainSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     data_help: str = ""  # the formats --data reads, in one line
     # Extra cells for the domain's template notebook: ("markdown" | "code", source) pairs.
+    # They run after training, where ``result`` (the RunResult) and ``view.config`` exist.
     template_cells: tuple[tuple[str, str], ...] = ()
+    # One markdown paragraph for the template's intro: the seed paper this domain follows,
+    # what it claims, and what the template reproduces of it.
+    seed_paper: str = ""
 
     def validate(self) -> None:
         """Raise PluginError naming the first field that breaks the contract."""

@@ -39,6 +39,12 @@ DOMAIN = DomainSpec(
     ),
     default_dataset="stdlib-modules",
     default_backbone="minilm",
+    seed_paper="*Towards Efficient Fine-tuning of Pre-trained Code Models: An Experimental "
+               "Study and Beyond* (Telly) finds that only the top two layers of a pre-trained "
+               "code model change much during fine-tuning, and freezes the bottom K layers: "
+               "far fewer trainable parameters and less time, with similar or better results "
+               "(the abstract gives no number). This template runs Telly's freezing (`freeze`, "
+               "K on the slider) and compares it with full fine-tuning and LoRA.",
     default_strategy="freeze",
     user_data_loader="adaptlab_code.readers:read_code_data",
     data_help="a folder with one sub-folder of source files per label, a JSONL of "

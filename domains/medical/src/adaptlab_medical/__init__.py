@@ -34,6 +34,12 @@ DOMAIN = DomainSpec(
                *timm_hub_specs(_TIMM_ONLINE)),
     default_dataset="brain-regions",
     default_backbone="efficientnet_lite0",
+    seed_paper="*DVPT: Dynamic Visual Prompt Tuning of Large Pre-trained Models for Medical "
+               "Image Analysis* keeps the backbone frozen and learns a small prompt module: "
+               "with 0.5 % extra trainable parameters it reports more than 2.20 % Kappa above "
+               "full fine-tuning. This template measures what that method is compared with "
+               "(bottom-K freezing, head-only, LoRA, full fine-tuning) on real MRI patches, "
+               "with Kappa in every run's metrics; prompt tuning is not yet a strategy here.",
     default_strategy="freeze",
     user_data_loader="adaptlab_medical.readers:read_medical_data",
     data_help="a MedMNIST .npz, or a folder with one sub-folder per class of DICOM files, "

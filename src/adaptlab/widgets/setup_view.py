@@ -21,16 +21,29 @@ TRAINING_FIELDS = ("epochs", "batch_size", "lr", "schedule", "warmup_ratio", "we
 
 
 class SetupPanel(widgets.VBox):
-    """``panel.config()`` is the checked ``RunConfig``; ``panel.command()`` the CLI line."""
+    """``panel.config()`` is the checked ``RunConfig``; ``panel.command()`` the CLI line.
 
-    def __init__(self, domain: str | None = None, out: str | None = None) -> None:
+    Every argument is an initial value (a template's parameters cell passes its own):
+    ``settings`` holds training settings by ``RunConfig`` field name, ``strategy_options``
+    the strategy's options; an unknown name or a bad value stops with a message naming it.
+    """
+
+    def __init__(self, domain: str | None = None, out: str | None = None, *,
+                 dataset: str | None = None, data: str | None = None,
+                 backbone: str | None = None, strategy: str | None = None,
+                 settings: dict[str, Any] | None = None,
+                 strategy_options: dict[str, Any] | None = None) -> None:
         from adaptlab.plugins.registry import discover_domains
         from adaptlab.strategies.registry import strategy_names
 
         self._domains = discover_domains().domains
         if not self._domains:
             raise AdaptlabError("no domain plugins are installed")
+        if domain is not None and domain not in self._domains:
+            raise AdaptlabError(f"domain {domain!r} is not installed; installed: "
+                                f"{sorted(self._domains)}")
         self._out = out
+        self._extra_settings: dict[str, Any] = {}  # RunConfig fields without a control
         self._quiet = False
         self._error = ""
         self._blocks: dict[tuple[str, str], Any] = {}  # (domain, backbone) -> layer map
@@ -59,6 +72,49 @@ class SetupPanel(widgets.VBox):
         self.strategy.observe(lambda _: self._strategy_changed(), names="value")
         self.data_path.observe(lambda _: self.refresh(), names="value")
         self._domain_changed()
+        self._apply_initial(dataset, data, backbone, strategy, settings or {},
+                            strategy_options or {})
+
+    def _apply_initial(self, dataset, data, backbone, strategy, settings, options) -> None:
+        def choose(control: widgets.Dropdown, value: str | None, what: str) -> None:
+            if value is None:
+                return
+            if value not in control.options:
+                raise AdaptlabError(f"{what} {value!r} is not offered by domain "
+                                    f"{self.domain.value!r}; choose from {list(control.options)}")
+            control.value = value
+
+        if data is not None:
+            choose(self.dataset, OWN_DATA, "dataset")
+            self.data_path.value = str(data)
+        else:
+            choose(self.dataset, dataset, "dataset")
+        choose(self.backbone, backbone, "backbone")
+        choose(self.strategy, strategy, "strategy")
+        training_fields = {e["name"] for e in describe(RunConfig)} - {
+            "domain", "dataset", "data", "backbone", "strategy", "strategy_options", "out"}
+        for name, value in settings.items():
+            if name in self.training_controls:
+                self._set_control(self.training_controls[name], value)
+            elif name in training_fields:
+                self._extra_settings[name] = value
+            else:
+                raise AdaptlabError(f"setting {name!r} is not a training setting; known: "
+                                    f"{sorted(training_fields)}")
+        for name, value in options.items():
+            if name not in self.strategy_controls:
+                raise AdaptlabError(f"strategy {self.strategy.value!r} has no option {name!r}; "
+                                    f"its options: {sorted(self.strategy_controls)}")
+            self._set_control(self.strategy_controls[name], value)
+        self.refresh()
+
+    @staticmethod
+    def _set_control(control: widgets.Widget, value: Any) -> None:
+        if isinstance(control, widgets.Text):
+            control.value = "" if value is None else (
+                ",".join(value) if isinstance(value, list | tuple) else str(value))
+        else:
+            control.value = value
 
     # -- building controls ------------------------------------------------------------------
     def _spec(self):
@@ -161,7 +217,7 @@ class SetupPanel(widgets.VBox):
         if own and not self.data_path.value.strip():
             raise AdaptlabError("data path: choose a folder or file with your data")
         training = {name: raw_value(c) for name, c in self.training_controls.items()}
-        training = {k: v for k, v in training.items() if v is not None}
+        training = {**self._extra_settings, **{k: v for k, v in training.items() if v is not None}}
         options = {name: raw_value(c) for name, c in self.strategy_controls.items()}
         options = {k: v for k, v in options.items() if v is not None}
         strategy = get_strategy_class(self.strategy.value).from_options(options)
@@ -187,7 +243,7 @@ class SetupPanel(widgets.VBox):
         parts = ["adaptlab", "run", config.domain]
         parts += ["--data", config.data] if config.data else ["--dataset", config.dataset]
         parts += ["--backbone", config.backbone, "--strategy", config.strategy]
-        for name in TRAINING_FIELDS:
+        for name in (*TRAINING_FIELDS, *self._extra_settings):
             if getattr(config, name) != getattr(base, name):
                 parts += ["--set", f"{name}={getattr(config, name)}"]
         for name, value in config.strategy_options.items():

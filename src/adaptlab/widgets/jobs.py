@@ -1,0 +1,148 @@
+"""Long work (training, explaining) off the kernel's main thread, with every widget update
+kept on it.
+
+Widgets updated from a background thread are unreliable (ipywidgets #4001; ipykernel 7
+drops thread output, #4020), so the worker thread never touches a widget: it puts engine
+events on a queue, and the main thread drains the queue and updates the widgets. The main
+thread drains from an asyncio task on the kernel's own event loop, which keeps the kernel
+free to handle button clicks:
+
+- a button (Train, Explain) starts the job and returns at once; a task on the kernel's loop
+  drains the queue until the job ends;
+- ``await view.train()`` in a cell does the same while the cell waits, so "Run all" and
+  headless runs (nbclient, papermill) go on only when the job is done. ipykernel (7.x)
+  dispatches widget messages while an async cell awaits, so Stop still works then;
+- in a plain script (no running loop), :func:`wait_blocking` drains in a sleep loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from adaptlab.errors import AdaptlabError
+
+DRAIN_SECONDS = 0.1  # how often the main thread applies queued events to the widgets
+FINISHED = "_job_finished"
+
+
+class BackgroundJob:
+    """``work(emit)`` on a daemon thread; events it emits, then a final ``FINISHED`` event,
+    arrive on ``events``. ``result`` or ``error`` (one line) holds the outcome."""
+
+    def __init__(self, work: Callable[[Callable[[dict], None]], Any], name: str) -> None:
+        self._work = work
+        self.events: queue.SimpleQueue[dict] = queue.SimpleQueue()
+        self.result: Any = None
+        self.error: str | None = None
+        self.error_details = ""
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    def start(self) -> BackgroundJob:
+        self._thread.start()
+        return self
+
+    def _main(self) -> None:
+        try:
+            self.result = self._work(self.events.put)
+        except AdaptlabError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # shown in the view with its traceback, never lost
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.error_details = traceback.format_exc()
+        finally:
+            self.events.put({"event": FINISHED})
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def drain(self) -> list[dict]:
+        """Every event queued so far (main thread)."""
+        drained = []
+        while True:
+            try:
+                drained.append(self.events.get_nowait())
+            except queue.Empty:
+                return drained
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+
+class LiveRun(BackgroundJob):
+    """``adaptlab.run.run`` on a worker thread, stoppable within one training step."""
+
+    def __init__(self, config, resume: bool = False) -> None:
+        super().__init__(self._train, name=f"adaptlab-run-{config.out}")
+        self.config = config
+        self.resume = resume
+        self._trainer = None
+        self._stop = threading.Event()
+
+    def _train(self, emit):
+        from adaptlab.run import run
+
+        return run(self.config, resume=self.resume, subscribers=[emit], progress=False,
+                   on_trainer=self._attach)
+
+    def _attach(self, trainer) -> None:
+        self._trainer = trainer
+        if self._stop.is_set():  # Stop pressed while the data or the baseline loaded
+            trainer.request_stop()
+
+    def request_stop(self) -> None:
+        """Safe from any thread: the loop reads the flag after each step."""
+        self._stop.set()
+        if self._trainer is not None:
+            self._trainer.request_stop()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def global_step(self) -> int | None:
+        trainer = self._trainer
+        return None if trainer is None else trainer.state.global_step
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+async def wait_async(job: BackgroundJob, apply: Callable[[list[dict]], None]) -> None:
+    """Apply the job's events on this (the main) thread until it has finished."""
+    while True:
+        events = job.drain()
+        if events:
+            apply(events)
+        if any(e["event"] == FINISHED for e in events):
+            return
+        await asyncio.sleep(DRAIN_SECONDS)
+
+
+def wait_blocking(job: BackgroundJob, apply: Callable[[list[dict]], None],
+                  on_interrupt: Callable[[], None] | None = None) -> None:
+    """The same without an event loop; a KeyboardInterrupt (the kernel's interrupt) calls
+    ``on_interrupt`` (a stop request) and keeps waiting for the job to wind down."""
+    while True:
+        try:
+            events = job.drain()
+            if events:
+                apply(events)
+            if any(e["event"] == FINISHED for e in events):
+                return
+            time.sleep(DRAIN_SECONDS)
+        except KeyboardInterrupt:
+            if on_interrupt is None:
+                raise
+            on_interrupt()
