@@ -127,5 +127,13 @@ def test_stop_in_a_real_kernel_ends_within_one_step_and_resume_finishes(tmp_path
         listed = kernel.value("[s.status for s in compare.summaries]")
         assert listed == "['finished', 'finished']", listed
         assert kernel.value("view.curves.value[:4] == b'\\x89PNG'") == "True"
+
+        # Pick the first run and press Explain: the report of that run shows in the view.
+        kernel.run("compare.picker.value = (compare.summaries[0].run_dir,)\n"
+                   "compare.samples.value = 1\ncompare.checks.value = False")
+        kernel.click(kernel.value("compare.explain_button.model_id"))
+        kernel.wait_for("'adaptlab-report' in compare.report.value", timeout=300)
+        assert (run_dir / "report" / "index.html").is_file()
+        assert not (tmp_path / "runs" / "stop-2" / "report").exists()
     finally:
         kernel.close()

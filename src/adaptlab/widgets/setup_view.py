@@ -66,6 +66,7 @@ class SetupPanel(widgets.VBox):
                           self.backbone_info, self.strategy, self.strategy_box,
                           widgets.HTML("<b>training</b>"), self.training_box, self.message,
                           self.command_text])
+        self.add_class("adaptlab-setup-panel")
         self.domain.observe(lambda _: self._domain_changed(), names="value")
         for control in (self.dataset, self.backbone):
             control.observe(lambda _: self._selection_changed(), names="value")

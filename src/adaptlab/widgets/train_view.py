@@ -24,7 +24,11 @@ from adaptlab.widgets.jobs import FINISHED, LiveRun, running_loop, wait_async, w
 from adaptlab.widgets.progress import RunProgress
 from adaptlab.widgets.record import SavedOutput, esc, html_table, memory_rows, run_record
 
-CURVE_SECONDS = 1.0  # redraw the curves at most this often while steps stream in
+# While steps stream in, redraw the curves at most every CURVE_SECONDS, and never more often
+# than keeps drawing under 1/CURVE_BUDGET of the main thread (a draw takes ~0.15 s on a laptop
+# core, and the main thread shares the cores with training). Evaluations always redraw.
+CURVE_SECONDS = 2.0
+CURVE_BUDGET = 20
 PROGRESS_STEPS = 1000
 
 
@@ -52,6 +56,7 @@ class TrainingView(widgets.VBox):
         self._record: SavedOutput | None = None
         self._pump: asyncio.Task | None = None
         self._last_curves = 0.0
+        self._draw_seconds = 0.0
         self._curves_png: bytes | None = None
         self.train_button = widgets.Button(description="Train", icon="play",
                                            button_style="primary")
@@ -213,12 +218,14 @@ class TrainingView(widgets.VBox):
         self.cost_panel.value = html_table([("cost", "value"), *rows]) if rows else ""
         self.log_box.value = "\n".join(progress.log)
         now = time.monotonic()
-        if force_curves or now - self._last_curves >= CURVE_SECONDS:
+        if force_curves or now - self._last_curves >= max(CURVE_SECONDS,
+                                                          CURVE_BUDGET * self._draw_seconds):
             from adaptlab.widgets.figures import curves_png
 
             self._curves_png = curves_png(progress)
             self.curves.value = self._curves_png
-            self._last_curves = now
+            self._last_curves = time.monotonic()
+            self._draw_seconds = self._last_curves - now
 
     def _record_bundle(self) -> dict[str, str]:
         title = f"adaptlab run {self.run_dir}" if self.run_dir else "adaptlab run"
