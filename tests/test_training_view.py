@@ -82,6 +82,8 @@ print(view.train_button.model_id, view.stop_button.model_id, view.resume_button.
 def test_stop_in_a_real_kernel_ends_within_one_step_and_resume_finishes(tmp_path, colour_folder):
     from kernel_client import KernelSession
 
+    from adaptlab.compare import summarise_run
+
     kernel = KernelSession(str(tmp_path))
     run_dir = tmp_path / "runs" / "stop"
     try:
@@ -107,12 +109,16 @@ def test_stop_in_a_real_kernel_ends_within_one_step_and_resume_finishes(tmp_path
         assert kernel.value("view.resume_button.disabled") == "False"
         assert list((run_dir / "checkpoints").glob("epoch-*"))  # a checkpoint to resume from
         assert not (run_dir / "metrics.json").exists()
+        assert summarise_run(run_dir).status == "stopped"
 
         # Resume by its button: the kernel is idle, the run goes on from the checkpoint.
         kernel.click(resume_id)
         kernel.wait_for("view.progress.status == 'finished'", timeout=300)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["epochs_run"] == 3
+        # The curves go on from the stopped run's history, not from an empty plot.
+        assert kernel.value("[s for s, _ in view.progress.train_loss] == "
+                            "list(range(1, len(view.progress.train_loss) + 1))") == "True"
         after = _steps(run_dir)
         per_epoch = int(kernel.value("view.progress.steps_per_epoch"))
         assert after[-1] == 3 * per_epoch  # every step once: none lost, none repeated

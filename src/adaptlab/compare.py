@@ -75,6 +75,13 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
             and not isinstance(v, bool)}
 
 
+def resumable(run_dir: str | Path) -> bool:
+    """True when the run folder holds a complete checkpoint: the engine writes the
+    ``checkpoints/latest`` pointer last (``engine.checkpoint.save_checkpoint``). Read here
+    without importing the engine, so listing runs never imports torch."""
+    return (Path(run_dir) / "checkpoints" / "latest").is_file()
+
+
 def summarise_run(run_dir: str | Path) -> RunSummary:
     """Read ``config.json``, ``metrics.json`` and ``costs.json`` of one run folder."""
     run_dir = Path(run_dir)
@@ -82,11 +89,9 @@ def summarise_run(run_dir: str | Path) -> RunSummary:
         raise AdaptlabError(f"{run_dir} is not a run folder (config.json missing)")
     config = _read_json(run_dir / "config.json")
     finished = (run_dir / "metrics.json").is_file()
-    checkpoints = run_dir / "checkpoints"
-    resumable = checkpoints.is_dir() and any(checkpoints.glob("*.json"))
     summary = RunSummary(run_dir=str(run_dir),
-                         status="finished" if finished else "stopped" if resumable else
-                         "incomplete",
+                         status="finished" if finished else "stopped" if resumable(run_dir)
+                         else "incomplete",
                          domain=config.get("domain") or "", dataset=config.get("dataset") or
                          config.get("data") or "", backbone=config.get("backbone") or "",
                          strategy=config.get("strategy") or "",

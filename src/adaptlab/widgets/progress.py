@@ -3,9 +3,11 @@ tested without a kernel and drawn the same live and in the saved record)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 LOG_LINES = 200
@@ -41,6 +43,20 @@ class RunProgress:
         handler = getattr(self, f"_on_{kind}", None)
         if handler is not None:
             handler(event)
+
+    @classmethod
+    def replay(cls, events_file: Path) -> RunProgress:
+        """The progress an ``events.jsonl`` records (a torn last line is skipped: the writer
+        flushes line by line, so only a crash mid-line leaves one)."""
+        progress = cls()
+        if events_file.is_file():
+            for line in events_file.read_text().splitlines():
+                try:
+                    progress.apply(json.loads(line))
+                except (ValueError, KeyError):
+                    continue
+        progress._recent.clear()  # the live rate starts afresh, not across the pause
+        return progress
 
     def note(self, line: str) -> None:
         self.log.append(f"{time.strftime('%H:%M:%S')} {line}")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
+from adaptlab.compare import resumable
 from adaptlab.errors import AdaptlabError
 from adaptlab.widgets.jobs import FINISHED, LiveRun, running_loop, wait_async, wait_blocking
 from adaptlab.widgets.progress import RunProgress
@@ -93,7 +94,9 @@ class TrainingView(widgets.VBox):
             self._say(str(exc), error=True)
             return None
         self.job, self.result, self.stop_requested_at = job, None, None
-        self.progress = RunProgress()
+        # A resumed run's curves continue from what its events file already holds.
+        self.progress = RunProgress.replay(self.run_dir / "events.jsonl") if resume \
+            else RunProgress()
         self.progress.note(("resuming " if resume else "starting ") + str(self.run_dir))
         self._say(f"run folder: {self.run_dir}")
         self._set_buttons(running=True)
@@ -116,7 +119,7 @@ class TrainingView(widgets.VBox):
 
         if self.run_dir is None or self.progress.status != "stopped":
             raise AdaptlabError("Resume: no stopped run in this view; press Train")
-        if not (self.run_dir / "checkpoints").is_dir():
+        if not resumable(self.run_dir):
             raise AdaptlabError(f"Resume: {self.run_dir} was stopped before its first step; "
                                 "press Train")
         return LiveRun(RunConfig.from_file(self.run_dir / "config.json"), resume=True)
@@ -203,7 +206,7 @@ class TrainingView(widgets.VBox):
         self.train_button.disabled = running
         self.stop_button.disabled = not running
         self.resume_button.disabled = running or self.progress.status != "stopped" or \
-            self.run_dir is None or not (self.run_dir / "checkpoints").is_dir()
+            self.run_dir is None or not resumable(self.run_dir)
 
     def _refresh(self, force_curves: bool = False) -> None:
         progress = self.progress
