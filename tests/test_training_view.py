@@ -53,6 +53,8 @@ def test_view_trains_without_a_kernel_and_the_comparison_lists_the_run(tmp_path,
     code, out, _ = run_cli(["compare", "runs", "--plot", "tradeoff.png"], capsys)
     assert code == 0 and "w " in out and "head" in out and "test macro_f1" in out
     assert (tmp_path / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+    code, _, err = run_cli(["compare", "nowhere"], capsys)
+    assert code == 2 and "nowhere is not a folder" in err
 
 
 def test_a_bad_panel_value_starts_nothing(tmp_path, colour_folder, monkeypatch):
@@ -66,6 +68,8 @@ def test_a_bad_panel_value_starts_nothing(tmp_path, colour_folder, monkeypatch):
     assert "lr=-1.0" in view.message_text and not (tmp_path / "runs").exists()
     with pytest.raises(Exception, match="setting 'learning_rate' is not a training setting"):
         setup_panel("wildlife", settings={"learning_rate": 1.0})
+    panel = setup_panel("wildlife", data=str(tmp_path / "no-such-photos"))
+    assert "no-such-photos': no such file or folder" in panel.error
 
 
 STOP_SETUP = """

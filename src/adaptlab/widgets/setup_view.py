@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import shlex
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
@@ -217,6 +218,9 @@ class SetupPanel(widgets.VBox):
         own = self.dataset.value == OWN_DATA
         if own and not self.data_path.value.strip():
             raise AdaptlabError("data path: choose a folder or file with your data")
+        if own and not Path(self.data_path.value.strip()).expanduser().exists():
+            raise AdaptlabError(f"data path {self.data_path.value.strip()!r}: no such file or "
+                                "folder (relative paths start at the notebook's folder)")
         training = {name: raw_value(c) for name, c in self.training_controls.items()}
         training = {**self._extra_settings, **{k: v for k, v in training.items() if v is not None}}
         options = {name: raw_value(c) for name, c in self.strategy_controls.items()}
@@ -226,7 +230,8 @@ class SetupPanel(widgets.VBox):
             strategy.check(self._layer_map())
         out = self._out or f"runs/{self.domain.value}-{self.strategy.value}"
         config = config_for(self.domain.value, dataset=None if own else self.dataset.value,
-                            data=self.data_path.value.strip() if own else None,
+                            data=str(Path(self.data_path.value.strip()).expanduser())
+                            if own else None,
                             backbone=self.backbone.value, strategy=self.strategy.value, out=out,
                             **training)
         # Only what differs from the strategy's defaults, as ``--set`` would record it.
