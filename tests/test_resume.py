@@ -86,3 +86,7 @@ def test_stop_mid_epoch_then_resume_matches(tmp_path, colour_folder):
                          resumed.run_dir / "weights.safetensors")
     # Freezing survived: the resumed run trained exactly the same parameter set.
     assert resumed.costs["trainable_params"] == reference.costs["trainable_params"]
+    # The interrupted epoch's training metrics cover the whole epoch (sums are checkpointed).
+    assert [h["train"] for h in resumed.metrics["history"]] == \
+        [h["train"] for h in reference.metrics["history"]]
+    assert set(resumed.metrics["history"][0]["train"]) == {"loss", "accuracy"}

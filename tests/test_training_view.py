@@ -43,6 +43,9 @@ def test_view_trains_without_a_kernel_and_the_comparison_lists_the_run(tmp_path,
     assert view.bar.value == 1.0 and view.train_button.disabled is False
     assert view.curves.value[:8] == b"\x89PNG\r\n\x1a\n"
     assert [epoch for epoch, _ in view.progress.validation] == [1, 2]
+    assert [epoch for epoch, m in view.progress.training if 0 <= m["accuracy"] <= 1] == [1, 2]
+    assert [h["train"] for h in result.metrics["history"]] == \
+        [m for _, m in view.progress.training]  # the curve shows what metrics.json keeps
     assert "trainable parameters" in view.cost_panel.value
     assert "memory: activations" in view.cost_panel.value  # measured on the first step
 

@@ -34,6 +34,10 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
     interrupted: bool = False
+    # The current epoch's training sums (loss and ``Task.batch_metrics``, sample-weighted):
+    # part of the checkpoint, so an epoch resumed mid-way reports the whole epoch.
+    epoch_sums: dict[str, float] = field(default_factory=dict)
+    epoch_samples: int = 0
 
 
 @dataclass
@@ -64,6 +68,7 @@ class Trainer:
         self.state = TrainState()
         self.callbacks = list(strategy.callbacks())
         self._stop_requested = False
+        self._epoch_train: dict[str, float] = {}  # the last finished epoch's training metrics
 
         optimizer = torch.optim.AdamW(parameter_groups(model, settings.weight_decay),
                                       lr=settings.lr)
@@ -159,7 +164,8 @@ class Trainer:
         for step, (inputs, labels) in enumerate(loader, start=skip):
             for callback in self.callbacks:
                 callback.on_step_start(self)
-            loss = self._train_step(inputs, labels)
+            loss, sums = self._train_step(inputs, labels)
+            self._accumulate(loss * len(labels), sums, len(labels))
             samples += len(labels)
             steps += 1
             self.state.global_step += 1
@@ -180,18 +186,31 @@ class Trainer:
                 return
         self.meter.add_epoch(time.perf_counter() - started, samples, steps)
         self.bus.emit("cost", **self.meter.to_dict())
+        self._epoch_train = {k: v / max(self.state.epoch_samples, 1)
+                             for k, v in self.state.epoch_sums.items()}
+        self.bus.emit("train_metrics", epoch=epoch, metrics=self._epoch_train)
+        self.state.epoch_sums, self.state.epoch_samples = {}, 0
         self.state.epoch = epoch
         self.state.step_in_epoch = 0
 
-    def _train_step(self, inputs, labels) -> float:
+    def _accumulate(self, loss_sum: float, sums: dict[str, float], count: int) -> None:
+        totals = self.state.epoch_sums
+        for name, value in {"loss": loss_sum, **sums}.items():
+            totals[name] = totals.get(name, 0.0) + value
+        self.state.epoch_samples += count
+
+    def _train_step(self, inputs, labels) -> tuple[float, dict[str, float]]:
         first = self.meter.memory_bytes.get("activations") is None
         with self.accelerator.accumulate(self.model):
             if first:
                 with SavedActivationCounter(self.unwrapped) as counter:
-                    loss = self.task.loss(self.model(inputs), labels)
+                    outputs = self.model(inputs)
+                    loss = self.task.loss(outputs, labels)
                 self.meter.record_activations(counter.bytes)
             else:
-                loss = self.task.loss(self.model(inputs), labels)
+                outputs = self.model(inputs)
+                loss = self.task.loss(outputs, labels)
+            sums = self.task.batch_metrics(outputs, labels)
             self.accelerator.backward(loss)
             if self.accelerator.sync_gradients:
                 if self.settings.max_grad_norm:
@@ -203,7 +222,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 if "optimizer" not in self.meter.memory_bytes:
                     self.meter.measure_optimizer(self.optimizer)
-        return float(loss.detach())
+        return float(loss.detach()), sums
 
     def evaluate(self, split: str) -> dict:
         return self.task.evaluate(self.model, self.eval_loaders[split])
@@ -211,7 +230,10 @@ class Trainer:
     def _evaluate_and_track(self) -> None:
         metrics = self.evaluate("val")
         self.bus.emit("eval", epoch=self.state.epoch, split="val", metrics=metrics)
-        self.state.history.append({"epoch": self.state.epoch, "val": metrics})
+        entry = {"epoch": self.state.epoch, "val": metrics}
+        if self.state.epoch and self._epoch_train:  # epoch 0 (the pre-trained model) has none
+            entry["train"] = self._epoch_train
+        self.state.history.append(entry)
         value = metrics[self.task.monitor]
         best = self.state.best_metric
         if best is None or (value > best if self.task.higher_is_better else value < best):

@@ -44,6 +44,13 @@ class Task:
     def evaluate(self, model: nn.Module, loader) -> dict:
         raise NotImplementedError
 
+    def batch_metrics(self, outputs: Any, labels: torch.Tensor) -> dict[str, float]:
+        """Sums over one training batch of metrics cheap enough to take every step (the
+        engine divides by the epoch's sample count): the training curve beside validation,
+        where over-fitting shows. Only metrics on the same scale as ``evaluate``'s belong
+        here; ``{}`` when there are none."""
+        return {}
+
     def baselines(self, model: nn.Module, loaders: dict, source_loader, device) -> dict:
         """``{name: {split: metrics}}`` for the unadapted model; the first entry is the one
         ``metrics.json`` calls ``baseline``."""

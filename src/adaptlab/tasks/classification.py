@@ -126,6 +126,10 @@ class ClassificationTask(Task):
         return nn.functional.cross_entropy(logits.float(), labels, weight=weight)
 
     @torch.no_grad()
+    def batch_metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        return {"accuracy": float((logits.argmax(dim=-1) == labels).sum())}
+
+    @torch.no_grad()
     def evaluate(self, model: nn.Module, loader) -> dict:
         model.eval()
         truth, probs, losses = [], [], []

@@ -1,4 +1,5 @@
-"""The training curves: loss (train per step, validation per epoch) and validation metrics.
+"""The training curves: loss (train per step and per epoch, validation per epoch) and the
+metrics per epoch, training (where the task measures it while training) beside validation.
 
 Drawn with matplotlib's object API (no pyplot state), on the main thread, as PNG bytes that
 go both into the live image widget and into the saved record.
@@ -32,14 +33,24 @@ def curves_png(progress: RunProgress) -> bytes:
         losses = [v for _, v in progress.train_loss]
         loss_axis.plot(steps, losses, color="#9ecae1", linewidth=0.8, label="train (step)")
         loss_axis.plot(steps, _smoothed(losses), color="#1f77b4", label="train (smoothed)")
-    val_loss = [(epoch, m["loss"]) for epoch, m in progress.validation if "loss" in m]
-    if val_loss:
-        loss_axis.plot(*zip(*val_loss, strict=True), "o-", color="#d62728", label="validation")
+    for history, style, color, label in ((progress.training, "s--", "#1f77b4", "train (epoch)"),
+                                         (progress.validation, "o-", "#d62728", "validation")):
+        points = [(epoch, m["loss"]) for epoch, m in history if "loss" in m]
+        if points:
+            loss_axis.plot(*zip(*points, strict=True), style, color=color, label=label)
     names = [k for k in (progress.validation[-1][1] if progress.validation else {}) if k != "loss"]
-    for name in names[:MAX_METRICS]:
+    # Metrics measured on both splits first: the train-validation gap is what to look at.
+    trained = {k for _, m in progress.training for k in m}
+    names.sort(key=lambda k: k not in trained)
+    for index, name in enumerate(names[:MAX_METRICS]):
+        color = f"C{index}"
         points = [(epoch, m[name]) for epoch, m in progress.validation if name in m]
-        metric_axis.plot(*zip(*points, strict=True), "o-", label=f"validation {name}")
-    for axis, title in ((loss_axis, "loss"), (metric_axis, "validation metrics")):
+        metric_axis.plot(*zip(*points, strict=True), "o-", color=color, label=f"validation {name}")
+        train_points = [(epoch, m[name]) for epoch, m in progress.training if name in m]
+        if train_points:
+            metric_axis.plot(*zip(*train_points, strict=True), "s--", color=color,
+                             label=f"train {name}")
+    for axis, title in ((loss_axis, "loss"), (metric_axis, "metrics")):
         axis.set_xlabel("epoch", fontsize=8)
         axis.set_title(title, fontsize=9)
         axis.tick_params(labelsize=7)

@@ -33,6 +33,7 @@ class RunProgress:
     train_loss: list[tuple[int, float]] = field(default_factory=list)  # (global step, loss)
     epoch_ends: list[int] = field(default_factory=list)  # global step at each epoch end
     validation: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    training: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # epoch means
     costs: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
     log: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES))
@@ -91,6 +92,9 @@ class RunProgress:
         metrics = {k: float(v) for k, v in event["metrics"].items() if isinstance(v, float)}
         self.validation.append((event["epoch"], metrics))
         self.note(f"epoch {event['epoch']} {event['split']}: {_metric_text(metrics)}")
+
+    def _on_train_metrics(self, event):
+        self.training.append((event["epoch"], {k: float(v) for k, v in event["metrics"].items()}))
 
     def _on_epoch_end(self, event):
         self.epoch_ends.append(self.global_step)
