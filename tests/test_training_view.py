@@ -150,3 +150,25 @@ def test_stop_in_a_real_kernel_ends_within_one_step_and_resume_finishes(tmp_path
         assert not (tmp_path / "runs" / "stop-2" / "report").exists()
     finally:
         kernel.close()
+
+
+@pytest.mark.slow
+def test_the_kernels_interrupt_stops_an_awaited_run_with_a_checkpoint(tmp_path, colour_folder):
+    from kernel_client import KernelSession
+
+    kernel = KernelSession(str(tmp_path))
+    run_dir = tmp_path / "runs" / "stop"
+    try:
+        kernel.run(STOP_SETUP.format(data=str(colour_folder), settings={**SETTINGS, "epochs": 3}))
+        cell = kernel.submit("result = await view.train()")
+        deadline = time.monotonic() + 240
+        while len(_steps(run_dir)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kernel.manager.interrupt_kernel()
+        printed = kernel.collect(cell, timeout=240)
+        assert "AdaptlabError: interrupted: runs/stop stopped after step" in printed, printed
+        assert _steps(run_dir)[-1] <= int(kernel.value("view.stop_requested_at")) + 1
+        assert (run_dir / "checkpoints" / "latest").is_file()
+        assert kernel.value("view.resume_button.disabled") == "False"
+    finally:
+        kernel.close()

@@ -64,7 +64,9 @@ result = await view.train()"""
 _COMPARE_NOTE = ("## Compare runs\n\nEvery run of this session: what it trained, what it cost "
                  "(trainable parameters, memory, time) and what it scored, with the target "
                  "metric plotted against trainable parameters and memory. Train again with "
-                 "another strategy above and this table grows; pick runs to narrow it.")
+                 "another strategy above and this table grows; pick runs to narrow it. "
+                 "`comparison_view(root=\"runs\")` lists every run in the folder, earlier "
+                 "sessions' too.")
 
 _COMPARE = """compare = comparison_view()
 compare.show()"""

@@ -151,13 +151,20 @@ class TrainingView(widgets.VBox):
 
     async def wait(self):
         """Wait for the current run to end; returns its ``RunResult`` (None if stopped)."""
-        if self._pump is None:
+        pump = self._pump
+        if pump is None:
             return self.result
         try:
-            await asyncio.shield(self._pump)
-        except asyncio.CancelledError:  # the kernel's interrupt: stop, keep the checkpoint
+            await asyncio.shield(pump)
+        except asyncio.CancelledError:
+            # The kernel's interrupt cancels an awaiting cell: stop within one step, let the
+            # checkpoint be written, and end the cell with an error that says so ("Run all"
+            # halts here instead of explaining an unfinished run).
             self.stop()
-            raise
+            await asyncio.shield(pump)
+            raise AdaptlabError(f"interrupted: {self.run_dir} {self.progress.status} after step "
+                                f"{self.progress.global_step}; press Resume or run "
+                                "`await view.train(resume=True)`") from None
         return self.result
 
     def wait_blocking(self):
