@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from adaptlab.compare import comparison_rows, figure_png, find_runs, summarise_run, tradeoff_figure
+    from adaptlab.compare import figure_png, find_runs, runs_table, summarise_run, tradeoff_figure
 
     folders: list[Path] = []
     for given in map(Path, args.runs):
@@ -75,10 +75,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([s.to_dict() for s in summaries], indent=2))
     else:
-        rows = comparison_rows(summaries)
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        from adaptlab.summary import text_table
+
+        print(text_table(runs_table(summaries)))
     if args.plot:
         from adaptlab.engine.atomic import atomic_write_with
 

@@ -132,7 +132,7 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def comparison_rows(summaries: list[RunSummary]) -> list[list[str]]:
+def runs_table(summaries: list[RunSummary]) -> list[list[str]]:
     """Header plus one row per run: what it trained, what it cost, what it scored."""
     metric_names: list[str] = []
     for summary in summaries:

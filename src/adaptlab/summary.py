@@ -33,5 +33,14 @@ def cost_rows(costs: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def text_table(rows: list[list[str]] | list[tuple[str, ...]]) -> str:
+    """Rows as aligned plain text (terminals, and the text/plain side of saved outputs)."""
+    if not rows:
+        return ""
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in
+                               zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
 def _number(value) -> str:
     return "-" if value is None else f"{value:.4f}"

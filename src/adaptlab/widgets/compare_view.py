@@ -13,8 +13,9 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from adaptlab.compare import comparison_rows, figure_png, find_runs, summarise_run, tradeoff_figure
+from adaptlab.compare import figure_png, find_runs, runs_table, summarise_run, tradeoff_figure
 from adaptlab.errors import AdaptlabError
+from adaptlab.summary import text_table
 from adaptlab.widgets.jobs import FINISHED, BackgroundJob, running_loop, wait_async
 from adaptlab.widgets.record import SavedOutput, esc, html_table, png_img
 
@@ -119,16 +120,16 @@ class ComparisonView(widgets.VBox):
 
     def _draw(self) -> None:
         shown = self._shown()
-        self.table.value = html_table(comparison_rows(shown)) if shown else \
+        self.table.value = html_table(runs_table(shown)) if shown else \
             "<i>no runs yet: train one above</i>"
         self.plot.value = figure_png(tradeoff_figure(shown))
 
     def record_bundle(self) -> dict[str, str]:
         shown = self._shown()
-        rows = comparison_rows(shown)
+        rows = runs_table(shown)
         page = (html_table(rows) + png_img(self.plot.value, "metric against cost")) if shown \
             else "no runs"
-        text = "\n".join("  ".join(f"{c:>12}" for c in row) for row in rows) if shown else "no runs"
+        text = text_table(rows) if shown else "no runs"
         return {"text/html": f"<div class='adaptlab-record'>{page}</div>", "text/plain": text}
 
     def show(self) -> None:

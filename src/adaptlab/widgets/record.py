@@ -16,7 +16,7 @@ import html
 import uuid
 from typing import Any
 
-from adaptlab.summary import comparison_rows, cost_rows
+from adaptlab.summary import comparison_rows, cost_rows, text_table
 
 
 def esc(value: Any) -> str:
@@ -62,11 +62,11 @@ def run_record(title: str, position: str, curves_png: bytes | None, result=None,
         parts.append(f"<div><b>{esc(result.headline)}</b></div>")
         parts.append(html_table(comparison_rows(result.metrics)))
         text.append(result.headline)
-        text += ["  ".join(f"{cell:>14}" for cell in row) for row in comparison_rows(result.metrics)]
+        text.append(text_table(comparison_rows(result.metrics)))
     rows = memory_rows(result.costs if result is not None else costs or {})
     if rows:
         parts.append(html_table([("cost", "value"), *rows]))
-        text += [f"{name:>28}: {value}" for name, value in rows]
+        text.append(text_table(rows))
     return {"text/html": "<div class='adaptlab-record'>" + "".join(parts) + "</div>",
             "text/plain": "\n".join(text)}
 
