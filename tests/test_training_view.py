@@ -172,3 +172,18 @@ def test_the_kernels_interrupt_stops_an_awaited_run_with_a_checkpoint(tmp_path, 
         assert kernel.value("view.resume_button.disabled") == "False"
     finally:
         kernel.close()
+
+
+@pytest.mark.gpu
+def test_view_trains_on_the_gpu_and_shows_its_peak_memory(tmp_path, colour_folder, monkeypatch):
+    from adaptlab.widgets import setup_panel, training_view
+
+    monkeypatch.chdir(tmp_path)
+    panel = setup_panel("wildlife", data=str(colour_folder), strategy="lora",
+                        settings={**SETTINGS, "device": "cuda", "epochs": 2})
+    view = training_view(panel)
+    view.start()
+    result = view.wait_blocking()
+    assert result is not None and result.costs["device"].startswith("cuda")
+    assert result.costs["memory_bytes"]["peak_cuda"] > 0
+    assert "memory: peak_cuda" in view.cost_panel.value
