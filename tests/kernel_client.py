@@ -44,14 +44,16 @@ class KernelSession:
             "comm_id": model_id, "data": {"method": "custom", "content": {"event": "click"}}})
         self.client.shell_channel.send(message)
 
-    def wait_for(self, expression: str, timeout: float = 300, every: float = 0.5) -> str:
-        """Poll until ``expression`` (Python in the kernel) prints True."""
+    def wait_for(self, expression: str, timeout: float = 300, every: float = 0.5,
+                 diagnose: str = "None") -> str:
+        """Poll until ``expression`` (Python in the kernel) prints True; on a timeout the
+        failure shows ``diagnose`` evaluated in the kernel."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.value(expression) == "True":
                 return "True"
             time.sleep(every)
-        raise AssertionError(f"timed out waiting for {expression!r}")
+        raise AssertionError(f"timed out waiting for {expression!r}: {self.value(diagnose)}")
 
     def close(self) -> None:
         self.client.stop_channels()

@@ -85,6 +85,9 @@ print(view.train_button.model_id, view.stop_button.model_id, view.resume_button.
 """
 
 
+DIAGNOSE = "view.progress.status, view.run_dir, view.message_text, list(view.progress.log)[-5:]"
+
+
 @pytest.mark.slow
 def test_stop_in_a_real_kernel_ends_within_one_step_and_resume_finishes(tmp_path, colour_folder):
     from kernel_client import KernelSession
@@ -120,7 +123,7 @@ def test_stop_in_a_real_kernel_ends_within_one_step_and_resume_finishes(tmp_path
 
         # Resume by its button: the kernel is idle, the run goes on from the checkpoint.
         kernel.click(resume_id)
-        kernel.wait_for("view.progress.status == 'finished'", timeout=300)
+        kernel.wait_for("view.progress.status == 'finished'", timeout=300, diagnose=DIAGNOSE)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["epochs_run"] == 3
         # The curves go on from the stopped run's history, not from an empty plot.
@@ -136,7 +139,7 @@ def test_stop_in_a_real_kernel_ends_within_one_step_and_resume_finishes(tmp_path
                    "compare = comparison_view()")
         kernel.click(train_id)
         kernel.wait_for("view.progress.status == 'finished' and view.run_dir.name == 'stop-2'",
-                        timeout=300)
+                        timeout=300, diagnose=DIAGNOSE)
         listed = kernel.value("[s.status for s in compare.summaries]")
         assert listed == "['finished', 'finished']", listed
         assert kernel.value("view.curves.value[:4] == b'\\x89PNG'") == "True"
@@ -187,3 +190,27 @@ def test_view_trains_on_the_gpu_and_shows_its_peak_memory(tmp_path, colour_folde
     assert result is not None and result.costs["device"].startswith("cuda")
     assert result.costs["memory_bytes"]["peak_cuda"] > 0
     assert "memory: peak_cuda" in view.cost_panel.value
+
+
+def test_a_crashed_run_process_is_reported_and_the_kernel_lives_on(tmp_path, colour_folder,
+                                                                    monkeypatch):
+    """The run's process dying (killed, out of memory) shows as a failed run with its exit
+    code; the caller's process is untouched and the view can train again."""
+    import os
+    import signal
+
+    from adaptlab.widgets import setup_panel, training_view
+
+    monkeypatch.chdir(tmp_path)
+    panel = setup_panel("wildlife", data=str(colour_folder), strategy="full", out="runs/c",
+                        settings={**SETTINGS, "epochs": 3})
+    view = training_view(panel)
+    job = view.start()
+    deadline = time.monotonic() + 120
+    while (job.global_step or 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(job._process.pid, signal.SIGKILL)
+    view.wait_blocking()
+    assert view.progress.status == "failed" and view.result is None
+    assert "the run's process ended with exit code -9" in view.message_text
+    assert view.train_button.disabled is False and view.resume_button.disabled is True

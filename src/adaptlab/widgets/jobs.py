@@ -1,11 +1,11 @@
-"""Long work (training, explaining) off the kernel's main thread, with every widget update
-kept on it.
+"""Long work off the kernel's main thread (training in a child process,
+``adaptlab.run_process``; explaining on a thread), with every widget update kept on it.
 
 Widgets updated from a background thread are unreliable (ipywidgets #4001; ipykernel 7
-drops thread output, #4020), so the worker thread never touches a widget: it puts engine
-events on a queue, and the main thread drains the queue and updates the widgets. The main
-thread drains from an asyncio task on the kernel's own event loop, which keeps the kernel
-free to handle button clicks:
+drops thread output, #4020), so nothing but the main thread touches a widget: the work puts
+its events on a queue, and the main thread drains the queue and updates the widgets. The
+main thread drains from an asyncio task on the kernel's own event loop, which keeps the
+kernel free to handle button clicks:
 
 - a button (Train, Explain) starts the job and returns at once; a task on the kernel's loop
   drains the queue until the job ends;
@@ -26,9 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 from adaptlab.errors import AdaptlabError
+from adaptlab.run_process import FINISHED
 
 DRAIN_SECONDS = 0.1  # how often the main thread applies queued events to the widgets
-FINISHED = "_job_finished"
 
 
 class BackgroundJob:
@@ -73,43 +73,6 @@ class BackgroundJob:
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
-
-
-class LiveRun(BackgroundJob):
-    """``adaptlab.run.run`` on a worker thread, stoppable within one training step."""
-
-    def __init__(self, config, resume: bool = False) -> None:
-        super().__init__(self._train, name=f"adaptlab-run-{config.out}")
-        self.config = config
-        self.resume = resume
-        self._trainer = None
-        self._stop = threading.Event()
-
-    def _train(self, emit):
-        from adaptlab.run import run
-
-        return run(self.config, resume=self.resume, subscribers=[emit], progress=False,
-                   on_trainer=self._attach)
-
-    def _attach(self, trainer) -> None:
-        self._trainer = trainer
-        if self._stop.is_set():  # Stop pressed while the data or the baseline loaded
-            trainer.request_stop()
-
-    def request_stop(self) -> None:
-        """Safe from any thread: the loop reads the flag after each step."""
-        self._stop.set()
-        if self._trainer is not None:
-            self._trainer.request_stop()
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop.is_set()
-
-    @property
-    def global_step(self) -> int | None:
-        trainer = self._trainer
-        return None if trainer is None else trainer.state.global_step
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:

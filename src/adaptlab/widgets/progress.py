@@ -22,7 +22,9 @@ def _metric_text(metrics: dict[str, Any]) -> str:
 class RunProgress:
     """The state of one run as its events arrive."""
 
-    status: str = "preparing"  # preparing, training, stopping, stopped, finished, failed
+    # preparing, training, stopping, stopped, finishing (final evaluation and files written,
+    # the run's process ending), finished, failed
+    status: str = "preparing"
     epochs: int = 0
     epoch: int = 0
     steps_per_epoch: int = 0
@@ -35,6 +37,7 @@ class RunProgress:
     validation: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     training: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # epoch means
     costs: dict[str, Any] = field(default_factory=dict)
+    stop_received_at: int | None = None  # global step when the run got the stop request
     baseline: dict[str, Any] = field(default_factory=dict)
     log: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     _recent: deque = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
@@ -111,6 +114,10 @@ class RunProgress:
     def _on_restore_best(self, event):
         self.note(f"restored the best validation epoch ({event['epoch']})")
 
+    def _on_stop_received(self, event):
+        self.stop_received_at = event["global_step"]
+        self.note(f"stop reached the run after step {event['global_step']}")
+
     def _on_stopped(self, event):
         self.note(f"stopped in epoch {event['epoch']} after step {event['step']}")
 
@@ -119,7 +126,7 @@ class RunProgress:
         self.note("stopped with a checkpoint: Resume continues from it")
 
     def _on_run_end(self, event):
-        self.status = "finished"
+        self.status = "finishing"  # "finished" once the run's process has ended
         self.note(f"finished; test: {_metric_text(event['test'])}")
 
     # -- derived ----------------------------------------------------------------------------
@@ -128,9 +135,10 @@ class RunProgress:
         """Share of all training steps done."""
         total = self.epochs * self.steps_per_epoch
         if not total:
-            return 1.0 if self.status == "finished" else 0.0
+            return 1.0 if self.status in ("finishing", "finished") else 0.0
         done = (self.epoch - 1) * self.steps_per_epoch + self.step if self.epoch else 0
-        return 1.0 if self.status == "finished" else min(1.0, max(0.0, done / total))
+        return 1.0 if self.status in ("finishing", "finished") else \
+            min(1.0, max(0.0, done / total))
 
     @property
     def samples_per_second(self) -> float | None:

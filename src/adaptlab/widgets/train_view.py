@@ -1,9 +1,9 @@
 """The training view: Train / Stop / Resume, progress, live curves, the cost panel and the log.
 
-Training runs on a worker thread (:class:`~adaptlab.widgets.jobs.LiveRun`); this view is
-only ever changed on the kernel's main thread, from the events the worker queues (see
-``jobs.py`` for why). Stop sets a flag the engine reads after every step, so a run stops
-within one step and leaves a checkpoint that Resume continues from.
+Training runs in a child process (:class:`~adaptlab.run_process.RunProcess`, which says why);
+this view is only ever changed on the kernel's main thread, from the events the process
+streams back (see ``jobs.py``). Stop reaches the engine as a flag it reads after every step,
+so a run stops within one step and leaves a checkpoint that Resume continues from.
 
 >>> panel = setup_panel(domain="wildlife")           # doctest: +SKIP
 >>> view = training_view(panel); view                 # doctest: +SKIP
@@ -21,7 +21,8 @@ import ipywidgets as widgets
 
 from adaptlab.compare import resumable
 from adaptlab.errors import AdaptlabError
-from adaptlab.widgets.jobs import FINISHED, LiveRun, running_loop, wait_async, wait_blocking
+from adaptlab.run_process import FINISHED, RunProcess
+from adaptlab.widgets.jobs import running_loop, wait_async, wait_blocking
 from adaptlab.widgets.progress import RunProgress
 from adaptlab.widgets.record import SavedOutput, esc, html_table, memory_rows, run_record
 
@@ -30,7 +31,8 @@ from adaptlab.widgets.record import SavedOutput, esc, html_table, memory_rows, r
 # core, and the main thread shares the cores with training). Evaluations always redraw.
 CURVE_SECONDS = 2.0
 CURVE_BUDGET = 20
-PROGRESS_STEPS = 1000
+# A stopped run, or one whose process died (killed, out of memory) after a checkpoint.
+RESUMABLE = ("stopped", "failed")
 
 
 def unique_run_dir(out: str) -> str:
@@ -48,16 +50,18 @@ class TrainingView(widgets.VBox):
 
     def __init__(self, panel) -> None:
         self.panel = panel
-        self.job: LiveRun | None = None
+        self.job: RunProcess | None = None
+        # A run process spawned ahead (imports done) so Train starts without the wait.
+        self._spare: RunProcess | None = RunProcess().spawn()
         self.progress = RunProgress()
         self.result = None
         self.run_dir: Path | None = None
         self.config = None
-        self.stop_requested_at: int | None = None  # global step when Stop arrived
         self._record: SavedOutput | None = None
         self._pump: asyncio.Task | None = None
         self._last_curves = 0.0
         self._draw_seconds = 0.0
+        self._drawn_from: tuple[int, ...] | None = None  # data the current curves show
         self._curves_png: bytes | None = None
         self.train_button = widgets.Button(description="Train", icon="play",
                                            button_style="primary")
@@ -82,7 +86,7 @@ class TrainingView(widgets.VBox):
         self.add_class("adaptlab-training-view")
 
     # -- the buttons --------------------------------------------------------------------------
-    def start(self, resume: bool = False) -> LiveRun | None:
+    def start(self, resume: bool = False) -> RunProcess | None:
         """Start a run (or resume the stopped one) and return at once; ``None`` when the
         panel's values are invalid or a run is already going (the message says which)."""
         if self.job is not None and self.job.running:
@@ -93,47 +97,65 @@ class TrainingView(widgets.VBox):
         except AdaptlabError as exc:
             self._say(str(exc), error=True)
             return None
-        self.job, self.result, self.stop_requested_at = job, None, None
+        self.job, self.result = job, None
         # A resumed run's curves continue from what its events file already holds.
         self.progress = RunProgress.replay(self.run_dir / "events.jsonl") if resume \
             else RunProgress()
         self.progress.note(("resuming " if resume else "starting ") + str(self.run_dir))
         self._say(f"run folder: {self.run_dir}")
         self._set_buttons(running=True)
-        job.start()
-        self._refresh(force_curves=True)
+        self._drawn_from = None
+        self._refresh(force_curves=resume)  # a resumed run shows its history at once
         if running_loop() is not None:
             self._pump = asyncio.get_running_loop().create_task(wait_async(job, self._apply))
         return job
 
-    def _new_job(self) -> LiveRun:
+    def _new_job(self) -> RunProcess:
         import dataclasses
 
         config = self.panel.config()
         config = dataclasses.replace(config, out=unique_run_dir(config.out))
         self.config, self.run_dir = config, Path(config.out)
-        return LiveRun(config)
+        return self._process().start(config)
 
-    def _resume_job(self) -> LiveRun:
+    def _resume_job(self) -> RunProcess:
         from adaptlab.config import RunConfig
 
-        if self.run_dir is None or self.progress.status != "stopped":
-            raise AdaptlabError("Resume: no stopped run in this view; press Train")
+        if self.run_dir is None or self.progress.status not in RESUMABLE:
+            raise AdaptlabError("Resume: no stopped or failed run in this view; press Train")
         if not resumable(self.run_dir):
             raise AdaptlabError(f"Resume: {self.run_dir} was stopped before its first step; "
                                 "press Train")
-        return LiveRun(RunConfig.from_file(self.run_dir / "config.json"), resume=True)
+        return self._process().start(RunConfig.from_file(self.run_dir / "config.json"),
+                                     resume=True)
+
+    def _process(self) -> RunProcess:
+        """The warm spare if there is one, and a new spare for the next run."""
+        spare = self._spare if self._spare is not None and self._spare.usable else RunProcess()
+        self._spare = RunProcess().spawn()
+        return spare
+
+    def close(self) -> None:
+        """Close the widgets and end the spare process."""
+        if self._spare is not None:
+            self._spare.discard()
+            self._spare = None
+        super().close()
 
     def stop(self) -> None:
         """Ask the running job to stop after its current step."""
         if self.job is None or not self.job.running:
             return
-        self.stop_requested_at = self.job.global_step
         self.job.request_stop()
         self.progress.status = "stopping"
-        self.progress.note(f"stop requested at step {self.stop_requested_at}")
+        self.progress.note(f"stop requested (last step seen: {self.job.global_step})")
         self.stop_button.disabled = True
         self._refresh()
+
+    @property
+    def stop_requested_at(self) -> int | None:
+        """The step the run had finished when the stop reached it (None: not stopped)."""
+        return self.progress.stop_received_at
 
     # -- waiting from a cell ------------------------------------------------------------------
     async def train(self, resume: bool = False):
@@ -200,6 +222,7 @@ class TrainingView(widgets.VBox):
             self._say(job.error + (f"<pre>{esc(job.error_details)}</pre>"
                                    if job.error_details else ""), error=True, escape=False)
         elif job.result is not None and job.result.metrics:
+            self.progress.status = "finished"
             self.result = job.result
             self._say(f"{job.result.headline}; run folder {self.run_dir}")
         else:  # stopped: with a checkpoint, or before the first step
@@ -212,7 +235,7 @@ class TrainingView(widgets.VBox):
     def _set_buttons(self, running: bool) -> None:
         self.train_button.disabled = running
         self.stop_button.disabled = not running
-        self.resume_button.disabled = running or self.progress.status != "stopped" or \
+        self.resume_button.disabled = running or self.progress.status not in RESUMABLE or \
             self.run_dir is None or not resumable(self.run_dir)
 
     def _refresh(self, force_curves: bool = False) -> None:
@@ -228,6 +251,9 @@ class TrainingView(widgets.VBox):
         self.cost_panel.value = html_table([("cost", "value"), *rows]) if rows else ""
         self.log_box.value = "\n".join(progress.log)
         now = time.monotonic()
+        drawn_from = (len(progress.train_loss), len(progress.validation), len(progress.training))
+        if drawn_from == self._drawn_from:
+            return  # nothing new to draw
         if force_curves or now - self._last_curves >= max(CURVE_SECONDS,
                                                           CURVE_BUDGET * self._draw_seconds):
             from adaptlab.widgets.figures import curves_png
@@ -236,6 +262,7 @@ class TrainingView(widgets.VBox):
             self.curves.value = self._curves_png
             self._last_curves = time.monotonic()
             self._draw_seconds = self._last_curves - now
+            self._drawn_from = drawn_from
 
     def _record_bundle(self) -> dict[str, str]:
         title = f"adaptlab run {self.run_dir}" if self.run_dir else "adaptlab run"
