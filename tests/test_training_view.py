@@ -209,8 +209,12 @@ def test_a_crashed_run_process_is_reported_and_the_kernel_lives_on(tmp_path, col
     deadline = time.monotonic() + 120
     while (job.global_step or 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.kill(job._process.pid, signal.SIGKILL)
+    os.kill(view.worker._process.pid, signal.SIGKILL)
     view.wait_blocking()
     assert view.progress.status == "failed" and view.result is None
     assert "the run's process ended with exit code -9" in view.message_text
     assert view.train_button.disabled is False and view.resume_button.disabled is True
+    # The next Train gets a new process and runs to the end.
+    panel.training_controls["epochs"].value = "1"
+    assert view.start() is not None and view.wait_blocking() is not None
+    assert view.progress.status == "finished" and view.run_dir.name == "c-2"

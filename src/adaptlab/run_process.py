@@ -1,18 +1,22 @@
-"""A run in a child process, with its engine events streamed back and a stop request sent in.
+"""Runs in a child process that stays up between them, with each run's engine events
+streamed back and a stop request sent in.
 
 Why a process and not a thread of the caller (a notebook kernel): measured here, PyTorch's
-CPU kernels run about 1.5x slower on a second thread of a process whose main thread has
-already used them (two OpenMP thread teams share the cores), see BENCHMARKS.md; a process
-also keeps a crash or a CUDA out-of-memory of the run out of the kernel, hands the GPU's
-memory back when the run ends, and is the shape a multi-process launch takes later.
+CPU kernels run about 1.2-1.6x slower on a second thread of a process whose main thread has
+already used them (two OpenMP thread teams share the cores; BENCHMARKS.md), and a process
+keeps a crash of the run out of the kernel. Why one process for many runs: a fresh process
+pays the first-run costs again (imports, kernel selection and JIT for every layer shape,
+a few seconds on a CPU), which a warm one has behind it. A process that dies is replaced for
+the next run.
 
 Protocol, one JSON object per line:
-- parent -> child stdin: ``{"config": {...}, "resume": bool}``, later ``"stop"``; end of
-  input (the parent went away) also stops the run, with a checkpoint;
-- child -> parent stdout: ``{"event": "ready"}`` once the engine is imported, every engine
-  event, ``{"event": "stop_received", "global_step"}``
-  when the stop arrives, then ``{"event": "run_result", ...}`` or ``{"event": "run_error",
-  "error", "details"}`` last. Anything the run prints goes to stderr, never stdout.
+- parent -> child stdin: a run ``{"config": {...}, "resume": bool}``; ``"stop"`` while it
+  runs; end of input (the parent is done or went away) stops the current run, with a
+  checkpoint, and ends the process;
+- child -> parent stdout: ``{"event": "ready"}`` once the engine is imported; per run, every
+  engine event, ``{"event": "stop_received", "global_step"}`` when a stop arrives, and last
+  ``{"event": "run_result", ...}`` or ``{"event": "run_error", "error", "details"}``.
+  Anything a run prints goes to stderr, never stdout.
 """
 
 from __future__ import annotations
@@ -23,129 +27,43 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 RESULT, ERROR, STOP_RECEIVED, READY = "run_result", "run_error", "stop_received", "ready"
-FINISHED = "_job_finished"  # put on the parent's queue after the child's last line
+FINISHED = "_job_finished"  # put on a job's queue after its last event
 
 
-class RunProcess:
-    """Parent side. ``spawn()`` starts ``python -m adaptlab.run_process``, which imports the
-    engine and waits: a spare spawned ahead of time starts its run without the import wait.
-    ``start(config)`` hands it the run; events arrive on ``events`` (a queue the caller
+class RunJob:
+    """One run in a :class:`RunWorker`: its events arrive on ``events`` (a queue the caller
     drains), then ``FINISHED``; ``result`` is the ``RunResult`` of a completed or stopped
     run, ``error`` one line when it failed."""
 
-    def __init__(self) -> None:
-        self.config = None
-        self.resume = False
+    def __init__(self, worker: RunWorker, config, resume: bool) -> None:
+        self.worker, self.config, self.resume = worker, config, resume
         self.events: queue.SimpleQueue[dict] = queue.SimpleQueue()
         self.result = None
         self.error: str | None = None
         self.error_details = ""
-        self.global_step: int | None = None  # the last step the child reported
-        self._process: subprocess.Popen | None = None
-        self._stderr: deque[str] = deque(maxlen=40)
-        self._readers: list[threading.Thread] = []
+        self.global_step: int | None = None  # the last step the run reported
         self._stop_sent = False
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
+        self._done = threading.Event()
 
-    def spawn(self) -> RunProcess:
-        # Its own session: the kernel's interrupt (SIGINT to the kernel's process group) must
-        # not kill the run mid-step; the kernel turns it into a stop request instead.
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "adaptlab.run_process"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-            start_new_session=True)
-        self._readers = [threading.Thread(target=self._read_events, daemon=True,
-                                          name="adaptlab-run-events"),
-                         threading.Thread(target=self._read_stderr, daemon=True,
-                                          name="adaptlab-run-stderr")]
-        for reader in self._readers:
-            reader.start()
-        return self
+    def _receive(self, event: dict[str, Any]) -> None:
+        if event["event"] == "step":
+            self.global_step = event["global_step"]
+        self.events.put(event)
 
-    def start(self, config, resume: bool = False) -> RunProcess:
-        """Run ``config`` (a ``RunConfig``) in the process, spawning it if need be."""
-        import dataclasses
-
-        if self._process is None:
-            self.spawn()
-        self.config, self.resume = config, resume
-        job = {"config": dataclasses.asdict(config), "resume": resume}
-        self._process.stdin.write(json.dumps(job) + "\n")
-        self._process.stdin.flush()
-        return self
-
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait until the process has imported the engine (True) or the timeout passed."""
-        return self._ready.wait(timeout)
-
-    @property
-    def usable(self) -> bool:
-        """A spawned process still waiting for its run."""
-        return self._process is not None and self.config is None and \
-            self._process.poll() is None
-
-    def discard(self) -> None:
-        """End an unused spare (its end of input tells it no run is coming)."""
-        if self._process is not None and self.config is None:
-            self._process.stdin.close()
-
-    # -- reader threads (they only parse and queue; the caller's thread applies) --------------
-    def _read_events(self) -> None:
-        finished = False
-        for line in self._process.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                self._stderr.append(line)
-                continue
-            kind = event.get("event")
-            if kind == READY:
-                self._ready.set()
-                continue
-            if kind == "step":
-                self.global_step = event["global_step"]
-            if kind == RESULT:
-                from pathlib import Path
-
-                from adaptlab.run import RunResult
-
-                self.result = RunResult(Path(event["run_dir"]), event["metrics"],
-                                        event["costs"], event["headline"])
-                finished = True
-            elif kind == ERROR:
-                self.error, self.error_details = event["error"], event.get("details", "")
-                finished = True
-            else:
-                self.events.put(event)
-        code = self._process.wait()
-        self._readers[1].join(timeout=5)
-        if not finished:
-            tail = "".join(self._stderr).strip().splitlines()[-3:]
-            self.error = (f"the run's process ended with exit code {code}"
-                          + (f": {' | '.join(tail)}" if tail else ""))
-            self.error_details = "".join(self._stderr)
+    def _finish(self, result=None, error: str | None = None, details: str = "") -> None:
+        self.result, self.error, self.error_details = result, error, details
+        self._done.set()
         self.events.put({"event": FINISHED})
 
-    def _read_stderr(self) -> None:
-        for line in self._process.stderr:
-            self._stderr.append(line)
-
-    # -- control --------------------------------------------------------------------------------
     def request_stop(self) -> None:
-        """Ask the child to stop after its current step (it checkpoints first)."""
-        with self._lock:
-            if self._stop_sent or self._process is None or self._process.poll() is not None:
-                return
+        """Ask the run to stop after its current step (it checkpoints first)."""
+        if not self._done.is_set() and not self._stop_sent:
             self._stop_sent = True
-            try:
-                self._process.stdin.write("stop\n")
-                self._process.stdin.flush()
-            except (BrokenPipeError, ValueError):
-                pass  # it has just ended
+            self.worker._send("stop")
 
     @property
     def stop_requested(self) -> bool:
@@ -153,8 +71,7 @@ class RunProcess:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and (self._process.poll() is None or
-                                              self._readers[0].is_alive())
+        return not self._done.is_set()
 
     def drain(self) -> list[dict]:
         drained = []
@@ -165,12 +82,107 @@ class RunProcess:
                 return drained
 
     def join(self, timeout: float | None = None) -> None:
-        if self._readers:
-            self._readers[0].join(timeout)
+        self._done.wait(timeout)
+
+
+class RunWorker:
+    """The parent's handle on one child process; ``submit`` a run when it is free."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen | None = None
+        self._job: RunJob | None = None
+        self._ready = threading.Event()
+        self._stderr: deque[str] = deque(maxlen=40)
+        self._lock = threading.Lock()
+
+    def spawn(self) -> RunWorker:
+        # Its own session: the kernel's interrupt (SIGINT to the kernel's process group) must
+        # not kill a run mid-step; the kernel turns it into a stop request instead.
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "adaptlab.run_process"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+            start_new_session=True)
+        for target, name in ((self._read_events, "events"), (self._read_stderr, "stderr")):
+            threading.Thread(target=target, daemon=True, name=f"adaptlab-worker-{name}").start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def busy(self) -> bool:
+        return self._job is not None
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the process has imported the engine (True) or the timeout passed."""
+        return self._ready.wait(timeout)
+
+    def submit(self, config, resume: bool = False) -> RunJob:
+        """Start ``config`` (a ``RunConfig``); the process must be alive and free."""
+        import dataclasses
+
+        if self._process is None:
+            self.spawn()
+        if self._job is not None:
+            raise RuntimeError("this worker is already running a job")
+        self._job = job = RunJob(self, config, resume)
+        self._send(json.dumps({"config": dataclasses.asdict(config), "resume": resume}))
+        return job
+
+    def close(self) -> None:
+        """End the process (a run in progress stops at its next step, checkpointed)."""
+        if self._process is not None and self._process.stdin and not self._process.stdin.closed:
+            with self._lock:
+                self._process.stdin.close()
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            try:
+                self._process.stdin.write(line + "\n")
+                self._process.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass  # the process has ended; its reader reports that
+
+    # -- reader threads (they only parse and queue; the caller's thread applies) --------------
+    def _read_events(self) -> None:
+        for line in self._process.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                self._stderr.append(line)
+                continue
+            kind, job = event.get("event"), self._job
+            if kind == READY:
+                self._ready.set()
+            elif job is None:
+                continue
+            elif kind == RESULT:
+                from adaptlab.run import RunResult
+
+                self._job = None
+                job._finish(RunResult(Path(event["run_dir"]), event["metrics"], event["costs"],
+                                      event["headline"]))
+            elif kind == ERROR:
+                self._job = None
+                job._finish(error=event["error"], details=event.get("details", ""))
+            else:
+                job._receive(event)
+        code = self._process.wait()
+        job, self._job = self._job, None
+        if job is not None:
+            tail = "".join(self._stderr).strip().splitlines()[-3:]
+            job._finish(error=f"the run's process ended with exit code {code}"
+                              + (f": {' | '.join(tail)}" if tail else ""),
+                        details="".join(self._stderr))
+
+    def _read_stderr(self) -> None:
+        for line in self._process.stderr:
+            self._stderr.append(line)
 
 
 # -- child side ------------------------------------------------------------------------------
-_EMIT_LOCK = threading.Lock()  # the engine and the stop listener both write lines
+_EMIT_LOCK = threading.Lock()  # the engine and the stdin listener both write lines
 
 
 def _emit(event: dict[str, Any]) -> None:
@@ -180,54 +192,84 @@ def _emit(event: dict[str, Any]) -> None:
         sys.__stdout__.flush()
 
 
-def main() -> int:
+class _Current:
+    """The run in progress, shared by the main thread and the stdin listener."""
+
+    def __init__(self) -> None:
+        self.trainer = None
+        self.stop = False
+        self.lock = threading.Lock()
+
+    def attach(self, trainer) -> None:
+        with self.lock:
+            self.trainer = trainer
+            if self.stop:  # the stop came while the data or the baseline loaded
+                trainer.request_stop()
+
+    def request_stop(self, announce: bool) -> None:
+        with self.lock:
+            self.stop = True
+            trainer = self.trainer
+        if announce:
+            _emit({"event": STOP_RECEIVED,
+                   "global_step": trainer.state.global_step if trainer else None})
+        if trainer is not None:
+            trainer.request_stop()
+
+
+def _listen(jobs: queue.SimpleQueue, current: _Current) -> None:
+    for line in sys.stdin:
+        line = line.strip()
+        if line == "stop":
+            current.request_stop(announce=True)
+        elif line:
+            with current.lock:  # in order: a stop sent after this run is for this run
+                current.trainer, current.stop = None, False
+            jobs.put(json.loads(line))
+    current.request_stop(announce=False)  # the parent is done or went away
+    jobs.put(None)
+
+
+def _run_one(job: dict, current: _Current) -> None:
     import traceback
 
-    sys.stdout = sys.stderr  # the protocol owns stdout; prints and progress go to stderr
-    # The engine's imports first (seconds): a spare process has them done before its run.
-    import adaptlab.session  # noqa: F401 - torch, timm, peft, accelerate
     from adaptlab.config import RunConfig
     from adaptlab.errors import AdaptlabError
     from adaptlab.run import run
 
-    _emit({"event": READY})
-    line = sys.stdin.readline()
-    if not line.strip():
-        return 0  # a spare that was never given a run
-    job = json.loads(line)
-
-    holder: dict[str, Any] = {"stop": False}
-
-    def attach(trainer) -> None:
-        holder["trainer"] = trainer
-        if holder["stop"]:
-            trainer.request_stop()
-
-    def listen() -> None:
-        # A stop line, or the parent going away (end of input), stops the run.
-        for line in sys.stdin:
-            if line.strip() == "stop":
-                break
-        holder["stop"] = True
-        trainer = holder.get("trainer")
-        _emit({"event": STOP_RECEIVED,
-               "global_step": trainer.state.global_step if trainer else None})
-        if trainer is not None:
-            trainer.request_stop()
-
-    threading.Thread(target=listen, daemon=True, name="adaptlab-stop-listener").start()
     try:
         result = run(RunConfig(**job["config"]), resume=job["resume"], subscribers=[_emit],
-                     progress=False, on_trainer=attach)
+                     progress=False, on_trainer=current.attach)
     except AdaptlabError as exc:
         _emit({"event": ERROR, "error": str(exc)})
-        return 2
     except Exception as exc:  # reported to the notebook with its traceback
         _emit({"event": ERROR, "error": f"{type(exc).__name__}: {exc}",
                "details": traceback.format_exc()})
-        return 1
-    _emit({"event": RESULT, "run_dir": str(result.run_dir), "metrics": result.metrics,
-           "costs": result.costs, "headline": result.headline})
+    else:
+        _emit({"event": RESULT, "run_dir": str(result.run_dir), "metrics": result.metrics,
+               "costs": result.costs, "headline": result.headline})
+
+
+def main() -> int:
+    import gc
+
+    sys.stdout = sys.stderr  # the protocol owns stdout; prints and progress go to stderr
+    import torch
+
+    import adaptlab.session  # noqa: F401 - the engine's imports, before "ready"
+
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+    current = _Current()
+    threading.Thread(target=_listen, args=(jobs, current), daemon=True,
+                     name="adaptlab-stdin").start()
+    _emit({"event": READY})
+    while (job := jobs.get()) is not None:
+        _run_one(job, current)
+        with current.lock:
+            current.trainer = None
+        gc.collect()  # the finished run's model and optimizer go before the next run
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     return 0
 
 

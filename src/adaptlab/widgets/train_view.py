@@ -1,9 +1,10 @@
 """The training view: Train / Stop / Resume, progress, live curves, the cost panel and the log.
 
-Training runs in a child process (:class:`~adaptlab.run_process.RunProcess`, which says why);
-this view is only ever changed on the kernel's main thread, from the events the process
-streams back (see ``jobs.py``). Stop reaches the engine as a flag it reads after every step,
-so a run stops within one step and leaves a checkpoint that Resume continues from.
+Training runs in a child process that the view keeps between runs
+(:class:`~adaptlab.run_process.RunWorker`, which says why); this view is only ever changed
+on the kernel's main thread, from the events the process streams back (see ``jobs.py``).
+Stop reaches the engine as a flag it reads after every step, so a run stops within one step
+and leaves a checkpoint that Resume continues from.
 
 >>> panel = setup_panel(domain="wildlife")           # doctest: +SKIP
 >>> view = training_view(panel); view                 # doctest: +SKIP
@@ -13,7 +14,6 @@ so a run stops within one step and leaves a checkpoint that Resume continues fro
 from __future__ import annotations
 
 import asyncio
-import html
 import time
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import ipywidgets as widgets
 
 from adaptlab.compare import resumable
 from adaptlab.errors import AdaptlabError
-from adaptlab.run_process import FINISHED, RunProcess
+from adaptlab.run_process import FINISHED, RunJob, RunWorker
 from adaptlab.widgets.jobs import running_loop, wait_async, wait_blocking
 from adaptlab.widgets.progress import RunProgress
 from adaptlab.widgets.record import SavedOutput, esc, html_table, memory_rows, run_record
@@ -50,11 +50,13 @@ class TrainingView(widgets.VBox):
 
     def __init__(self, panel) -> None:
         self.panel = panel
-        self.job: RunProcess | None = None
-        # A run process spawned ahead (imports done) so Train starts without the wait.
-        self._spare: RunProcess | None = RunProcess().spawn()
+        self.job: RunJob | None = None
+        # Spawned now, so the engine is imported (and, after the first run, warm) when Train
+        # is pressed.
+        self.worker = RunWorker().spawn()
         self.progress = RunProgress()
         self.result = None
+        self.message_text = ""
         self.run_dir: Path | None = None
         self.config = None
         self._record: SavedOutput | None = None
@@ -86,7 +88,7 @@ class TrainingView(widgets.VBox):
         self.add_class("adaptlab-training-view")
 
     # -- the buttons --------------------------------------------------------------------------
-    def start(self, resume: bool = False) -> RunProcess | None:
+    def start(self, resume: bool = False) -> RunJob | None:
         """Start a run (or resume the stopped one) and return at once; ``None`` when the
         panel's values are invalid or a run is already going (the message says which)."""
         if self.job is not None and self.job.running:
@@ -110,15 +112,15 @@ class TrainingView(widgets.VBox):
             self._pump = asyncio.get_running_loop().create_task(wait_async(job, self._apply))
         return job
 
-    def _new_job(self) -> RunProcess:
+    def _new_job(self) -> RunJob:
         import dataclasses
 
         config = self.panel.config()
         config = dataclasses.replace(config, out=unique_run_dir(config.out))
         self.config, self.run_dir = config, Path(config.out)
-        return self._process().start(config)
+        return self._worker().submit(config)
 
-    def _resume_job(self) -> RunProcess:
+    def _resume_job(self) -> RunJob:
         from adaptlab.config import RunConfig
 
         if self.run_dir is None or self.progress.status not in RESUMABLE:
@@ -126,20 +128,19 @@ class TrainingView(widgets.VBox):
         if not resumable(self.run_dir):
             raise AdaptlabError(f"Resume: {self.run_dir} was stopped before its first step; "
                                 "press Train")
-        return self._process().start(RunConfig.from_file(self.run_dir / "config.json"),
+        return self._worker().submit(RunConfig.from_file(self.run_dir / "config.json"),
                                      resume=True)
 
-    def _process(self) -> RunProcess:
-        """The warm spare if there is one, and a new spare for the next run."""
-        spare = self._spare if self._spare is not None and self._spare.usable else RunProcess()
-        self._spare = RunProcess().spawn()
-        return spare
+    def _worker(self) -> RunWorker:
+        """The view's process, or a new one where the last has died (killed, out of
+        memory)."""
+        if not self.worker.alive:
+            self.worker = RunWorker().spawn()
+        return self.worker
 
     def close(self) -> None:
-        """Close the widgets and end the spare process."""
-        if self._spare is not None:
-            self._spare.discard()
-            self._spare = None
+        """Close the widgets and end the view's run process."""
+        self.worker.close()
         super().close()
 
     def stop(self) -> None:
@@ -219,8 +220,7 @@ class TrainingView(widgets.VBox):
         if job.error:
             self.progress.status = "failed"
             self.progress.note(f"failed: {job.error}")
-            self._say(job.error + (f"<pre>{esc(job.error_details)}</pre>"
-                                   if job.error_details else ""), error=True, escape=False)
+            self._say(job.error, error=True, details=job.error_details)
         elif job.result is not None and job.result.metrics:
             self.progress.status = "finished"
             self.result = job.result
@@ -270,15 +270,12 @@ class TrainingView(widgets.VBox):
         return run_record(title, self.progress.position_text(), self._curves_png,
                           result=self.result, costs=self.progress.costs, error=error)
 
-    def _say(self, text: str, error: bool = False, escape: bool = True) -> None:
-        body = esc(text) if escape else text
+    def _say(self, text: str, error: bool = False, details: str = "") -> None:
+        """Show one line (and a traceback under it); ``message_text`` keeps the line."""
+        body = esc(text) + (f"<pre>{esc(details)}</pre>" if details else "")
         self.message.value = (f"<span style='color:var(--jp-error-color1,#b00020)'>{body}</span>"
                               if error else body)
-        self._message_plain = html.unescape(text) if escape else text
-
-    @property
-    def message_text(self) -> str:
-        return getattr(self, "_message_plain", "")
+        self.message_text = text
 
 
 def training_view(panel) -> TrainingView:
