@@ -180,7 +180,7 @@ def main() -> None:
         "Stop latency (`full`, 2 epochs, stop requested at steps "
         f"{', '.join(str(3 + i) for i in range(args.repeats))}): steps run after the stop reached the run "
         f"{[s for s, _ in latencies]}, seconds from the request until the checkpoint was written and the "
-        f"child ended {[round(t, 2) for _, t in latencies]}.",
+        f"run ended {[round(t, 2) for _, t in latencies]}.",
     ])
     write_section("notebook-view", body)
     print(body)
