@@ -34,6 +34,16 @@ RESULT, ERROR, STOP_RECEIVED, READY = "run_result", "run_error", "stop_received"
 FINISHED = "_job_finished"  # put on a job's queue after its last event
 
 
+def drain_queue(events: queue.SimpleQueue) -> list[dict]:
+    """Every event queued so far, without waiting."""
+    drained = []
+    while True:
+        try:
+            drained.append(events.get_nowait())
+        except queue.Empty:
+            return drained
+
+
 class RunJob:
     """One run in a :class:`RunWorker`: its events arrive on ``events`` (a queue the caller
     drains), then ``FINISHED``; ``result`` is the ``RunResult`` of a completed or stopped
@@ -74,12 +84,7 @@ class RunJob:
         return not self._done.is_set()
 
     def drain(self) -> list[dict]:
-        drained = []
-        while True:
-            try:
-                drained.append(self.events.get_nowait())
-            except queue.Empty:
-                return drained
+        return drain_queue(self.events)
 
     def join(self, timeout: float | None = None) -> None:
         self._done.wait(timeout)

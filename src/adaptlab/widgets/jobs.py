@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.run_process import FINISHED
+from adaptlab.run_process import FINISHED, drain_queue
 
 DRAIN_SECONDS = 0.1  # how often the main thread applies queued events to the widgets
 
@@ -63,13 +63,7 @@ class BackgroundJob:
         return self._thread.is_alive()
 
     def drain(self) -> list[dict]:
-        """Every event queued so far (main thread)."""
-        drained = []
-        while True:
-            try:
-                drained.append(self.events.get_nowait())
-            except queue.Empty:
-                return drained
+        return drain_queue(self.events)
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
