@@ -76,10 +76,6 @@ class RunJob:
             self.worker._send("stop")
 
     @property
-    def stop_requested(self) -> bool:
-        return self._stop_sent
-
-    @property
     def running(self) -> bool:
         return not self._done.is_set()
 
@@ -114,10 +110,6 @@ class RunWorker:
     @property
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
-
-    @property
-    def busy(self) -> bool:
-        return self._job is not None
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the process has imported the engine (True) or the timeout passed."""

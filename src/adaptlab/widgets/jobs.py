@@ -65,9 +65,6 @@ class BackgroundJob:
     def drain(self) -> list[dict]:
         return drain_queue(self.events)
 
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
     try:
