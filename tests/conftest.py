@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,16 @@ def tree_digest(root: Path) -> str:
         if path.is_file():
             digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def install_fake_dist(site: Path, dist: str, module: str, source: str, target: str) -> None:
+    """A real installed distribution as importlib.metadata sees one: a dist-info folder with
+    an entry_points.txt, and its module, on a path that is on sys.path."""
+    info = site / f"{dist}-0.0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text(f"[adaptlab.domains]\n{dist} = {target}\n")
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:

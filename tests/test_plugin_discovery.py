@@ -9,15 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-
-def _install_fake_dist(site: Path, dist: str, module: str, source: str, target: str) -> None:
-    """A real installed distribution as importlib.metadata sees one: a dist-info folder with
-    an entry_points.txt, and its module, on a path that is on sys.path."""
-    info = site / f"{dist}-0.0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.0.1\n")
-    (info / "entry_points.txt").write_text(f"[adaptlab.domains]\n{dist} = {target}\n")
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
+from conftest import install_fake_dist
 
 
 def _domains_json(extra_path: Path | None = None) -> dict:
@@ -54,10 +46,10 @@ def test_domains_lists_wildlife_without_importing_torch():
 def test_broken_plugins_are_reported_and_skipped(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
-    _install_fake_dist(site, "brokenimport", "brokenimport_plugin",
+    install_fake_dist(site, "brokenimport", "brokenimport_plugin",
                        "raise ImportError('needs the missing package frobnicate')\n",
                        "brokenimport_plugin:DOMAIN")
-    _install_fake_dist(site, "badmeta", "badmeta_plugin", """
+    install_fake_dist(site, "badmeta", "badmeta_plugin", """
         from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec
         DOMAIN = DomainSpec(
             name="badmeta", title="Bad", description="default dataset is not declared",
@@ -66,7 +58,7 @@ def test_broken_plugins_are_reported_and_skipped(tmp_path):
             backbones=(BackboneSpec("b", "d", "x:y", "local-file", 1.0, (3, 8, 8)),),
             default_dataset="missing", default_backbone="b")
     """, "badmeta_plugin:DOMAIN")
-    _install_fake_dist(site, "notaspec", "notaspec_plugin", "DOMAIN = {'name': 'x'}\n",
+    install_fake_dist(site, "notaspec", "notaspec_plugin", "DOMAIN = {'name': 'x'}\n",
                        "notaspec_plugin:DOMAIN")
 
     result = _domains_json(site)

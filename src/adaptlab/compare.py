@@ -8,6 +8,7 @@ metrics) and the trade-off plot of the target metric against trainable parameter
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ class RunSummary:
     seconds_per_epoch: float | None = None
     samples_per_second: float | None = None
     epochs_run: int | None = None
+    notebook: str | None = None  # the notebook whose kernel started the run, when known
+    report: str | None = None  # report/index.html, once the run has been explained
 
     @property
     def label(self) -> str:
@@ -111,16 +114,44 @@ def summarise_run(run_dir: str | Path) -> RunSummary:
                     "seconds_per_epoch", "samples_per_second"):
             setattr(summary, key, costs.get(key))
         summary.memory_bytes = costs.get("memory_bytes") or {}
+    if (run_dir / "origin.json").is_file():
+        summary.notebook = _read_json(run_dir / "origin.json").get("notebook")
+    if (run_dir / "report" / "index.html").is_file():
+        summary.report = str(run_dir / "report" / "index.html")
     return summary
 
 
-def find_runs(root: str | Path) -> list[Path]:
-    """Every run folder under ``root`` (a folder holding ``config.json``), oldest first."""
+# Folders that never hold runs and can be huge (environments, caches, package trees).
+_NOT_RUNS = {"node_modules", "site-packages", "__pycache__", "checkpoints", "report", "adapter"}
+
+
+def find_runs(root: str | Path, max_depth: int | None = None,
+              limit: int | None = None) -> list[Path]:
+    """Every run folder under ``root`` (a folder holding ``config.json`` beside
+    ``events.jsonl`` or ``metrics.json``), oldest first.
+
+    Hidden folders and package trees are skipped and a run folder's own subfolders are not
+    searched; ``max_depth`` and ``limit`` bound the walk where ``root`` may be a whole home
+    folder (the Jupyter server lists runs under its root with both set).
+    """
     root = Path(root)
     if not root.is_dir():
         raise AdaptlabError(f"{root} is not a folder")
-    found = [p.parent for p in root.rglob("config.json") if (p.parent / "events.jsonl").exists()
-             or (p.parent / "metrics.json").exists()]
+    found: list[Path] = []
+    base_depth = len(root.parts)
+    for folder, subfolders, files in os.walk(root):
+        here = Path(folder)
+        if "config.json" in files and ("events.jsonl" in files or "metrics.json" in files):
+            found.append(here)
+            subfolders[:] = []
+            if limit is not None and len(found) >= limit:
+                break
+            continue
+        if max_depth is not None and len(here.parts) - base_depth >= max_depth:
+            subfolders[:] = []
+            continue
+        subfolders[:] = sorted(d for d in subfolders
+                               if not d.startswith(".") and d not in _NOT_RUNS)
     return sorted(found, key=lambda p: (p / "config.json").stat().st_mtime)
 
 

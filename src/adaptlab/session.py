@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,13 @@ from adaptlab.engine.trainer import Trainer, TrainSettings
 from adaptlab.errors import AdaptlabError
 from adaptlab.plugins.spec import DomainSpec
 from adaptlab.tasks.registry import make_task
+
+
+def _origin() -> dict:
+    """Where the run was started: Jupyter tells a notebook's kernel its notebook's path in
+    ``JPY_SESSION_NAME`` (child processes inherit it), so the runs panel can reopen it."""
+    return {"notebook": os.environ.get("JPY_SESSION_NAME") or None, "cwd": os.getcwd(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 class TrainingSession:
@@ -72,6 +81,7 @@ class TrainingSession:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             atomic_write_text(run_dir / "config.json", self.config.to_json() + "\n")
+            atomic_write_text(run_dir / "origin.json", json.dumps(_origin(), indent=2) + "\n")
         bus = EventBus()
         writer = JsonlEventWriter(run_dir / "events.jsonl")
         bus.subscribe(writer)

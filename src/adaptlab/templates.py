@@ -32,15 +32,49 @@ def _markdown_intro(domain: DomainSpec) -> str:
             "setup panel below lets you change any of them before training.")
 
 
-def _parameters(domain: DomainSpec) -> str:
-    return (f'DOMAIN = "{domain.name}"\n'
-            f"DATA = None  # or a path: {domain.data_help or 'your own data'}\n"
-            f'DATASET = None  # None = "{domain.default_dataset}"; ignored when DATA is set\n'
-            f'STRATEGY = "{domain.default_strategy}"\n'
-            "QUICK = False  # True: one epoch on a small training subset\n"
-            "SEED = 0\n"
-            "SETTINGS = {}  # more training settings by name, e.g. {\"lr\": 1e-3}\n"
-            "EXPLAIN_SAMPLES = 8\n")
+class TemplateParameterError(AdaptlabError):
+    """A value given for the template's parameters cell that it cannot hold."""
+
+
+# The parameters cell's names, with the types a caller may set them to.
+PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
+    "DATA": (str, type(None)), "DATASET": (str, type(None)), "STRATEGY": (str,),
+    "QUICK": (bool,), "SEED": (int,), "SETTINGS": (dict,), "EXPLAIN_SAMPLES": (int,)}
+
+
+def _python_literal(value) -> str:
+    import json
+
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def _check_parameters(parameters: dict) -> None:
+    for name, value in parameters.items():
+        if name not in PARAMETER_TYPES:
+            raise TemplateParameterError(f"template parameter {name!r} does not exist; choose "
+                                         f"from {sorted(PARAMETER_TYPES)}")
+        kinds = PARAMETER_TYPES[name]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise TemplateParameterError(
+                f"template parameter {name}={value!r} must be "
+                + " or ".join("None" if k is type(None) else k.__name__ for k in kinds))
+        if name in ("SEED", "EXPLAIN_SAMPLES") and value < (1 if name == "EXPLAIN_SAMPLES" else 0):
+            raise TemplateParameterError(f"template parameter {name}={value!r} is out of range")
+
+
+def _parameters(domain: DomainSpec, parameters: dict | None = None) -> str:
+    lines = [("DOMAIN", domain.name, ""),
+             ("DATA", None, f"or a path: {domain.data_help or 'your own data'}"),
+             ("DATASET", None, f'None = "{domain.default_dataset}"; ignored when DATA is set'),
+             ("STRATEGY", domain.default_strategy, ""),
+             ("QUICK", False, "True: one epoch on a small training subset"),
+             ("SEED", 0, ""),
+             ("SETTINGS", {}, 'more training settings by name, e.g. {"lr": 1e-3}'),
+             ("EXPLAIN_SAMPLES", 8, "")]
+    given = parameters or {}
+    return "".join(f"{name} = {_python_literal(given.get(name, value))}"
+                   + (f"  # {comment}" if comment else "") + "\n"
+                   for name, value, comment in lines)
 
 
 _SETUP = """from adaptlab.templates import QUICK_SETTINGS
@@ -85,13 +119,15 @@ _EXPLAIN = """explanation = await compare.explain(samples=2 if QUICK else EXPLAI
                                     checks=not QUICK)"""
 
 
-def build_template(domain: DomainSpec):
-    """The domain's template notebook as an ``nbformat`` notebook object."""
+def build_template(domain: DomainSpec, parameters: dict | None = None):
+    """The domain's template notebook as an ``nbformat`` notebook object; ``parameters``
+    sets values of the first code cell (``{"QUICK": True}``), checked by name and type."""
     import nbformat
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+    _check_parameters(parameters or {})
     cells = [new_markdown_cell(_markdown_intro(domain)),
-             new_code_cell(_parameters(domain), metadata={"tags": ["parameters"]}),
+             new_code_cell(_parameters(domain, parameters), metadata={"tags": ["parameters"]}),
              new_markdown_cell("## Set up\n\nDomain, data, backbone, strategy (its own "
                                "controls) and training settings; a bad value shows here with "
                                "its name, and `command` is the same run for a terminal."),
@@ -111,7 +147,8 @@ def build_template(domain: DomainSpec):
     return notebook
 
 
-def write_template(domain: DomainSpec, path: Path, overwrite: bool = False) -> Path:
+def write_template(domain: DomainSpec, path: Path, overwrite: bool = False,
+                   parameters: dict | None = None) -> Path:
     """Write the template to ``path``; an existing notebook is never replaced silently."""
     import nbformat
 
@@ -122,5 +159,5 @@ def write_template(domain: DomainSpec, path: Path, overwrite: bool = False) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     from adaptlab.engine.atomic import atomic_write_text
 
-    atomic_write_text(path, nbformat.writes(build_template(domain)))
+    atomic_write_text(path, nbformat.writes(build_template(domain, parameters)))
     return path

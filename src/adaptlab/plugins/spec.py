@@ -32,6 +32,18 @@ def resolve_reference(reference: str) -> Any:
         raise PluginError(f"reference {reference!r}: module has no attribute {attribute!r}") from exc
 
 
+ICON_MAX_CHARS = 20_000
+
+
+def package_icon(package: str, filename: str = "icon.svg") -> str:
+    """The SVG icon a plugin ships beside its code (its launcher card in JupyterLab).
+
+    An SVG drawn with ``class="jp-icon3"`` follows JupyterLab's light and dark themes."""
+    from importlib.resources import files
+
+    return files(package).joinpath(filename).read_text(encoding="utf-8")
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """A dataset a domain offers.
@@ -103,6 +115,10 @@ class DomainSpec:
         for attr in ("title", "description"):
             if not isinstance(getattr(self, attr), str) or not getattr(self, attr).strip():
                 raise PluginError(f"domain {self.name!r}: field {attr!r} must be a non-empty string")
+        if self.icon and (not self.icon.lstrip().startswith("<svg")
+                          or len(self.icon) > ICON_MAX_CHARS):
+            raise PluginError(f"domain {self.name!r}: field 'icon' must be SVG markup "
+                              f"(starting '<svg', at most {ICON_MAX_CHARS} characters)")
         if not self.tasks or any(task not in TASKS for task in self.tasks):
             raise PluginError(f"domain {self.name!r}: tasks {list(self.tasks)} must be among {TASKS}")
         for kind, items in (("dataset", self.datasets), ("backbone", self.backbones)):

@@ -4,7 +4,7 @@ Metadata only (no torch or transformers here): discovery imports this module.
 """
 
 from adaptlab.plugins.backbone_specs import hf_hub_specs
-from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec
+from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec, package_icon
 
 _HF_ONLINE = {
     "codebert-base": ("microsoft/codebert-base", 124.6),
@@ -12,6 +12,7 @@ _HF_ONLINE = {
 }
 
 DOMAIN = DomainSpec(
+    icon=package_icon(__name__),
     name="code",
     title="Source code",
     description="Classify functions (module, topic, defect) or retrieve code from a "

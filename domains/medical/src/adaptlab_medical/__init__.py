@@ -4,7 +4,7 @@ Metadata only (no torch, nibabel or pydicom here): discovery imports this module
 """
 
 from adaptlab.plugins.backbone_specs import efficientnet_lite0_spec, timm_hub_specs
-from adaptlab.plugins.spec import DatasetSpec, DomainSpec
+from adaptlab.plugins.spec import DatasetSpec, DomainSpec, package_icon
 
 _TIMM_ONLINE = {
     "resnet50": ("resnet50.a1_in1k", 23.5),
@@ -13,6 +13,7 @@ _TIMM_ONLINE = {
 }
 
 DOMAIN = DomainSpec(
+    icon=package_icon(__name__),
     name="medical",
     title="Medical imaging",
     description="Classify medical images (2D images, or 3D volumes slice-wise) from NIfTI, DICOM, "

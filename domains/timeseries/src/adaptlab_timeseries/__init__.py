@@ -3,9 +3,10 @@
 Metadata only (no torch, pandas or xarray here): discovery imports this module.
 """
 
-from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec
+from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec, package_icon
 
 DOMAIN = DomainSpec(
+    icon=package_icon(__name__),
     name="timeseries",
     title="Time series",
     description="Forecast or classify series from CSV, Parquet or NetCDF files, adapting a "

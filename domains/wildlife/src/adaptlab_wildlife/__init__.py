@@ -5,7 +5,7 @@ are named by reference and load when a run uses them.
 """
 
 from adaptlab.plugins.backbone_specs import efficientnet_lite0_spec, timm_hub_specs
-from adaptlab.plugins.spec import DatasetSpec, DomainSpec
+from adaptlab.plugins.spec import DatasetSpec, DomainSpec, package_icon
 
 _TIMM_ONLINE = {
     # name: (timm id, params in millions) -- the seed paper compares DenseNet, ResNet and VGG
@@ -17,6 +17,7 @@ _TIMM_ONLINE = {
 }
 
 DOMAIN = DomainSpec(
+    icon=package_icon(__name__),
     name="wildlife",
     title="Wildlife images",
     description="Classify animal photos (species or groups) by adapting ImageNet backbones; "
