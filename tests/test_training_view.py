@@ -90,9 +90,8 @@ DIAGNOSE = "view.progress.status, view.run_dir, view.message_text, list(view.pro
 
 @pytest.mark.slow
 def test_stop_in_a_real_kernel_ends_within_one_step_and_resume_finishes(tmp_path, colour_folder):
-    from kernel_client import KernelSession
-
     from adaptlab.compare import summarise_run
+    from kernel_client import KernelSession
 
     kernel = KernelSession(str(tmp_path))
     run_dir = tmp_path / "runs" / "stop"
