@@ -7,6 +7,16 @@ python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
+# Installing adaptlab builds its JupyterLab extension (extension/) with Node.js and npm.
+if ! command -v npm >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq || true) >/dev/null 2>&1
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  else
+    echo "setup: npm not found; install Node.js 20 or newer with npm, then run this again" >&2
+    exit 1
+  fi
+fi
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt)
 "${pip[@]}" -e ".[test]" -e domains/wildlife -e domains/medical -e domains/code \
   -e domains/timeseries

@@ -173,7 +173,8 @@ async def test_paths_leaving_the_root_are_refused_and_nothing_is_written(
     assert sorted(p.name for p in jp_root_dir.parent.iterdir()) == before
     assert not (jp_root_dir / ".hidden").exists()
     for run in ("..", "../" + jp_root_dir.name, "/etc", "escape-link"):
-        assert await _status(jp_fetch, "adaptlab", "report", params={"run": run}) in (403,), run
+        assert await _status(jp_fetch, "adaptlab", "report", params={"run": run}) == 403, run
+    assert await _status(jp_fetch, "adaptlab", "report") == 400
 
 
 async def test_every_endpoint_refuses_a_request_without_a_token(jp_fetch, jp_root_dir):
@@ -254,3 +255,19 @@ async def test_runs_lists_status_metric_costs_notebook_and_serves_the_report(
     assert "data:image/png;base64," in html
     assert await _status(jp_fetch, "adaptlab", "report",
                          params={"run": "nb/runs/stopped"}) == 404
+
+
+def test_the_install_enables_both_extensions():
+    """What ``jupyter labextension list`` and ``jupyter server extension list`` say after
+    the README's set-up: the prebuilt front end and the server extension, both enabled."""
+    bin_dir = Path(sys.executable).parent
+    lab = subprocess.run([str(bin_dir / "jupyter"), "labextension", "list"],
+                         capture_output=True, text=True, check=True)
+    server = subprocess.run([str(bin_dir / "jupyter"), "server", "extension", "list"],
+                            capture_output=True, text=True, check=True)
+    plain = re.compile(r"\x1b\[[0-9;]*m")
+    lab_lines = plain.sub("", lab.stdout + lab.stderr)
+    server_lines = plain.sub("", server.stdout + server.stderr)
+    assert re.search(r"@adaptlab/jupyterlab v\S+ enabled OK \(python, adaptlab\)", lab_lines)
+    assert re.search(r"adaptlab\.server enabled", server_lines)
+    assert re.search(r"adaptlab\.server\s+OK", server_lines)

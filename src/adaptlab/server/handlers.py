@@ -18,9 +18,11 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
+from adaptlab.errors import AdaptlabError
 from adaptlab.plugins.registry import discover_domains
 from adaptlab.server.listing import domains_payload, runs_payload
 from adaptlab.server.paths import PathRefused, relative_to_root, resolve_inside
+from adaptlab.templates import TemplateParameterError, write_template
 
 AUTH_RESOURCE = "adaptlab"
 
@@ -67,9 +69,6 @@ class NotebooksHandler(_AdaptlabHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        from adaptlab.errors import AdaptlabError
-        from adaptlab.templates import TemplateParameterError, write_template
-
         body = self._body()
         domain_name, path = body.get("domain"), body.get("path")
         if not isinstance(domain_name, str) or not domain_name:
@@ -128,6 +127,8 @@ class ReportHandler(_AdaptlabHandler):
     @authorized
     async def get(self) -> None:
         run = self.get_argument("run", "")
+        if not run:
+            raise web.HTTPError(400, "query parameter 'run' must name a run folder")
         page = self.resolve(run) / "report" / "index.html"
         if not page.is_file():
             raise web.HTTPError(404, f"run {run!r} has no report yet (explain it first)")
