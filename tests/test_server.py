@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -246,6 +247,13 @@ async def test_runs_lists_status_metric_costs_notebook_and_serves_the_report(
     stopped = runs["nb/runs/stopped"]
     assert stopped["status"] == "stopped" and stopped["metric"] is None
     assert stopped["report"] is False
+    # An unfinished run whose event log is being written is shown as training.
+    events = finished_run.parent / "stopped" / "events.jsonl"
+    for age, active in ((3600, False), (0, True)):
+        stamp = time.time() - age
+        os.utime(events, (stamp, stamp))
+        runs = {r["path"]: r for r in _json(await jp_fetch("adaptlab", "runs"))["runs"]}
+        assert runs["nb/runs/stopped"]["active"] is active
 
     page = await jp_fetch("adaptlab", "report", params={"run": "nb/runs/head"})
     assert page.headers["Content-Type"].startswith("text/html")
