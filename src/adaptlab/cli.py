@@ -1,5 +1,5 @@
-"""``adaptlab`` command line: ``domains``, ``run``, ``explain``, ``compare`` and
-``new-notebook`` (also called ``template``).
+"""``adaptlab`` command line: ``domains``, ``run``, ``explain``, ``compare``, ``transfer``
+and ``new-notebook`` (also called ``template``).
 
 Bad input ends with one line naming the path, key or value, and exit status 2.
 """
@@ -53,6 +53,33 @@ def _parser() -> argparse.ArgumentParser:
         template.add_argument("domain")
         template.add_argument("path", nargs="?", help="notebook path (default DOMAIN.ipynb)")
         template.add_argument("--out", default=None, help="notebook path, as PATH")
+    transfer = sub.add_parser(
+        "transfer", help="learning curve: source pre-training then target, against the "
+                         "target-only control, over target fractions and seeds")
+    transfer.add_argument("domain")
+    target = transfer.add_mutually_exclusive_group()
+    target.add_argument("--dataset", help="the target dataset (default: the domain's)")
+    target.add_argument("--data", help="your own target data")
+    transfer.add_argument("--source-dataset", help="the source dataset (default: the one the "
+                                                   "target dataset names)")
+    transfer.add_argument("--backbone")
+    transfer.add_argument("--strategy", help="strategy on the target (default: the domain's)")
+    transfer.add_argument("--source-strategy", default="full",
+                          help="strategy of the source pre-training (default full)")
+    transfer.add_argument("--set", dest="assignments", action="append", default=[],
+                          metavar="KEY=VALUE", help="a setting of the target runs")
+    transfer.add_argument("--source-set", dest="source_assignments", action="append",
+                          default=[], metavar="KEY=VALUE", help="a setting of the source run")
+    transfer.add_argument("--fractions", default="0.05,0.1,0.2,0.5,1",
+                          help="target training fractions, comma-separated")
+    transfer.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated")
+    transfer.add_argument("--epochs", type=int)
+    transfer.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    transfer.add_argument("--cache", help="source-run cache (default $ADAPTLAB_CACHE or "
+                                          "~/.cache/adaptlab)")
+    transfer.add_argument("--out", default=None, help="curve folder (default "
+                                                      "runs/DOMAIN-transfer)")
+    transfer.add_argument("--quiet", action="store_true", help="no progress bars")
     compare = sub.add_parser("compare", help="runs side by side: costs and metrics")
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR",
                          help="run folders, or folders holding run folders")
@@ -167,6 +194,53 @@ def build_run_config(args: argparse.Namespace):
     return config.with_overrides(args.assignments, get_strategy_class(strategy).option_names())
 
 
+def _numbers(text: str, kind, option: str) -> list:
+    try:
+        return [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise AdaptlabError(f"{option} {text!r}: give numbers separated by commas") from exc
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from adaptlab.plugins.registry import get_domain
+    from adaptlab.run import config_for
+    from adaptlab.strategies.registry import get_strategy_class
+    from adaptlab.transfer.curve import learning_curve
+
+    domain = get_domain(args.domain)
+    target_dataset = None if args.data else (args.dataset or domain.default_dataset)
+    source_dataset = args.source_dataset or (
+        domain.dataset(target_dataset).source_dataset if target_dataset else None)
+    if not source_dataset:
+        raise AdaptlabError(f"--source-dataset: the target names no source dataset; choose "
+                            f"from {domain.dataset_names()}")
+    domain.dataset(source_dataset)
+    fields = {key: getattr(args, key) for key in ("epochs", "device")
+              if getattr(args, key) is not None}
+    strategy = args.strategy or domain.default_strategy
+    target = config_for(args.domain, dataset=target_dataset, data=args.data,
+                        backbone=args.backbone, strategy=strategy, **fields)
+    target = target.with_overrides(args.assignments, get_strategy_class(strategy).option_names())
+    source = config_for(args.domain, dataset=source_dataset, backbone=target.backbone,
+                        strategy=args.source_strategy, **fields)
+    source = source.with_overrides(args.source_assignments,
+                                   get_strategy_class(args.source_strategy).option_names())
+    source = dataclasses.replace(source, backbone=source.backbone or target.backbone)
+    out = args.out or f"runs/{args.domain}-transfer"
+    result = learning_curve(target, source, out,
+                            fractions=_numbers(args.fractions, float, "--fractions"),
+                            seeds=_numbers(args.seeds, int, "--seeds"), cache_dir=args.cache,
+                            progress=not args.quiet)
+    from pathlib import Path
+
+    print((Path(out) / "learning_curve.md").read_text(), end="")
+    print(f"curve: {out}/learning_curve.png; source run: {result['source']['run_dir']} "
+          f"({result['source']['action']})")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -199,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"domains": cmd_domains, "run": cmd_run, "template": cmd_template,
                "new-notebook": cmd_template, "explain": cmd_explain,
-               "compare": cmd_compare}[args.command]
+               "compare": cmd_compare, "transfer": cmd_transfer}[args.command]
     try:
         return handler(args)
     except AdaptlabError as exc:

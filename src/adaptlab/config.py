@@ -29,6 +29,9 @@ class RunConfig:
     backbone: str | None = None
     backbone_weights: str | None = field(
         default=None, metadata={"help": "local weights file (safetensors or .pth) for the backbone"})
+    init_from: str | None = field(
+        default=None, metadata={"help": "a finished run folder whose trained weights start this "
+                                        "run (transfer from a source run)"})
     strategy: str | None = None
     strategy_options: dict[str, Any] = field(default_factory=dict)
     epochs: int = field(default=5, metadata={"min": 1, "max": 10_000, "help": "training epochs"})

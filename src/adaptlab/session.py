@@ -44,21 +44,36 @@ class TrainingSession:
         self.backbone = backbone
         self.strategy = strategy
         self.task = make_task(data, config.class_weighting, backbone, config.forecast_loss)
+        self.init_loaded: dict[str, int] = {}
 
     # -- checks that need the data and the backbone, before the run folder exists ----------
     def check(self) -> None:
-        _, layer_map = self.task.build_model(self.backbone, self.strategy.config)
+        model, layer_map = self.task.build_model(self.backbone, self.strategy.config)
         self.strategy.check(layer_map)
+        self._start_from_source(model)  # a source run that does not fit fails here, not later
 
     def _build_model(self):
-        return self.task.build_model(self.backbone, self.strategy.config)
+        model, layer_map = self.task.build_model(self.backbone, self.strategy.config)
+        self._start_from_source(model)
+        return model, layer_map
+
+    def _start_from_source(self, model) -> None:
+        """``init_from``: the source run's trained weights replace the pre-trained ones."""
+        if not self.config.init_from:
+            return
+        from adaptlab.transfer.init_weights import load_source_weights
+
+        self.init_loaded = load_source_weights(model, self.config.init_from,
+                                               self.data.class_names or None)
 
     def _rebuild_base_model(self):
         """A fresh model from the original weights (for the adapter round-trip check)."""
         from adaptlab.run import build_backbone
 
         fresh = build_backbone(self.config, self.domain)
-        return self.task.build_model(fresh, self.strategy.config)[0]
+        model = self.task.build_model(fresh, self.strategy.config)[0]
+        self._start_from_source(model)
+        return model
 
     def _loaders(self) -> dict[str, DataLoader]:
         options = {"image_size": self.config.image_size, "seed": self.config.seed}
@@ -183,6 +198,8 @@ class TrainingSession:
             "best_epoch": state.best_epoch,
             "epochs_run": state.epoch,
             "stopped_early": state.stopped_early,
+            "init_from": ({"run": self.config.init_from, "tensors": self.init_loaded}
+                          if self.config.init_from else None),
             "split_sizes": self.data.counts(),
             "skipped_inputs": {"count": len(self.data.skipped), "files": self.data.skipped},
             "data_notes": self.data.notes,
