@@ -114,3 +114,35 @@ def test_bad_fractions_and_seeds_are_named(capsys):
     assert "fractions [0.0, 0.5] must lie in (0, 1]" in capsys.readouterr().err
     assert main(["transfer", "wildlife", "--seeds", "a,b", "--out", "unused"]) == 2
     assert "--seeds 'a,b'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_interrupted_source_run_is_resumed_not_retrained(tmp_path, capsys):
+    import dataclasses
+
+    from adaptlab.run import config_for, run
+    from adaptlab.transfer.source_cache import ensure_source_run
+
+    source = config_for("wildlife", dataset="cartoons", strategy="full", epochs=1,
+                        device="cpu", image_size=64)
+    cache = tmp_path / "cache"
+    run_dir = cache / "sources" / f"wildlife-{source_key(source)}"
+    holder = {}
+
+    def stop_after_first_step(event):
+        if event["event"] == "step" and event["global_step"] == 1:
+            holder["trainer"].request_stop()
+
+    run(dataclasses.replace(source, out=str(run_dir)), progress=False,
+        subscribers=[stop_after_first_step],
+        on_trainer=lambda trainer: holder.setdefault("trainer", trainer))
+    assert not (run_dir / "metrics.json").exists()
+
+    found = ensure_source_run(source, cache, progress=False)
+    assert found.action == "resumed" and found.run_dir == run_dir
+    assert "source: resuming" in capsys.readouterr().err
+    steps = [json.loads(line)["global_step"] for line in
+             (run_dir / "events.jsonl").read_text().splitlines()
+             if json.loads(line)["event"] == "step"]
+    assert steps == sorted(set(steps)) and steps[0] == 1  # each step once: continued
+    assert ensure_source_run(source, cache, progress=False).action == "reused"

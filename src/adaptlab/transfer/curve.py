@@ -19,7 +19,7 @@ from typing import Any
 from adaptlab.config import RunConfig
 from adaptlab.engine.atomic import atomic_write_text, atomic_write_with
 from adaptlab.errors import AdaptlabError
-from adaptlab.transfer.source_cache import SourceRun, ensure_source_run
+from adaptlab.transfer.source_cache import SourceRun, complete_run, ensure_source_run
 
 ARMS = ("transfer", "control")
 DEFAULT_FRACTIONS = (0.05, 0.1, 0.2, 0.5, 1.0)
@@ -42,23 +42,10 @@ def _sample_counts(target: RunConfig, fractions: tuple[float, ...]) -> tuple[int
 
 
 def _point(config: RunConfig, progress: bool) -> dict[str, Any]:
-    from adaptlab.compare import resumable
-    from adaptlab.run import run
-
-    run_dir = Path(config.out)
-    if not (run_dir / "metrics.json").is_file():
-        resume = resumable(run_dir)
-        if run_dir.is_dir() and not resume:
-            import shutil
-
-            shutil.rmtree(run_dir)  # died before its first checkpoint: nothing to keep
-        run(config, resume=resume, progress=progress)
-        if not (run_dir / "metrics.json").is_file():
-            raise AdaptlabError(f"{run_dir} stopped before finishing; run the curve again to "
-                                "resume it")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    complete_run(config, progress)
+    metrics = json.loads((Path(config.out) / "metrics.json").read_text())
     monitor = metrics["monitor"]
-    return {"run_dir": str(run_dir), "monitor": monitor,
+    return {"run_dir": config.out, "monitor": monitor,
             "higher_is_better": metrics.get("higher_is_better", True),
             "metric": metrics["final"]["test"][monitor]}
 

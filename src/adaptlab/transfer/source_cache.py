@@ -43,32 +43,39 @@ class SourceRun:
         return {"run_dir": str(self.run_dir), "key": self.key, "action": self.action}
 
 
+def complete_run(config: RunConfig, progress: bool = True) -> str:
+    """Bring the run in ``config.out`` to its end: ``"reused"`` when it had finished,
+    ``"resumed"`` from its checkpoint, or ``"trained"`` from the start (a folder left by a
+    run that died before its first checkpoint holds nothing to keep and is cleared)."""
+    import shutil
+
+    from adaptlab.compare import resumable
+    from adaptlab.errors import AdaptlabError
+    from adaptlab.run import run
+
+    run_dir = Path(config.out)
+    if (run_dir / "metrics.json").is_file():
+        return "reused"
+    resume = resumable(run_dir)
+    if run_dir.is_dir() and not resume:
+        shutil.rmtree(run_dir)
+    run(config, resume=resume, progress=progress)
+    if not (run_dir / "metrics.json").is_file():
+        raise AdaptlabError(f"{run_dir} stopped before finishing; run again to resume it")
+    return "resumed" if resume else "trained"
+
+
 def ensure_source_run(config: RunConfig, cache_dir: str | Path | None = None,
                       progress: bool = True) -> SourceRun:
     """The finished source run for ``config``: reused from the cache, resumed, or trained."""
-    from adaptlab.compare import resumable
-    from adaptlab.run import run
-
     key = source_key(config)
     run_dir = Path(cache_dir or cache_root()) / "sources" / f"{config.domain}-{key}"
-    if (run_dir / "metrics.json").is_file():
-        action = "reused"
-    else:
-        resume = resumable(run_dir)
-        action = "resumed" if resume else "trained"
-        if run_dir.is_dir() and not resume:
-            # A run that died before its first checkpoint left nothing worth keeping.
-            import shutil
+    if not (run_dir / "metrics.json").is_file():
+        from adaptlab.compare import resumable
 
-            shutil.rmtree(run_dir)
-        print(f"source: {'resuming' if resume else 'training'} {run_dir} "
+        print(f"source: {'resuming' if resumable(run_dir) else 'training'} {run_dir} "
               f"(dataset {config.dataset or config.data}, key {key})", file=sys.stderr)
-        run(dataclasses.replace(config, out=str(run_dir)), resume=resume, progress=progress)
-        if not (run_dir / "metrics.json").is_file():
-            from adaptlab.errors import AdaptlabError
-
-            raise AdaptlabError(f"the source run {run_dir} stopped before finishing; run again "
-                                "to resume it")
+    action = complete_run(dataclasses.replace(config, out=str(run_dir)), progress)
     if action == "reused":
         print(f"source: reusing the cached run {run_dir} (key {key})", file=sys.stderr)
     return SourceRun(run_dir, key, action)
