@@ -46,7 +46,10 @@ def main() -> None:
             common = {"epochs": args.epochs, "device": "cpu", **settings}
             target = config_for(name, dataset=target_set, strategy=args.strategy, **common)
             source = config_for(name, dataset=source_set, strategy="full", **common)
-            source = dataclasses.replace(source, backbone=target.backbone)
+            backbone = target.backbone or domain.dataset(target_set).backbone or \
+                domain.default_backbone
+            target = dataclasses.replace(target, backbone=backbone)
+            source = dataclasses.replace(source, backbone=backbone)
             started = time.perf_counter()
             result = learning_curve(target, source, Path(tmp) / name, fractions, seeds,
                                     cache_dir=Path(tmp) / "cache", progress=False)
