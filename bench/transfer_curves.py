@@ -2,7 +2,7 @@
 (the target alone, same settings), over target fractions and seeds, for every installed
 domain whose demo names a source dataset. One run, side by side.
 
-    python bench/transfer_curves.py [--seeds 0,1,2] [--fractions 0.1,0.2,0.5,1] [--epochs 3]
+    python bench/transfer_curves.py [--seeds 0,1,2] [--fractions 0.05,0.1,0.2,0.5,1] [--epochs N]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
 
 # Per domain: the settings both arms share (small images keep the CPU run short).
-SETTINGS = {"wildlife": {"image_size": 96}, "medical": {}}
+SETTINGS = {"wildlife": {"image_size": 96}, "medical": {}, "weather": {}}
 
 
 def main() -> None:
@@ -28,8 +28,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--fractions", default="0.1,0.2,0.5,1")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--fractions", default="0.05,0.1,0.2,0.5,1")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of every run (default: each dataset's own)")
     parser.add_argument("--strategy", default="full")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -43,7 +44,8 @@ def main() -> None:
             domain = domains[name]
             target_set = domain.default_dataset
             source_set = domain.dataset(target_set).source_dataset
-            common = {"epochs": args.epochs, "device": "cpu", **settings}
+            common = {"device": "cpu", **settings,
+                      **({"epochs": args.epochs} if args.epochs else {})}
             target = config_for(name, dataset=target_set, strategy=args.strategy, **common)
             source = config_for(name, dataset=source_set, strategy="full", **common)
             backbone = target.backbone or domain.dataset(target_set).backbone or \
@@ -57,7 +59,8 @@ def main() -> None:
             table = (Path(tmp) / name / "learning_curve.md").read_text()
             sections.append(
                 f"### {name}: `{source_set}` -> `{target_set}`\n\n{table}\n"
-                f"Target strategy `{args.strategy}`, source `full`, {args.epochs} epochs each, "
+                f"Target strategy `{args.strategy}`, source `full`, {target.epochs} epochs on "
+                f"the target, {source.epochs} on the source, "
                 f"backbone `{target.backbone}`, settings {settings or 'the domain defaults'}; "
                 f"{len(result['points'])} target runs and one source run in {seconds:.0f} s.\n")
     body = (f"## Transfer learning curves (cpu)\n\n{machine()}. `adaptlab transfer` on the demos "

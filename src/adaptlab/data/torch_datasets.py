@@ -40,6 +40,13 @@ def _array_image_dataset(samples, backbone: Backbone, train: bool, options: dict
                              size=options.get("image_size"), seed=options.get("seed"))
 
 
+@register_modality("field")
+def _field_dataset(samples, backbone: Backbone, train: bool, options: dict):
+    from adaptlab.data.fields import FieldDataset
+
+    return FieldDataset(samples, train, seed=options.get("seed"))
+
+
 @register_modality("text")
 def _text_dataset(samples, backbone: Backbone, train: bool, options: dict):
     from adaptlab.data.text import TextDataset

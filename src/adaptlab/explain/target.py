@@ -152,6 +152,25 @@ class ImageTarget(ExplainTarget):
         return (channels, side, side), (channels, side // 2, side // 2)
 
 
+@register_target("field")
+class FieldTarget(ImageTarget):
+    """Gridded fields: attributions per grid point (summed over the channels, the days of a
+    window), the baseline a zero anomaly (climatology), the latest day drawn in a diverging
+    colour map under the map."""
+
+    modality = "field"
+    feature_axes = "grid points (lat, lon)"
+
+    def sample(self, dataset, index: int) -> Sample:
+        from matplotlib import colormaps
+
+        field, label = dataset[index]
+        latest = field[-1].numpy()
+        limit = max(float(abs(latest).max()), 1e-6)
+        shown = colormaps["RdBu_r"]((latest / limit + 1) / 2)[..., :3]
+        return Sample(index, field.unsqueeze(0), int(label), display={"image": shown})
+
+
 class EmbeddingScore(ScoreModule):
     """Scores from word embeddings: a forward hook puts ``x`` in place of the embedding
     layer's output, so position embeddings, masks and the rest of the model run as usual."""
