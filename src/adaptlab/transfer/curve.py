@@ -95,6 +95,11 @@ def curve_figure(result: dict):
                           [m + s for m, s in zip(means, stds, strict=True)], color=colour,
                           alpha=0.2)
     axis.set_xscale("log")
+    # The sample counts themselves as ticks: log-scale minor labels collide on short ranges.
+    from matplotlib.ticker import NullFormatter
+
+    axis.set_xticks(samples, [str(count) for count in samples])
+    axis.xaxis.set_minor_formatter(NullFormatter())
     axis.set_xlabel("target training samples")
     axis.set_ylabel(f"test {result['monitor']}")
     axis.set_title(f"{result['target']['domain']}: {result['source']['dataset']} -> "
