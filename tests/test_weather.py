@@ -4,6 +4,7 @@ at small scale: pre-training on the simulator beats training on the scarce targe
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -64,3 +65,64 @@ def test_transfer_from_the_simulator_beats_the_target_alone_at_the_smallest_frac
     assert row["transfer"]["mean"] > row["control"]["mean"], row
     # Always answering "no block" scores a macro-F1 of 0.46 on this test split.
     assert row["transfer"]["mean"] > 0.5
+
+
+def _event_dataset(days: int = 400, seed: int = 0, lat_name: str = "lat"):
+    """Fields whose label is planted: a warm blob in the last day of a window when 1."""
+    import xarray as xr
+
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(days) < 0.4).astype(np.int64)
+    fields = rng.normal(5500, 20, (days, 12, 24))
+    y, x = np.mgrid[0:12, 0:24]
+    blob = 60 * np.exp(-((y - 6) ** 2 + (x - 12) ** 2) / 8)
+    fields[labels == 1] += blob
+    return xr.Dataset({"z500": (("time", lat_name, "lon"), fields.astype("float32")),
+                       "label": (("time",), labels)},
+                      coords={"time": np.arange(days), lat_name: np.linspace(30, 70, 12),
+                              "lon": np.arange(24) * 15.0})
+
+
+@pytest.mark.slow
+def test_netcdf_and_zarr_fields_with_labels_are_read_and_learned(tmp_path, capsys):
+    from adaptlab_weather.readers import read_event_fields
+
+    dataset = _event_dataset()
+    dataset.to_netcdf(tmp_path / "events.nc", engine="h5netcdf")
+    dataset.to_zarr(tmp_path / "events.zarr")
+    from_netcdf, from_zarr = (read_event_fields(tmp_path / name)
+                              for name in ("events.nc", "events.zarr"))
+    assert from_netcdf.counts() == from_zarr.counts()
+    assert np.array_equal(from_netcdf.samples["test"][0][0], from_zarr.samples["test"][0][0])
+    assert from_netcdf.samples["train"][0][0].shape == (3, 12, 24)
+    code = main(["run", "weather", "--data", str(tmp_path / "events.nc"), "--out",
+                 str(tmp_path / "run"), "--device", "cpu", "--epochs", "4", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["final"]["test"]["accuracy"] > 0.8  # the planted blob is found
+
+
+def test_bad_field_files_are_named(tmp_path):
+    from adaptlab_weather.readers import read_event_fields
+
+    good = _event_dataset(40)
+    cases = {
+        "nolabel.nc": (good.drop_vars("label"), "no variable 'label'"),
+        "twofields.nc": (good.assign(t850=good["z500"] * 0), "exactly one (time, lat, lon)"),
+        "nolat.nc": (_event_dataset(40, lat_name="y"), "no latitude dimension"),
+    }
+    nan = good.copy(deep=True)
+    nan["z500"][3, 2, 5] = np.nan
+    cases["nan.nc"] = (nan, "NaN or infinite at time=3, lat=2, lon=5")
+    for name, (dataset, message) in cases.items():
+        dataset.to_netcdf(tmp_path / name, engine="h5netcdf")
+        with pytest.raises(AdaptlabError, match=re.escape(message)):
+            read_event_fields(tmp_path / name)
+        with pytest.raises(AdaptlabError, match=name.replace(".", r"\.")):
+            read_event_fields(tmp_path / name)
+    (tmp_path / "fields.csv").write_text("a,b\n")
+    with pytest.raises(AdaptlabError, match="not a NetCDF file"):
+        read_event_fields(tmp_path / "fields.csv")
+    (tmp_path / "broken.nc").write_bytes(b"not netcdf at all")
+    with pytest.raises(AdaptlabError, match="broken.nc: cannot read as NetCDF"):
+        read_event_fields(tmp_path / "broken.nc")

@@ -47,5 +47,7 @@ DOMAIN = DomainSpec(
                 "`adaptlab transfer weather` draws the learning curve against the "
                 "target-only control."),
     explain_defaults={"method": "integrated_gradients", "renderer": "image"},
-    data_help="not yet: NetCDF / Zarr readers come with the field-regression demo",
+    user_data_loader="adaptlab_weather.readers:read_event_fields",
+    data_help="a NetCDF file or Zarr store with one (time, lat, lon) field and a 0/1 'label' "
+              "per time step",
 )

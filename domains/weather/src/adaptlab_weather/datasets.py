@@ -23,11 +23,12 @@ TARGET = FlowConfig(wave_speed=0.25, block_amplitude=130.0, block_mean_days=8.0,
                     ridge_amplitude=140.0, width=3.0, noise=25.0, smoothing=1)
 
 
-def windows(fields, labels, history: int = HISTORY, where: str = "fields"):
+def windows(fields, labels, history: int = HISTORY, where: str = "fields",
+            scale: float = SCALE_M):
     """``(array (history, lat, lon), label)`` for every day with ``history`` days behind it."""
     items = []
     for day in range(history - 1, len(fields)):
-        array = check_field(fields[day - history + 1:day + 1] / SCALE_M, f"{where}, day {day}")
+        array = check_field(fields[day - history + 1:day + 1] / scale, f"{where}, day {day}")
         items.append((array, int(labels[day])))
     return items
 
