@@ -1,7 +1,8 @@
 """adaptlab domain plugin: weather and climate fields. Metadata only: no torch import."""
 
 from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec, package_icon
-from adaptlab_weather.datasets import HISTORY
+
+HISTORY = 3  # days per sample, as channels: day t-2, t-1, t (the datasets import it)
 
 DOMAIN = DomainSpec(
     icon=package_icon(__name__),

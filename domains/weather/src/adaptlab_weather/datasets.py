@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from adaptlab.data.fields import check_field
 from adaptlab.data.splits import SplitDataset
+from adaptlab_weather import HISTORY
 from adaptlab_weather.simulator import FlowConfig, simulate
 
 CLASSES = ["no persistent block", "persistent block"]
-HISTORY = 3  # days per sample, as channels: day t-2, t-1, t
 SCALE_M = 100.0  # metres per unit: fields are passed on as anomalies in hectometres
 
 SOURCE = FlowConfig()
