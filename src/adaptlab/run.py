@@ -111,6 +111,7 @@ def load_source_data(config: RunConfig, domain: DomainSpec, target):
 def build_backbone(config: RunConfig, domain: DomainSpec):
     spec = domain.backbone(config.backbone)
     options = dict(spec.options)
+    options["init_seed"] = config.seed  # built-in networks start from it; others ignore it
     if config.backbone_weights:
         options["weights"] = config.backbone_weights
     return resolve_reference(spec.builder)(options)

@@ -7,8 +7,10 @@ std, channels), so no notebook re-types normalisation constants.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from adaptlab.backbones.layer_map import LayerMap
@@ -51,3 +53,13 @@ class Backbone:
     # ``head(hidden, context, observed)`` -> [B, native horizon, quantiles]); None when every
     # task brings a new head.
     pretrained_head: Any = None
+    num_points: int | None = None  # point-cloud backbones: points sampled per cloud
+
+
+def seeded_init(factory: Callable[[], nn.Module], options: dict) -> nn.Module:
+    """Build a randomly initialised network from ``options["init_seed"]`` (the run's seed),
+    without touching the global RNG: the same options give the same weights, so a built-in
+    backbone can be rebuilt exactly (an adapter reloaded onto it, a run replayed)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(options.get("init_seed", 0)))
+        return factory()

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from adaptlab.backbones.backbone import Backbone
+from adaptlab.backbones.backbone import Backbone, seeded_init
 from adaptlab.backbones.layer_map import LayerMap
 
 
@@ -58,9 +58,9 @@ class FieldCNN(nn.Module):
 
 def field_cnn(options: dict) -> Backbone:
     """``options``: ``in_channels`` (required), ``widths``, ``weights`` (a safetensors file of
-    this network's state dict, e.g. from another project)."""
+    this network's state dict, e.g. from another project), ``init_seed``."""
     widths = tuple(options.get("widths", (12, 24, 48)))
-    module = FieldCNN(int(options["in_channels"]), widths)
+    module = seeded_init(lambda: FieldCNN(int(options["in_channels"]), widths), options)
     if options.get("weights"):
         from adaptlab.backbones.weights import load_state_dict_file
 

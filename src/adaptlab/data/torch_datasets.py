@@ -47,6 +47,27 @@ def _field_dataset(samples, backbone: Backbone, train: bool, options: dict):
     return FieldDataset(samples, train, seed=options.get("seed"))
 
 
+def _point_dataset(samples, backbone: Backbone, train: bool, options: dict,
+                   segmentation: bool):
+    from adaptlab.data.points import PointCloudDataset, check_point_counts
+
+    if backbone.num_points is None:
+        raise AdaptlabError(f"backbone {backbone.name!r} does not read point clouds")
+    check_point_counts(samples, backbone.num_points, "train" if train else "evaluation")
+    return PointCloudDataset(samples, backbone.num_points, train, seed=options.get("seed"),
+                             segmentation=segmentation)
+
+
+@register_modality("points")
+def _point_cloud_dataset(samples, backbone: Backbone, train: bool, options: dict):
+    return _point_dataset(samples, backbone, train, options, segmentation=False)
+
+
+@register_modality("point-segments")
+def _point_segment_dataset(samples, backbone: Backbone, train: bool, options: dict):
+    return _point_dataset(samples, backbone, train, options, segmentation=True)
+
+
 @register_modality("text")
 def _text_dataset(samples, backbone: Backbone, train: bool, options: dict):
     from adaptlab.data.text import TextDataset

@@ -354,6 +354,53 @@ class SeriesTarget(ExplainTarget):
         return Sample(index, inputs["context"].unsqueeze(0), label, extras=extras, display=display)
 
 
+class MeanPointScore(ScoreModule):
+    """Segmentation scores for a whole cloud: each part class's logit averaged over the
+    points, so a map shows which points drive the model to call points of that class."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).mean(dim=1)
+
+
+@register_target("points", "point-segments")
+class PointTarget(ExplainTarget):
+    """Point clouds [B, N, 3]: one feature per point (attributions summed over x, y, z); the
+    baseline a cloud collapsed onto its centre (no shape at all)."""
+
+    modality = "points"
+    kind = "points"
+    feature_axes = "points"
+
+    def score_module(self, model: nn.Module | None = None) -> ScoreModule:
+        model = model if model is not None else self.model
+        return MeanPointScore(model) if self.task_name == "segmentation" else ScoreModule(model)
+
+    def to_features(self, attributions: torch.Tensor) -> torch.Tensor:
+        return attributions.sum(dim=-1)
+
+    def from_features(self, features: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return (features.unsqueeze(-1) / like.shape[-1]).expand_as(like).contiguous()
+
+    def expand_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        return mask[None, :, None]
+
+    def sample(self, dataset, index: int) -> Sample:
+        points, target = dataset[index]
+        label = int(torch.mode(target).values) if target.ndim else int(target)
+        return Sample(index, points.unsqueeze(0), label,
+                      display={"points": points.numpy(), "name": dataset.samples[index][0].name})
+
+    def background(self, sample: Sample, others: list[Sample]) -> torch.Tensor:
+        pool = [other.inputs for other in others if other.index != sample.index][:15]
+        return torch.cat([self.baseline(sample), *pool])
+
+    def occlusion_window(self, sample: Sample):
+        # Occluding contiguous point indices hides a random subset, not a region; a window
+        # of 1/16 of the points still measures how much small subsets matter.
+        side = max(sample.inputs.shape[1] // 16, 1)
+        return (side, 3), (side, 3)
+
+
 def make_target(modality: str, model: nn.Module, backbone, task_name: str,
                 class_names: list[str]) -> ExplainTarget:
     if modality not in _TARGETS:

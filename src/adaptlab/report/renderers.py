@@ -173,3 +173,48 @@ class SeriesRenderer(Renderer):
         axis.set_xlabel("steps before the end of the context", fontsize=8)
         axis.set_title(f"{name}: mean |attribution| ({len(maps)})", fontsize=8)
         return figure_html(fig, f"{name} summary")
+
+
+@register_renderer("points")
+class PointRenderer(Renderer):
+    """The cloud from two viewpoints, coloured by each map; the class summary is the share of
+    |attribution| by distance from the cloud's centre (core against extremities)."""
+
+    VIEWS = ((20, -60), (20, 30))
+
+    def sample(self, sample, maps, title):
+        plt = _pyplot()
+        points = sample.display["points"]
+        fig = plt.figure(figsize=(2.4 * len(self.VIEWS) * len(maps), 2.6))
+        column = 0
+        for label, values in maps:
+            colours = _scaled(values)
+            for elevation, azimuth in self.VIEWS:
+                column += 1
+                axis = fig.add_subplot(1, len(self.VIEWS) * len(maps), column, projection="3d")
+                axis.scatter(points[:, 0], points[:, 1], points[:, 2], c=colours, cmap="bwr",
+                             vmin=-1, vmax=1, s=4, depthshade=False)
+                axis.view_init(elevation, azimuth)
+                axis.set_axis_off()
+                axis.set_title(label, fontsize=8)
+        fig.suptitle(f"{title}: {sample.display.get('name', '')}", fontsize=9)
+        return figure_html(fig, title)
+
+    def class_summary(self, name, samples, maps):
+        plt = _pyplot()
+        edges = np.linspace(0, 1, 6)
+        shares = []
+        for sample, values in zip(samples, maps, strict=True):
+            points = sample.display["points"]
+            radius = np.linalg.norm(points - points.mean(axis=0), axis=1)
+            radius = radius / max(float(radius.max()), 1e-9)
+            weight = np.abs(values.detach().float().numpy())
+            totals = np.histogram(radius, bins=edges, weights=weight)[0]
+            shares.append(totals / max(float(totals.sum()), 1e-12))
+        fig, axis = plt.subplots(figsize=(3.2, 1.8))
+        centres = (edges[:-1] + edges[1:]) / 2
+        axis.bar(centres, np.mean(shares, axis=0), width=0.18, color="tab:red")
+        axis.set_xlabel("distance from centre (share of radius)", fontsize=8)
+        axis.set_ylabel("share of |attr.|", fontsize=8)
+        axis.set_title(f"{name}: where attribution lies ({len(maps)})", fontsize=8)
+        return figure_html(fig, f"{name} summary")

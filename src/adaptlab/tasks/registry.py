@@ -18,6 +18,12 @@ def make_task(data: SplitDataset, class_weighting: str = "balanced", backbone=No
         weights = class_weights(data.labels("train"), len(data.class_names)) \
             if class_weighting == "balanced" else None
         return ClassificationTask(data.class_names, weights)
+    if data.task == "segmentation":
+        from adaptlab.tasks.segmentation import SegmentationTask, point_class_weights
+
+        weights = point_class_weights(data, len(data.class_names)) \
+            if class_weighting == "balanced" else None
+        return SegmentationTask(data.class_names, weights)
     if data.task == "retrieval":
         from adaptlab.tasks.retrieval import RetrievalTask
 
