@@ -86,7 +86,7 @@ def test_part_segmentation_learns_parts_of_generated_shapes(tmp_path, capsys):
     assert metrics["monitor"] == "miou"
     assert set(test["per_class_iou"]) == {"body", "limb", "head", "tail"}
     assert test["miou"] > baseline["miou"] + 0.05
-    assert test["point_accuracy"] > 0.6  # the body alone is about half the points
+    assert test["point_accuracy"] > 0.55  # "body" everywhere would score about 0.5
 
 
 @pytest.mark.slow

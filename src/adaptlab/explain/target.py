@@ -386,7 +386,7 @@ class PointTarget(ExplainTarget):
 
     def sample(self, dataset, index: int) -> Sample:
         points, target = dataset[index]
-        label = int(torch.mode(target).values) if target.ndim else int(target)
+        label = int(torch.mode(target).values) if torch.is_tensor(target) else int(target)
         return Sample(index, points.unsqueeze(0), label,
                       display={"points": points.numpy(), "name": dataset.samples[index][0].name})
 

@@ -192,6 +192,9 @@ class PointRenderer(Renderer):
             for elevation, azimuth in self.VIEWS:
                 column += 1
                 axis = fig.add_subplot(1, len(self.VIEWS) * len(maps), column, projection="3d")
+                # The shape in grey under the map: points near zero would vanish in white.
+                axis.scatter(points[:, 0], points[:, 1], points[:, 2], c="0.75", s=2,
+                             depthshade=False)
                 axis.scatter(points[:, 0], points[:, 1], points[:, 2], c=colours, cmap="bwr",
                              vmin=-1, vmax=1, s=4, depthshade=False)
                 axis.view_init(elevation, azimuth)
