@@ -2,7 +2,10 @@
 (the target alone, same settings), over target fractions and seeds, for every installed
 domain whose demo names a source dataset. One run, side by side.
 
-    python bench/transfer_curves.py [--seeds 0,1,2] [--fractions 0.05,0.1,0.2,0.5,1] [--epochs N]
+    python bench/transfer_curves.py [--domains weather,pointcloud] [--seeds 0,1,2]
+        [--fractions 0.05,0.1,0.2,0.5,1] [--epochs N]
+
+Each domain's curve is its own section of BENCHMARKS.md (one run of that domain).
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
 
 # Per domain: the settings both arms share (small images keep the CPU run short).
-SETTINGS = {"wildlife": {"image_size": 96}, "medical": {}, "weather": {}}
+SETTINGS = {"wildlife": {"image_size": 96}, "medical": {}, "weather": {}, "pointcloud": {}}
+INTRO = ("`adaptlab transfer` on the demos that name a source dataset: transfer starts from the "
+         "source run's weights (the backbone, and the head: the classes are the same), the "
+         "control from the backbone's own starting weights (pre-trained, or the built-in "
+         "networks' random initialisation); both train on the same target subset for the same "
+         "epochs.")
 
 
 def main() -> None:
@@ -32,14 +40,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs of every run (default: each dataset's own)")
     parser.add_argument("--strategy", default="full")
+    parser.add_argument("--domains", default=",".join(SETTINGS))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     fractions = [float(f) for f in args.fractions.split(",")]
-    sections = []
     domains = discover_domains().domains
     with tempfile.TemporaryDirectory() as tmp:
-        for name, settings in SETTINGS.items():
+        for name in args.domains.split(","):
+            settings = SETTINGS.get(name, {})
             if name not in domains:
+                print(f"{name}: not installed, skipped", file=sys.stderr)
                 continue
             domain = domains[name]
             target_set = domain.default_dataset
@@ -57,19 +67,15 @@ def main() -> None:
                                     cache_dir=Path(tmp) / "cache", progress=False)
             seconds = time.perf_counter() - started
             table = (Path(tmp) / name / "learning_curve.md").read_text()
-            sections.append(
-                f"### {name}: `{source_set}` -> `{target_set}`\n\n{table}\n"
+            body = (
+                f"## Transfer learning curve: {name}, `{source_set}` -> `{target_set}` (cpu)"
+                f"\n\n{machine()}. {INTRO}\n\n{table}\n"
                 f"Target strategy `{args.strategy}`, source `full`, {target.epochs} epochs on "
                 f"the target, {source.epochs} on the source, "
                 f"backbone `{target.backbone}`, settings {settings or 'the domain defaults'}; "
                 f"{len(result['points'])} target runs and one source run in {seconds:.0f} s.\n")
-    body = (f"## Transfer learning curves (cpu)\n\n{machine()}. `adaptlab transfer` on the demos "
-            "that name a source dataset: transfer starts from the source run's weights (the "
-            "backbone, and the head: the classes are the same), the control from the "
-            "pre-trained backbone alone; both train on the same target subset for the same "
-            "epochs.\n\n" + "\n".join(sections))
-    write_section("transfer-curves", body)
-    print(body)
+            write_section(f"transfer-curves-{name}", body)
+            print(body)
 
 
 if __name__ == "__main__":
