@@ -108,9 +108,13 @@ def load_source_data(config: RunConfig, domain: DomainSpec, target):
     return source
 
 
-def build_backbone(config: RunConfig, domain: DomainSpec):
+def build_backbone(config: RunConfig, domain: DomainSpec, data=None):
+    """The configured backbone; ``data``'s grid (gridded fields) goes along as
+    ``options["grid"]``, from which field networks decide whether longitude wraps."""
     spec = domain.backbone(config.backbone)
     options = dict(spec.options)
+    if data is not None and data.coords:
+        options["grid"] = data.coords
     options["init_seed"] = config.seed  # built-in networks start from it; others ignore it
     if config.backbone_weights:
         options["weights"] = config.backbone_weights
@@ -135,7 +139,7 @@ def assemble(config: RunConfig) -> Assembled:
     config = complete_config(config, domain)
     strategy = get_strategy_class(config.strategy).from_options(config.strategy_options)
     data = load_data(config, domain).with_train_subset(config.train_samples, config.seed)
-    return Assembled(config, domain, strategy, data, build_backbone(config, domain))
+    return Assembled(config, domain, strategy, data, build_backbone(config, domain, data))
 
 
 def run(config: RunConfig, resume: bool = False,

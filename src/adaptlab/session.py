@@ -61,8 +61,9 @@ class TrainingSession:
         """``init_from``: the source run's trained weights replace the pre-trained ones."""
         if not self.config.init_from:
             return
-        from adaptlab.transfer.init_weights import load_source_weights
+        from adaptlab.transfer.init_weights import check_same_grid, load_source_weights
 
+        check_same_grid(self.config.init_from, self.data.coords)
         self.init_loaded = load_source_weights(model, self.config.init_from,
                                                self.data.class_names or None)
 
@@ -70,7 +71,7 @@ class TrainingSession:
         """A fresh model from the original weights (for the adapter round-trip check)."""
         from adaptlab.run import build_backbone
 
-        fresh = build_backbone(self.config, self.domain)
+        fresh = build_backbone(self.config, self.domain, self.data)
         model = self.task.build_model(fresh, self.strategy.config)[0]
         self._start_from_source(model)
         return model
@@ -203,6 +204,7 @@ class TrainingSession:
             "split_sizes": self.data.counts(),
             "skipped_inputs": {"count": len(self.data.skipped), "files": self.data.skipped},
             "data_notes": self.data.notes,
+            **({"grid": self.data.coords} if self.data.coords else {}),
         }
 
 
@@ -212,6 +214,8 @@ BASELINE_METHODS = {
     "fewshot_ncm": "few-shot: nearest-class-mean on frozen pre-trained features, prototypes "
                    "from the training split",
     "zeroshot_encoder": "zero-shot: the pre-trained encoder's embeddings, no training",
+    "persistence": "persistence: the last input field as the prediction, no training",
+    "climatology": "climatology: the training targets' mean as the prediction, no training",
 }
 
 

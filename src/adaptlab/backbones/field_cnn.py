@@ -3,8 +3,9 @@ no pre-trained weather network exists offline: it is pre-trained on a source (a 
 another scenario) and adapted to the target.
 
 Inputs are (channels, lat, lon) on any grid size: convolutions pad circularly in longitude
-(the globe wraps; a block straddling the seam is one block) and with zeros in latitude, and
-the features are pooled globally. The layer map lists the stem and each stage, so freezing,
+when the grid goes round the globe (a block straddling the seam is one block; regional
+grids pass ``periodic_lon=False``) and with zeros in latitude, and the features are pooled
+globally. The layer map lists the stem and each stage, so freezing,
 bottom-K and LoRA address it as they do any timm backbone.
 """
 
@@ -19,32 +20,37 @@ from adaptlab.backbones.layer_map import LayerMap
 
 
 class LonPeriodicConv(nn.Conv2d):
-    """3x3 convolution, circular along longitude (the last axis), zero-padded in latitude."""
+    """3x3 convolution, circular along longitude (the last axis) unless ``periodic`` is
+    False, zero-padded in latitude."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
+                 periodic: bool = True) -> None:
         super().__init__(in_channels, out_channels, 3, stride=stride, padding=0, bias=False)
+        self.periodic = periodic
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (1, 1, 0, 0), mode="circular")
+        x = F.pad(x, (1, 1, 0, 0), mode="circular" if self.periodic else "constant")
         x = F.pad(x, (0, 0, 1, 1))
         return super().forward(x)
 
 
-def _stage(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(LonPeriodicConv(in_channels, out_channels, stride),
+def conv_stage(in_channels: int, out_channels: int, stride: int,
+               periodic: bool = True) -> nn.Sequential:
+    return nn.Sequential(LonPeriodicConv(in_channels, out_channels, stride, periodic),
                          nn.BatchNorm2d(out_channels), nn.GELU(),
-                         LonPeriodicConv(out_channels, out_channels),
+                         LonPeriodicConv(out_channels, out_channels, 1, periodic),
                          nn.BatchNorm2d(out_channels), nn.GELU())
 
 
 class FieldCNN(nn.Module):
-    def __init__(self, in_channels: int, widths: tuple[int, ...] = (12, 24, 48)) -> None:
+    def __init__(self, in_channels: int, widths: tuple[int, ...] = (12, 24, 48),
+                 periodic: bool = True) -> None:
         super().__init__()
-        self.stem = nn.Sequential(LonPeriodicConv(in_channels, widths[0]),
+        self.stem = nn.Sequential(LonPeriodicConv(in_channels, widths[0], 1, periodic),
                                   nn.BatchNorm2d(widths[0]), nn.GELU())
         stages, previous = [], widths[0]
         for width in widths:
-            stages.append(_stage(previous, width, 2))
+            stages.append(conv_stage(previous, width, 2, periodic))
             previous = width
         self.stages = nn.ModuleList(stages)
         self.num_features = widths[-1]
@@ -56,11 +62,24 @@ class FieldCNN(nn.Module):
         return x.mean(dim=(-2, -1))
 
 
+def periodic_lon(options: dict) -> bool:
+    """``periodic_lon`` when given, else whether the data's grid (``options["grid"]``) goes
+    round the globe."""
+    if "periodic_lon" in options:
+        return bool(options["periodic_lon"])
+    from adaptlab.data.fields import is_periodic
+
+    return is_periodic(options.get("grid") or {})
+
+
 def field_cnn(options: dict) -> Backbone:
-    """``options``: ``in_channels`` (required), ``widths``, ``weights`` (a safetensors file of
-    this network's state dict, e.g. from another project), ``init_seed``."""
+    """``options``: ``in_channels`` (required), ``widths``, ``periodic_lon`` (default: from ``grid``),
+    ``weights`` (a safetensors file of this network's state dict, e.g. from another
+    project), ``init_seed``."""
     widths = tuple(options.get("widths", (12, 24, 48)))
-    module = seeded_init(lambda: FieldCNN(int(options["in_channels"]), widths), options)
+    periodic = periodic_lon(options)
+    module = seeded_init(lambda: FieldCNN(int(options["in_channels"]), widths, periodic),
+                         options)
     if options.get("weights"):
         from adaptlab.backbones.weights import load_state_dict_file
 

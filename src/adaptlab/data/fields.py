@@ -2,8 +2,10 @@
 chose (standardised anomalies), passed on as they are. Unlike photos or scans they are not
 rescaled per sample: the amplitude of an anomaly is the signal.
 
-Training augmentation is a random shift along longitude, the one transformation under which
-a mid-latitude flow's statistics are (nearly) unchanged.
+Training augmentation on grids that go round the globe is a random shift along longitude,
+the one transformation under which a mid-latitude flow's statistics are (nearly) unchanged;
+a target field (field-to-field regression) is shifted with its input. Regional grids are
+not augmented: their edges are real places.
 """
 
 from __future__ import annotations
@@ -29,22 +31,39 @@ def check_field(array, where: str) -> np.ndarray:
     return array
 
 
+def is_periodic(coords: dict[str, list[float]]) -> bool:
+    """A grid without coordinates is taken as global (the simulator's); otherwise its
+    longitudes must span the whole circle."""
+    lon = coords.get("lon")
+    if not lon:
+        return True
+    step = abs(lon[1] - lon[0]) if len(lon) > 1 else 0.0
+    return step * len(lon) >= 359.0
+
+
 class FieldDataset(EpochSeeded):
-    def __init__(self, samples, train: bool, seed: int | None = None) -> None:
+    def __init__(self, samples, train: bool, seed: int | None = None,
+                 periodic: bool = True) -> None:
         self.samples = samples
-        self.train = train
+        self.train = train and periodic
         self.seed = seed if train else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _roll(self, field: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _roll(pair):
+        field, target = pair
         shift = int(torch.randint(0, field.shape[-1], ()).item())
-        return torch.roll(field, shifts=shift, dims=-1)
+        if torch.is_tensor(target) and target.ndim >= 2 and target.shape[-1] == field.shape[-1]:
+            target = torch.roll(target, shifts=shift, dims=-1)
+        return torch.roll(field, shifts=shift, dims=-1), target
 
     def __getitem__(self, index: int):
         array, label = self.samples[index]
         field = torch.from_numpy(np.asarray(array, dtype=np.float32))
+        if isinstance(label, np.ndarray):  # a regression target: a field or a vector
+            label = torch.from_numpy(label.astype(np.float32))
         if self.train:
-            field = self.seeded(index, self._roll, field)
+            field, label = self.seeded(index, self._roll, (field, label))
         return field, label

@@ -31,6 +31,12 @@ class SplitDataset:
     # series index)
     task: str = "classification"
     notes: list[str] = field(default_factory=list)  # repairs the loader made (gap filling)
+    # Gridded fields: the grid's coordinates ({"lat": [...], "lon": [...]}, degrees), for
+    # latitude weighting and for refusing a source run trained on another grid.
+    coords: dict[str, list[float]] = field(default_factory=dict)
+    # What the loader knows that its task needs (field regression: {"residual_channel": -1}
+    # when the target is the same quantity as that input channel, a step later).
+    task_options: dict[str, Any] = field(default_factory=dict)
 
     def labels(self, split: str) -> list[int]:
         return [label for _, label in self.samples[split]]

@@ -42,9 +42,10 @@ def _array_image_dataset(samples, backbone: Backbone, train: bool, options: dict
 
 @register_modality("field")
 def _field_dataset(samples, backbone: Backbone, train: bool, options: dict):
-    from adaptlab.data.fields import FieldDataset
+    from adaptlab.data.fields import FieldDataset, is_periodic
 
-    return FieldDataset(samples, train, seed=options.get("seed"))
+    return FieldDataset(samples, train, seed=options.get("seed"),
+                        periodic=is_periodic(options.get("coords") or {}))
 
 
 def _point_dataset(samples, backbone: Backbone, train: bool, options: dict,
@@ -110,4 +111,5 @@ def make_torch_dataset(data: SplitDataset, split: str, backbone: Backbone, train
                        options: dict | None = None):
     if data.modality not in _BUILDERS:
         raise AdaptlabError(f"no dataset builder for modality {data.modality!r}")
-    return _BUILDERS[data.modality](data.samples[split], backbone, train, options or {})
+    options = {**(options or {}), "coords": data.coords}
+    return _BUILDERS[data.modality](data.samples[split], backbone, train, options)

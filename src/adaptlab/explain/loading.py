@@ -93,7 +93,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     task = make_task(data, config.class_weighting, backbone, config.forecast_loss)
 
     def build_fresh():
-        return task.build_model(build_backbone(config, domain), strategy.config)
+        return task.build_model(build_backbone(config, domain, data), strategy.config)
 
     model, layer_map = task.build_model(backbone, strategy.config)
     adapter = run_dir / "adapter"

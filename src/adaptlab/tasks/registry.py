@@ -24,6 +24,12 @@ def make_task(data: SplitDataset, class_weighting: str = "balanced", backbone=No
         weights = point_class_weights(data, len(data.class_names)) \
             if class_weighting == "balanced" else None
         return SegmentationTask(data.class_names, weights)
+    if data.task == "field-regression":
+        from adaptlab.tasks.field_regression import FieldRegressionTask
+
+        target = data.samples["train"][0][1]
+        return FieldRegressionTask(data.class_names, target.shape, data.coords,
+                                   data.task_options.get("residual_channel"))
     if data.task == "retrieval":
         from adaptlab.tasks.retrieval import RetrievalTask
 

@@ -32,6 +32,33 @@ def source_weights_file(run_dir: str | Path) -> Path:
     return path
 
 
+def _describe(grid: dict[str, list[float]]) -> str:
+    if not grid:
+        return "no recorded grid"
+    parts = [f"{name} {len(values)} points {min(values):g}..{max(values):g}"
+             for name, values in grid.items()]
+    return ", ".join(parts)
+
+
+def check_same_grid(run_dir: str | Path, grid: dict[str, list[float]]) -> None:
+    """Refuse a source run trained on fields of another grid: convolutions run on any grid
+    and pooling hides the size, so a mismatch would train without a word and transfer
+    features of other places and resolutions."""
+    source_weights_file(run_dir)
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    source = metrics.get("grid") or {}
+    if not source and not grid:
+        return
+    same = source.keys() == grid.keys() and all(
+        len(source[k]) == len(grid[k])
+        and all(abs(a - b) < 1e-3 for a, b in zip(source[k], grid[k], strict=True))
+        for k in grid)
+    if not same:
+        raise AdaptlabError(f"init_from {run_dir}: the source was trained on another grid "
+                            f"({_describe(source)}) than this data ({_describe(grid)}); "
+                            "regrid one of them to the other")
+
+
 def _class_names(run_dir: Path) -> list[str] | None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     names = metrics.get("class_names")

@@ -8,10 +8,11 @@ DOMAIN = DomainSpec(
     icon=package_icon(__name__),
     name="weather",
     title="Weather and climate fields",
-    description="Classify events from gridded fields (blocking-like persistent highs) with a "
-                "network pre-trained on a simulator the plugin runs, then adapted to scarcer "
-                "target fields; always beside the control trained on the target alone.",
-    tasks=("field-classification",),
+    description="Classify events from gridded fields (blocking-like persistent highs) and "
+                "predict fields from fields (next year's temperature map), with networks "
+                "pre-trained on a simulator or another climate scenario, then adapted to "
+                "scarcer target fields; always beside the control trained on the target alone.",
+    tasks=("field-classification", "field-regression"),
     datasets=(
         DatasetSpec(name="blocking-observed", task="field-classification",
                     description="1,000 days of a shifted flow (slower waves, weaker longer "
@@ -25,6 +26,18 @@ DOMAIN = DomainSpec(
                                 "(Rossby-like waves, travelling ridges, blocks), same label",
                     loader="adaptlab_weather.datasets:blocking_simulated",
                     defaults={"epochs": 10, "lr": 3e-3, "batch_size": 64}),
+        DatasetSpec(name="scenario-e1", task="field-regression",
+                    description="next year's surface air temperature anomaly map over North "
+                                "America from the last 3 years', Met Office UM scenario E1 "
+                                "after 2000 (96 samples); 37 x 49 grid, latitude-weighted",
+                    loader="adaptlab_weather.scenarios:scenario_e1",
+                    source_dataset="scenario-a1b", backbone="field_unet",
+                    defaults={"epochs": 15, "lr": 1e-3, "batch_size": 8}),
+        DatasetSpec(name="scenario-a1b", task="field-regression",
+                    description="the same task in scenario A1B, 1860-2099 (236 samples), "
+                                "which warms twice as fast after 2000",
+                    loader="adaptlab_weather.scenarios:scenario_a1b", backbone="field_unet",
+                    defaults={"epochs": 10, "lr": 1e-3, "batch_size": 16}),
     ),
     backbones=(
         BackboneSpec(name="field_cnn", description="small CNN for (days, lat, lon) fields, "
@@ -32,6 +45,12 @@ DOMAIN = DomainSpec(
                                                    "from scratch or from a source run",
                      builder="adaptlab.backbones.field_cnn:field_cnn", weights="local-file",
                      params_millions=0.05, input_size=(HISTORY, 16, 32),
+                     options={"in_channels": HISTORY}),
+        BackboneSpec(name="field_unet", description="small U-Net for field-to-field "
+                                                    "regression on the input grid (any size); "
+                                                    "built in",
+                     builder="adaptlab.backbones.field_unet:field_unet", weights="local-file",
+                     params_millions=0.17, input_size=(HISTORY, 37, 49),
                      options={"in_channels": HISTORY}),
     ),
     default_dataset="blocking-observed",

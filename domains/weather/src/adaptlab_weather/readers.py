@@ -82,6 +82,8 @@ def read_event_fields(path: str | Path, seed: int = 0, **_: object) -> SplitData
     spread = float(values[:train_end].std()) or 1.0
     items = windows((values - mean) / spread, labels.astype(np.int64), HISTORY,
                     where=f"{path}:{fields[0]}", scale=1.0)
+    coords = {name: [float(v) for v in data[dim].values] for name, dim in
+              (("lat", lat), ("lon", lon)) if dim in data.coords}
     return SplitDataset(class_names=["no event", "event"],
                         samples=chronological_splits(items, lookahead=0),
-                        source=str(path), modality="field")
+                        source=str(path), modality="field", coords=coords)

@@ -1,0 +1,160 @@
+"""Regression from gridded fields: a field (next year's temperature map) or a vector of
+scalars (a regional mean) from the input fields.
+
+On a latitude-longitude grid a cell's area goes with cos(latitude), so the loss and the
+metrics weight every grid point by it, normalised to mean 1 (WeatherBench's convention): an
+error at 60N counts half one at the equator. Metrics: area-weighted RMSE (in the target's
+units), area-weighted MAE, and the anomaly correlation coefficient (ACC): per sample, the
+area-weighted correlation between predicted and true anomaly maps, each centred on its own
+area-weighted mean, so ACC measures the pattern and RMSE the amplitude. Baselines need no
+training: persistence (the input field the loader names as the same quantity as the
+target) and climatology (the training targets' mean).
+
+When the loader names such an input channel (``residual_channel``), the model predicts the
+change from it (output = that field + head), as weather networks predict tendencies: the
+change is small and stationary where the field itself drifts out of the training range (a
+warming climate), and an untrained head starts at persistence instead of at zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from adaptlab.backbones.backbone import Backbone
+from adaptlab.errors import AdaptlabError
+from adaptlab.tasks.base import Task
+
+
+def latitude_weights(coords: dict[str, list[float]], rows: int) -> torch.Tensor:
+    """[rows, 1] weights cos(lat) / mean(cos(lat)); ones when the grid has no latitudes."""
+    lat = coords.get("lat")
+    if not lat:
+        return torch.ones(rows, 1)
+    if len(lat) != rows:
+        raise AdaptlabError(f"the grid names {len(lat)} latitudes, the fields have {rows} rows")
+    weights = torch.cos(torch.deg2rad(torch.tensor(lat, dtype=torch.float32))).clamp(min=0)
+    return (weights / weights.mean()).unsqueeze(1)
+
+
+class FieldRegressionModel(nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module, field_output: bool,
+                 residual_channel: int | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.task_head = head
+        self.field_output = field_output
+        self.residual_channel = residual_channel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.field_output:
+            return self.task_head(self.backbone(x))
+        out = self.task_head(self.backbone.feature_map(x))
+        if self.residual_channel is not None:
+            channel = self.residual_channel % x.shape[1]
+            out = out + x[:, channel:channel + 1]
+        return out
+
+
+class FieldRegressionTask(Task):
+    name = "field-regression"
+    monitor = "rmse"
+    higher_is_better = False
+
+    def __init__(self, output_names: list[str], target_shape: tuple[int, ...],
+                 coords: dict[str, list[float]], residual_channel: int | None = None) -> None:
+        self.output_names = output_names
+        self.residual_channel = residual_channel
+        self.target_shape = tuple(target_shape)
+        self.field_output = len(self.target_shape) == 3
+        self.weights = latitude_weights(coords, self.target_shape[-2]) if self.field_output \
+            else None
+
+    def build_model(self, backbone: Backbone, head_options):
+        outputs = self.target_shape[0]
+        if self.field_output:
+            if not hasattr(backbone.module, "feature_map"):
+                raise AdaptlabError(f"backbone {backbone.name!r} gives no feature map on the "
+                                    "input grid; a field target needs one (field_unet)")
+            head = nn.Conv2d(backbone.module.num_map_features, outputs, 1)
+        else:
+            head = nn.Linear(backbone.num_features, outputs)
+        if self.residual_channel is not None and (not self.field_output or outputs != 1):
+            raise AdaptlabError("residual_channel needs a single-field target")
+        if self.residual_channel is not None:
+            nn.init.zeros_(head.weight)  # start at persistence
+            nn.init.zeros_(head.bias)
+        return FieldRegressionModel(backbone.module, head, self.field_output,
+                                    self.residual_channel), \
+            backbone.layer_map.prefixed("backbone", head="task_head")
+
+    def _weighted(self, values: torch.Tensor) -> torch.Tensor:
+        """Mean over everything but the batch, area-weighted for fields: [B]."""
+        if not self.field_output:
+            return values.flatten(1).mean(dim=1)
+        return (values * self.weights.to(values.device)).flatten(1).mean(dim=1)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self._weighted((outputs.float() - targets.float()) ** 2).mean()
+
+    def _acc(self, predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        if not self.field_output:
+            return torch.full((len(truth),), float("nan"))
+        w = self.weights.to(truth.device)
+
+        def centred(x):
+            return x - (x * w).sum(dim=(-2, -1), keepdim=True) / (w.sum() * x.shape[-1])
+
+        p, t = centred(predicted), centred(truth)
+        top = (p * t * w).flatten(1).sum(1)
+        bottom = torch.sqrt((p * p * w).flatten(1).sum(1) * (t * t * w).flatten(1).sum(1))
+        return top / bottom.clamp(min=1e-12)
+
+    def _metrics(self, predicted: torch.Tensor, truth: torch.Tensor) -> dict:
+        error = predicted - truth
+        acc = self._acc(predicted, truth)
+        return {"rmse": float(torch.sqrt(self._weighted(error ** 2).mean())),
+                "mae": float(self._weighted(error.abs()).mean()),
+                "acc": float(acc.nanmean()) if not torch.isnan(acc).all() else None,
+                "samples": int(len(truth))}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader) -> dict:
+        model.eval()
+        predicted, truth = [], []
+        for inputs, targets in loader:
+            predicted.append(model(inputs).float().cpu())
+            truth.append(targets.float().cpu())
+        predicted, truth = torch.cat(predicted), torch.cat(truth)
+        metrics = self._metrics(predicted, truth)
+        metrics["loss"] = float(self.loss(predicted, truth))
+        return metrics
+
+    @torch.no_grad()
+    def baselines(self, model, loaders: dict, source_loader, device) -> dict:
+        def gather(loader):
+            inputs, targets = zip(*[(x.float().cpu(), y.float().cpu()) for x, y in loader],
+                                  strict=True)
+            return torch.cat(inputs), torch.cat(targets)
+
+        data = {split: gather(loader) for split, loader in loaders.items()}
+        mean = data["train"][1].mean(dim=0, keepdim=True)
+        out = {}
+        if self.residual_channel is not None:
+            def last(x):
+                c = self.residual_channel % x.shape[1]
+                return x[:, c:c + 1]
+
+            out["persistence"] = {split: self._metrics(last(x), y)
+                                  for split, (x, y) in data.items()}
+        out["climatology"] = {split: self._metrics(mean.expand_as(y), y)
+                              for split, (_, y) in data.items()}
+        return out
+
+    def headline(self, metrics: dict) -> str:
+        test, base = metrics["final"]["test"], metrics["baseline"]["test"]
+        acc = f", ACC {test['acc']:.3f} (baseline {base['acc']:.3f})" \
+            if test.get("acc") is not None and base.get("acc") is not None else ""
+        return (f"held-out area-weighted RMSE {test['rmse']:.3f} (baseline "
+                f"{base['rmse']:.3f}){acc}")
