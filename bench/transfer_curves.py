@@ -21,7 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
 
 # Per domain: the settings both arms share (small images keep the CPU run short).
-SETTINGS = {"wildlife": {"image_size": 96}, "medical": {}, "weather": {}, "pointcloud": {}}
+# "domain" uses the domain's default dataset as the target; "domain:dataset" names another.
+SETTINGS = {"wildlife": {"image_size": 96}, "medical": {}, "weather": {},
+            "weather:scenario-e1": {}, "pointcloud": {}}
 INTRO = ("`adaptlab transfer` on the demos that name a source dataset: transfer starts from the "
          "source run's weights (the backbone, and the head: the classes are the same), the "
          "control from the backbone's own starting weights (pre-trained, or the built-in "
@@ -46,13 +48,14 @@ def main() -> None:
     fractions = [float(f) for f in args.fractions.split(",")]
     domains = discover_domains().domains
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.domains.split(","):
-            settings = SETTINGS.get(name, {})
+        for entry in args.domains.split(","):
+            settings = SETTINGS.get(entry, {})
+            name, _, dataset = entry.partition(":")
             if name not in domains:
                 print(f"{name}: not installed, skipped", file=sys.stderr)
                 continue
             domain = domains[name]
-            target_set = domain.default_dataset
+            target_set = dataset or domain.default_dataset
             source_set = domain.dataset(target_set).source_dataset
             common = {"device": "cpu", **settings,
                       **({"epochs": args.epochs} if args.epochs else {})}
@@ -63,10 +66,11 @@ def main() -> None:
             target = dataclasses.replace(target, backbone=backbone)
             source = dataclasses.replace(source, backbone=backbone)
             started = time.perf_counter()
-            result = learning_curve(target, source, Path(tmp) / name, fractions, seeds,
+            folder = Path(tmp) / entry.replace(":", "-")
+            result = learning_curve(target, source, folder, fractions, seeds,
                                     cache_dir=Path(tmp) / "cache", progress=False)
             seconds = time.perf_counter() - started
-            table = (Path(tmp) / name / "learning_curve.md").read_text()
+            table = (folder / "learning_curve.md").read_text()
             body = (
                 f"## Transfer learning curve: {name}, `{source_set}` -> `{target_set}` (cpu)"
                 f"\n\n{machine()}. {INTRO}\n\n{table}\n"
@@ -74,7 +78,7 @@ def main() -> None:
                 f"the target, {source.epochs} on the source, "
                 f"backbone `{target.backbone}`, settings {settings or 'the domain defaults'}; "
                 f"{len(result['points'])} target runs and one source run in {seconds:.0f} s.\n")
-            write_section(f"transfer-curves-{name}", body)
+            write_section(f"transfer-curves-{entry.replace(':', '-')}", body)
             print(body)
 
 

@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from adaptlab.cli import main
 from adaptlab.data.fields import check_field
@@ -126,3 +127,33 @@ def test_bad_field_files_are_named(tmp_path):
     (tmp_path / "broken.nc").write_bytes(b"not netcdf at all")
     with pytest.raises(AdaptlabError, match="broken.nc: cannot read as NetCDF"):
         read_event_fields(tmp_path / "broken.nc")
+
+
+@pytest.mark.slow
+def test_efficientnet_reads_fields_rendered_as_images():
+    from adaptlab.backbones.offline import efficientnet_lite0
+    from adaptlab.data.torch_datasets import make_torch_dataset
+
+    data = blocking_observed({})
+    backbone = efficientnet_lite0()
+    dataset = make_torch_dataset(data, "test", backbone, False, {"image_size": 64})
+    image, label = dataset[0]
+    field = data.samples["test"][0][0]
+    assert image.shape == (3, 64, 64) and label in (0, 1)
+    # Brightness follows the anomaly: the warmest cell of the last day is the reddest... of
+    # the blue channel (day 3 is blue); grey (0 after normalisation) is no anomaly.
+    hottest = np.unravel_index(np.argmax(field[-1]), field[-1].shape)
+    coldest = np.unravel_index(np.argmin(field[-1]), field[-1].shape)
+    scale = 64 / np.array(field[-1].shape)
+    at = [tuple(int(v) for v in (np.array(p) + 0.5) * scale) for p in (hottest, coldest)]
+    assert image[2][at[0]] > 0 > image[2][at[1]]
+    # The pre-trained features already separate the classes a little: nearest class mean
+    # (the run's unadapted baseline) on 200 training and 100 test windows.
+    from adaptlab.tasks.classification import nearest_class_mean_baseline
+
+    loaders = {split: torch.utils.data.DataLoader(
+        torch.utils.data.Subset(make_torch_dataset(data, split, backbone, False,
+                                                   {"image_size": 64}), range(count)),
+        batch_size=50) for split, count in (("train", 200), ("test", 100))}
+    result = nearest_class_mean_baseline(backbone.module, loaders, data.class_names, "cpu")
+    assert result["test"]["samples"] == 100 and result["test"]["auc"] is not None

@@ -6,6 +6,12 @@ Training augmentation on grids that go round the globe is a random shift along l
 the one transformation under which a mid-latitude flow's statistics are (nearly) unchanged;
 a target field (field-to-field regression) is shifted with its input. Regional grids are
 not augmented: their edges are real places.
+
+An image backbone (EfficientNet-Lite0, pre-trained on photos) reads a field rendered as an
+image: the channels (days) become red, green and blue (a single field is repeated), each
+anomaly mapped to brightness by a fixed contrast (0.5 + anomaly / 6, clipped: +-3 units of
+anomaly span the range, the same for every sample so amplitudes stay comparable), resized
+to the backbone's input size and normalised with its mean and std.
 """
 
 from __future__ import annotations
@@ -41,12 +47,33 @@ def is_periodic(coords: dict[str, list[float]]) -> bool:
     return step * len(lon) >= 359.0
 
 
+RENDER_SPAN = 3.0  # anomaly units from black to white, either side of grey
+
+
+def render_field(field: torch.Tensor, preprocessing, size: int | None = None) -> torch.Tensor:
+    """A (C, lat, lon) anomaly field as a normalised (3, H, W) image for an image backbone."""
+    channels = field.shape[0]
+    if channels >= 3:
+        rgb = field[-3:]
+    else:
+        rgb = field[[i % channels for i in range(3)]]
+    image = (0.5 + rgb / (2 * RENDER_SPAN)).clamp(0, 1)
+    height, width = (size, size) if size else preprocessing.input_size[1:]
+    image = torch.nn.functional.interpolate(image[None], size=(height, width),
+                                            mode="bilinear", align_corners=False)[0]
+    mean = torch.tensor(preprocessing.mean).view(-1, 1, 1)
+    std = torch.tensor(preprocessing.std).view(-1, 1, 1)
+    return (image - mean) / std
+
+
 class FieldDataset(EpochSeeded):
     def __init__(self, samples, train: bool, seed: int | None = None,
-                 periodic: bool = True) -> None:
+                 periodic: bool = True, render=None, size: int | None = None) -> None:
         self.samples = samples
         self.train = train and periodic
         self.seed = seed if train else None
+        self.render = render  # an image backbone's Preprocessing, or None for field networks
+        self.size = size
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -66,4 +93,6 @@ class FieldDataset(EpochSeeded):
             label = torch.from_numpy(label.astype(np.float32))
         if self.train:
             field, label = self.seeded(index, self._roll, (field, label))
+        if self.render is not None:
+            field = render_field(field, self.render, self.size)
         return field, label

@@ -45,7 +45,8 @@ def _field_dataset(samples, backbone: Backbone, train: bool, options: dict):
     from adaptlab.data.fields import FieldDataset, is_periodic
 
     return FieldDataset(samples, train, seed=options.get("seed"),
-                        periodic=is_periodic(options.get("coords") or {}))
+                        periodic=is_periodic(options.get("coords") or {}),
+                        render=backbone.preprocessing, size=options.get("image_size"))
 
 
 def _point_dataset(samples, backbone: Backbone, train: bool, options: dict,

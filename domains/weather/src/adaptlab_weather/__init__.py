@@ -1,5 +1,6 @@
 """adaptlab domain plugin: weather and climate fields. Metadata only: no torch import."""
 
+from adaptlab.plugins.backbone_specs import efficientnet_lite0_spec
 from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec, package_icon
 
 HISTORY = 3  # days per sample, as channels: day t-2, t-1, t (the datasets import it)
@@ -52,6 +53,8 @@ DOMAIN = DomainSpec(
                      builder="adaptlab.backbones.field_unet:field_unet", weights="local-file",
                      params_millions=0.17, input_size=(HISTORY, 37, 49),
                      options={"in_channels": HISTORY}),
+        efficientnet_lite0_spec("; reads fields rendered as images (the 3 days as red, "
+                                "green and blue)"),
     ),
     default_dataset="blocking-observed",
     default_backbone="field_cnn",
