@@ -6,8 +6,8 @@ std, channels), so no notebook re-types normalisation constants.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch

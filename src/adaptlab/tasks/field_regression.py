@@ -18,7 +18,6 @@ warming climate), and an untrained head starts at persistence instead of at zero
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
