@@ -68,8 +68,10 @@ def render_field(field: torch.Tensor, preprocessing, size: int | None = None) ->
 
 class FieldDataset(EpochSeeded):
     def __init__(self, samples, train: bool, seed: int | None = None,
-                 periodic: bool = True, render=None, size: int | None = None) -> None:
+                 periodic: bool = True, render=None, size: int | None = None,
+                 coords: dict[str, list[float]] | None = None) -> None:
         self.samples = samples
+        self.coords = coords or {}  # the grid's lat / lon, for drawing maps
         self.train = train and periodic
         self.seed = seed if train else None
         self.render = render  # an image backbone's Preprocessing, or None for field networks

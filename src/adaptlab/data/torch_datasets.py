@@ -46,7 +46,8 @@ def _field_dataset(samples, backbone: Backbone, train: bool, options: dict):
 
     return FieldDataset(samples, train, seed=options.get("seed"),
                         periodic=is_periodic(options.get("coords") or {}),
-                        render=backbone.preprocessing, size=options.get("image_size"))
+                        render=backbone.preprocessing, size=options.get("image_size"),
+                        coords=options.get("coords"))
 
 
 def _point_dataset(samples, backbone: Backbone, train: bool, options: dict,

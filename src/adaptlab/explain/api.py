@@ -39,6 +39,7 @@ class Explanation:
     checks: dict[str, Any] = field(default_factory=dict)
     comparison: dict[str, Any] | None = None
     unadapted_features: list[torch.Tensor] | None = None
+    unadapted_label: str = "unadapted"
     seconds: dict[str, float] = field(default_factory=dict)
 
     def label_name(self, index: int | None) -> str | None:
@@ -132,7 +133,13 @@ def _explain(loaded: LoadedRun, target: ExplainTarget, samples: list[Sample], me
                                 targets=result.targets, settings=dict(settings), plan=result.plan)
             target.close()  # a token model's embedding hook goes before the adapter is back
         explanation.unadapted_features = earlier.features
+        explanation.unadapted_label = loaded.before_label
         explanation.comparison = compare_maps(target, samples, earlier.features, result.features)
+        if loaded.config.init_from:
+            explanation.comparison["what"] = (
+                "the same samples and target outputs explained by the source run's model "
+                f"({loaded.config.init_from}: before transfer) and by this run's (after); "
+                "1 = adapting to the target left the explanation unchanged")
         explanation.seconds["comparison"] = time.perf_counter() - start
     return explanation
 

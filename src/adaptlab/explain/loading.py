@@ -35,6 +35,13 @@ class LoadedRun:
     metrics: dict
     costs: dict
     _build_fresh: Any = None
+    source_head: bool = False  # the run started from a source run's head (init_from)
+
+    @property
+    def before_label(self) -> str:
+        """What "before adaptation" is: the pre-trained model, or for a transfer run the
+        source run's model (the seed papers' before/after-transfer comparison)."""
+        return "source model (before transfer)" if self.config.init_from else "unadapted"
 
     @contextlib.contextmanager
     def unadapted(self) -> Iterator[nn.Module]:
@@ -47,7 +54,8 @@ class LoadedRun:
                 yield self.model
             return
         fresh, _ = self._build_fresh()
-        if self.backbone.pretrained_head is None and self.layer_map.head:
+        if self.backbone.pretrained_head is None and self.layer_map.head \
+                and not self.source_head:
             head = self.layer_map.head + "."
             trained = {k: v for k, v in self.model.state_dict().items() if k.startswith(head)}
             fresh.load_state_dict(trained, strict=False)
@@ -92,10 +100,22 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
                                                 parts.data, parts.backbone)
     task = make_task(data, config.class_weighting, backbone, config.forecast_loss)
 
+    def from_source(model) -> bool:
+        """A transfer run's starting weights: what its own weights file does not hold
+        (a head-only or frozen run keeps the source's backbone) comes from there."""
+        if not config.init_from:
+            return False
+        from adaptlab.transfer.init_weights import load_source_weights
+
+        return load_source_weights(model, config.init_from, data.class_names or None)["head"] > 0
+
     def build_fresh():
-        return task.build_model(build_backbone(config, domain, data), strategy.config)
+        fresh, fresh_map = task.build_model(build_backbone(config, domain, data), strategy.config)
+        from_source(fresh)
+        return fresh, fresh_map
 
     model, layer_map = task.build_model(backbone, strategy.config)
+    source_head = from_source(model)
     adapter = run_dir / "adapter"
     if adapter.is_dir():
         from peft import PeftModel
@@ -114,4 +134,4 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     costs_path = run_dir / "costs.json"
     costs = json.loads(costs_path.read_text()) if costs_path.is_file() else {}
     return LoadedRun(run_dir, config, domain, data, backbone, strategy, model, layer_map,
-                     metrics, costs, build_fresh)
+                     metrics, costs, build_fresh, source_head)

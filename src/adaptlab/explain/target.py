@@ -152,14 +152,49 @@ class ImageTarget(ExplainTarget):
         return (channels, side, side), (channels, side // 2, side // 2)
 
 
+def _residual_channel(model: nn.Module) -> int | None:
+    try:
+        return model.residual_channel
+    except AttributeError:
+        return None
+
+
+class FieldMeanScore(ScoreModule):
+    """A predicted field's mean (per output channel): what drives the map the model predicts
+    up or down as a whole. A model predicting the change from an input field is scored on
+    the change: the pass-through of that field is the same for any weights and would
+    otherwise dominate every map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        channel = _residual_channel(self.model)
+        if channel is not None and out.ndim == 4:
+            channel %= x.shape[1]
+            out = out - x[:, channel:channel + 1]
+        return out.flatten(2).mean(dim=2) if out.ndim == 4 else out
+
+
 @register_target("field")
 class FieldTarget(ImageTarget):
     """Gridded fields: attributions per grid point (summed over the channels, the days of a
     window), the baseline a zero anomaly (climatology), the latest day drawn in a diverging
-    colour map under the map."""
+    colour map under the map. For field regression the explained score is the predicted
+    field's mean."""
 
     modality = "field"
     feature_axes = "grid points (lat, lon)"
+
+    @property
+    def output_names(self) -> list[str]:
+        if self.task_name == "field-regression":
+            what = "change of " if _residual_channel(self.model) is not None else ""
+            return [f"mean predicted {what}{name}" for name in self.class_names]
+        return self.class_names
+
+    def score_module(self, model: nn.Module | None = None) -> ScoreModule:
+        model = model if model is not None else self.model
+        return FieldMeanScore(model) if self.task_name == "field-regression" \
+            else ScoreModule(model)
 
     def sample(self, dataset, index: int) -> Sample:
         from matplotlib import colormaps
@@ -168,7 +203,9 @@ class FieldTarget(ImageTarget):
         latest = field[-1].numpy()
         limit = max(float(abs(latest).max()), 1e-6)
         shown = colormaps["RdBu_r"]((latest / limit + 1) / 2)[..., :3]
-        return Sample(index, field.unsqueeze(0), int(label), display={"image": shown})
+        label = int(label) if not torch.is_tensor(label) or label.ndim == 0 else None
+        return Sample(index, field.unsqueeze(0), label,
+                      display={"image": shown, "coords": getattr(dataset, "coords", {})})
 
 
 class EmbeddingScore(ScoreModule):

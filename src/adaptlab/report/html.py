@@ -104,7 +104,7 @@ def _gallery(explanation, renderer) -> str:
     for i, sample in enumerate(explanation.samples):
         maps = [("adapted", explanation.result.features[i])]
         if explanation.unadapted_features is not None:
-            maps.insert(0, ("unadapted", explanation.unadapted_features[i]))
+            maps.insert(0, (explanation.unadapted_label, explanation.unadapted_features[i]))
         cards.append(f"<div class='card'>{renderer.sample(sample, maps, _title(explanation, i))}"
                      "</div>")
     return "<h2>Attributions</h2>" + "".join(cards)

@@ -105,6 +105,58 @@ class ImageRenderer(Renderer):
         return figure_html(fig, f"class {name} summary")
 
 
+def _extent(sample) -> tuple[float, float, float, float] | None:
+    coords = sample.display.get("coords") or {}
+    if not coords.get("lat") or not coords.get("lon"):
+        return None
+    lat, lon = coords["lat"], coords["lon"]
+    return (min(lon), max(lon), min(lat), max(lat))
+
+
+@register_renderer("field")
+class FieldRenderer(ImageRenderer):
+    """Maps on the latitude-longitude grid (north up, degrees on the axes when the data name
+    their grid); the class summary is the signed mean attribution over the samples explained
+    for that output (e.g. every positive event), where red raises the output's score."""
+
+    def _axes(self, axis, sample) -> None:
+        if _extent(sample):
+            axis.set_xlabel("longitude", fontsize=7)
+            axis.set_ylabel("latitude", fontsize=7)
+            axis.tick_params(labelsize=6)
+        else:
+            axis.axis("off")
+
+    def sample(self, sample, maps, title):
+        plt = _pyplot()
+        extent = _extent(sample)
+        image = sample.display["image"]
+        fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.6 * (len(maps) + 1), 2.4))
+        options = {"origin": "lower", "extent": extent} if extent else {}
+        axes[0].imshow(image, **options)
+        axes[0].set_title("latest field", fontsize=9)
+        for axis, (label, values) in zip(axes[1:], maps, strict=True):
+            axis.imshow(_scaled(values), cmap="bwr", vmin=-1, vmax=1, **options)
+            axis.set_title(label, fontsize=9)
+        for axis in axes:
+            self._axes(axis, sample)
+        fig.suptitle(title, fontsize=9)
+        return figure_html(fig, title)
+
+    def class_summary(self, name, samples, maps):
+        plt = _pyplot()
+        extent = _extent(samples[0])
+        mean = np.mean([_scaled(m) for m in maps], axis=0)
+        limit = float(np.abs(mean).max()) or 1.0
+        fig, axis = plt.subplots(figsize=(3.2, 2.4))
+        options = {"origin": "lower", "extent": extent} if extent else {}
+        shown = axis.imshow(mean, cmap="bwr", vmin=-limit, vmax=limit, **options)
+        fig.colorbar(shown, ax=axis, shrink=0.8)
+        self._axes(axis, samples[0])
+        axis.set_title(f"{name}: mean attribution over {len(maps)}", fontsize=8)
+        return figure_html(fig, f"class {name} summary")
+
+
 @register_renderer("tokens")
 class TokenRenderer(Renderer):
     """Tokens highlighted red (for the output) or blue (against), one row per map."""

@@ -69,7 +69,7 @@ DOMAIN = DomainSpec(
                 "Marshall-Molteni) and a shifted version of it standing in for reanalysis; "
                 "`adaptlab transfer weather` draws the learning curve against the "
                 "target-only control."),
-    explain_defaults={"method": "integrated_gradients", "renderer": "image"},
+    explain_defaults={"method": "integrated_gradients", "renderer": "field"},
     user_data_loader="adaptlab_weather.readers:read_event_fields",
     data_help="a NetCDF file or Zarr store with one (time, lat, lon) field and a 0/1 'label' "
               "per time step",
