@@ -5,6 +5,7 @@ target-only control."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,12 @@ def test_transfer_from_a1b_beats_e1_alone_at_the_smallest_fraction(tmp_path, cap
     assert result["monitor"] == "rmse" and result["higher_is_better"] is False
     assert row["transfer"]["seeds"] == row["control"]["seeds"] == 3
     assert row["transfer"]["mean"] < row["control"]["mean"]
+    # Explained, a transfer run is compared with its source model: the seed's before/after
+    # transfer maps, on the latitude-longitude grid.
+    transfer_run = next(p["run_dir"] for p in result["points"] if p["arm"] == "transfer")
+    assert main(["explain", transfer_run, "--samples", "2", "--no-checks"]) == 0
+    page = (Path(transfer_run) / "report" / "index.html").read_text()
+    assert "source model (before transfer)" in page
+    comparison = json.loads((Path(transfer_run) / "report" / "attributions.json")
+                            .read_text())["comparison"]
+    assert "before transfer" in comparison["what"]
