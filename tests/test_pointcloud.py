@@ -70,7 +70,7 @@ def test_point_backbones_map_their_layers_and_give_point_features(name):
 def test_lora_on_the_point_transformer_trains_only_adapters_and_head(tmp_path, capsys):
     out = tmp_path / "lora"
     assert main(["run", "pointcloud", "--backbone", "point_transformer", "--strategy", "lora",
-                 "--set", "epochs=1", "--set", "train_samples=24", "--out", str(out),
+                 "--set", "epochs=1", "--set", "train_samples=16", "--out", str(out),
                  "--device", "cpu", "--quiet"]) == 0
     costs = json.loads((out / "costs.json").read_text())
     assert 0 < costs["trainable_params"] < 0.2 * costs["total_params"]
@@ -94,7 +94,9 @@ def test_transfer_from_generated_shapes_beats_the_target_alone_at_the_smallest_f
         tmp_path, capsys):
     out = tmp_path / "curve"
     assert main(["transfer", "pointcloud", "--out", str(out), "--cache", str(tmp_path / "cache"),
-                 "--fractions", "0.05", "--seeds", "0,1,2", "--device", "cpu", "--quiet"]) == 0
+                 "--fractions", "0.05", "--seeds", "0,1,2", "--source-set", "epochs=5",
+                 "--set", "epochs=15",  # the demo's are 8 and 20
+                 "--device", "cpu", "--quiet"]) == 0
     result = json.loads((out / "learning_curve.json").read_text())
     row = result["summary"][0]
     assert row["transfer"]["seeds"] == row["control"]["seeds"] == 3

@@ -110,6 +110,7 @@ def test_transfer_from_a1b_beats_e1_alone_at_the_smallest_fraction(tmp_path, cap
     out = tmp_path / "curve"
     assert main(["transfer", "weather", "--dataset", "scenario-e1", "--out", str(out),
                  "--cache", str(tmp_path / "cache"), "--fractions", "0.05", "--seeds", "0,1,2",
+                 "--set", "epochs=8", "--source-set", "epochs=6",  # the demo's are 15 and 10
                  "--device", "cpu", "--quiet"]) == 0
     result = json.loads((out / "learning_curve.json").read_text())
     row = result["summary"][0]
@@ -120,8 +121,6 @@ def test_transfer_from_a1b_beats_e1_alone_at_the_smallest_fraction(tmp_path, cap
     # transfer maps, on the latitude-longitude grid.
     transfer_run = next(p["run_dir"] for p in result["points"] if p["arm"] == "transfer")
     assert main(["explain", transfer_run, "--samples", "2", "--no-checks"]) == 0
-    page = (Path(transfer_run) / "report" / "index.html").read_text()
-    assert "source model (before transfer)" in page
-    comparison = json.loads((Path(transfer_run) / "report" / "attributions.json")
-                            .read_text())["comparison"]
-    assert "before transfer" in comparison["what"]
+    report = json.loads((Path(transfer_run) / "report" / "attributions.json").read_text())
+    assert "before transfer" in report["comparison"]["what"]
+    assert -1.0 <= report["comparison"]["mean_rank_correlation"] < 1.0
