@@ -124,3 +124,14 @@ def test_transfer_from_a1b_beats_e1_alone_at_the_smallest_fraction(tmp_path, cap
     report = json.loads((Path(transfer_run) / "report" / "attributions.json").read_text())
     assert "before transfer" in report["comparison"]["what"]
     assert -1.0 <= report["comparison"]["mean_rank_correlation"] < 1.0
+
+
+@pytest.mark.slow
+def test_lora_adapts_the_field_networks_and_reloads_exactly(tmp_path, capsys):
+    out = tmp_path / "lora"
+    assert main(["run", "weather", "--dataset", "scenario-a1b", "--strategy", "lora",
+                 "--set", "epochs=1", "--set", "train_samples=8", "--out", str(out),
+                 "--device", "cpu", "--quiet"]) == 0
+    costs = json.loads((out / "costs.json").read_text())
+    assert 0 < costs["trainable_params"] < 0.3 * costs["total_params"]
+    assert costs["adapter_roundtrip_max_abs_diff"] <= 1e-5

@@ -19,19 +19,25 @@ from adaptlab.backbones.backbone import Backbone, seeded_init
 from adaptlab.backbones.layer_map import LayerMap
 
 
-class LonPeriodicConv(nn.Conv2d):
+class LonPeriodicConv(nn.Module):
     """3x3 convolution, circular along longitude (the last axis) unless ``periodic`` is
-    False, zero-padded in latitude."""
+    False, zero-padded in latitude.
+
+    The padding wraps a plain ``nn.Conv2d`` instead of subclassing it: peft builds LoRA's
+    low-rank convolutions with the base layer's class and Conv2d's arguments, and LoRA on
+    the inner convolution sees the padded input exactly as the base weight does."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
                  periodic: bool = True) -> None:
-        super().__init__(in_channels, out_channels, 3, stride=stride, padding=0, bias=False)
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=0,
+                              bias=False)
         self.periodic = periodic
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.pad(x, (1, 1, 0, 0), mode="circular" if self.periodic else "constant")
         x = F.pad(x, (0, 0, 1, 1))
-        return super().forward(x)
+        return self.conv(x)
 
 
 def conv_stage(in_channels: int, out_channels: int, stride: int,
