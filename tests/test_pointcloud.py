@@ -45,10 +45,19 @@ def test_the_cgal_demo_keeps_every_scan_of_a_mesh_in_one_split():
 
 
 @pytest.mark.parametrize("name", ["dgcnn", "point_transformer"])
-def test_point_backbones_map_their_layers_and_give_point_features(name):
+def test_point_backbones_map_their_layers_and_give_point_features(name, tmp_path):
+    from safetensors.torch import save_file
+
     from adaptlab.backbones import point_nets
 
     backbone = getattr(point_nets, name)({"num_points": 128, "k": 8})
+    # Weights from a file (a path string, as --set backbone_weights passes it) replace the
+    # seeded initialisation.
+    save_file(backbone.module.state_dict(), tmp_path / "w.safetensors")
+    other = getattr(point_nets, name)({"num_points": 128, "k": 8, "init_seed": 1,
+                                       "weights": str(tmp_path / "w.safetensors")})
+    for key, value in backbone.module.state_dict().items():
+        torch.testing.assert_close(other.module.state_dict()[key], value)
     modules = dict(backbone.module.named_modules())
     for entry in backbone.layer_map.embeddings + [n for b in backbone.layer_map.blocks
                                                   for n in b]:

@@ -78,7 +78,7 @@ def test_scenario_files_with_a_missing_variable_latitude_or_a_nan_are_named(tmp_
         scenarios.read_scenario(path)
     path = _scenario_file(tmp_path / "rows.nc", lat_name="row")
     with pytest.raises(AdaptlabError, match=r"rows\.nc: variable 'air_temperature' has no "
-                                            "latitude coordinate"):
+                                            "latitude dimension"):
         scenarios.read_scenario(path)
     path = _scenario_file(tmp_path / "gap.nc", nan=True)
     with pytest.raises(AdaptlabError, match=r"gap\.nc: variable 'air_temperature' is NaN at "

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from adaptlab.backbones.backbone import Backbone, seeded_init
 from adaptlab.backbones.layer_map import LayerMap
+from adaptlab.backbones.weights import load_weights_option
 
 
 class LonPeriodicConv(nn.Module):
@@ -86,10 +87,7 @@ def field_cnn(options: dict) -> Backbone:
     periodic = periodic_lon(options)
     module = seeded_init(lambda: FieldCNN(int(options["in_channels"]), widths, periodic),
                          options)
-    if options.get("weights"):
-        from adaptlab.backbones.weights import load_state_dict_file
-
-        module.load_state_dict(load_state_dict_file(options["weights"]))
+    load_weights_option(module, options)
     layer_map = LayerMap(embeddings=["stem"],
                          blocks=[[f"stages.{i}"] for i in range(len(widths))],
                          norms=[])

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from adaptlab.backbones.backbone import Backbone, seeded_init
 from adaptlab.backbones.field_cnn import conv_stage, periodic_lon
 from adaptlab.backbones.layer_map import LayerMap
+from adaptlab.backbones.weights import load_weights_option
 
 
 class FieldUNet(nn.Module):
@@ -55,10 +56,7 @@ def field_unet(options: dict) -> Backbone:
     periodic = periodic_lon(options)
     module = seeded_init(lambda: FieldUNet(int(options["in_channels"]), widths, periodic),
                          options)
-    if options.get("weights"):
-        from adaptlab.backbones.weights import load_state_dict_file
-
-        module.load_state_dict(load_state_dict_file(options["weights"]))
+    load_weights_option(module, options)
     layer_map = LayerMap(embeddings=["stem"],
                          blocks=[["down1"], ["down2"], ["up1"], ["up2"]], norms=[])
     return Backbone(name="field_unet", module=module, num_features=module.num_features,

@@ -24,6 +24,7 @@ from torch import nn
 from adaptlab.backbones.backbone import Backbone, seeded_init
 from adaptlab.backbones.layer_map import LayerMap
 from adaptlab.backbones.point_ops import farthest_point_sample, gather, interpolate, knn
+from adaptlab.backbones.weights import load_weights_option
 
 
 class EdgeConv(nn.Module):
@@ -162,20 +163,13 @@ class PointPatchTransformer(nn.Module):
         return torch.cat([spread, pooled.unsqueeze(1).expand(-1, points.shape[1], -1)], dim=-1)
 
 
-def _load(module: nn.Module, options: dict) -> None:
-    if options.get("weights"):
-        from adaptlab.backbones.weights import load_state_dict_file
-
-        module.load_state_dict(load_state_dict_file(options["weights"]))
-
-
 def dgcnn(options: dict) -> Backbone:
     """``options``: ``num_points`` (per cloud, default 512), ``k``, ``widths``, ``embed``,
     ``weights`` (a safetensors file of this network's state dict), ``init_seed``."""
     widths = tuple(options.get("widths", (32, 32, 64)))
     module = seeded_init(lambda: DGCNN(widths, int(options.get("embed", 256)),
                                        int(options.get("k", 16))), options)
-    _load(module, options)
+    load_weights_option(module, options)
     layer_map = LayerMap(embeddings=["edges.0"],
                          blocks=[[f"edges.{i}"] for i in range(1, len(widths))] + [["embed"]],
                          norms=[])
@@ -191,7 +185,7 @@ def point_transformer(options: dict) -> Backbone:
         int(options.get("patches", 32)), int(options.get("patch_size", 16)),
         int(options.get("dim", 96)), int(options.get("depth", 4)), int(options.get("heads", 4))),
         options)
-    _load(module, options)
+    load_weights_option(module, options)
     layer_map = LayerMap(embeddings=["patch_embed", "pos_embed"],
                          blocks=[[f"blocks.{i}"] for i in range(len(module.blocks))] + [["norm"]],
                          norms=[])

@@ -32,3 +32,10 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise AdaptlabError(f"weights file {path} does not hold a flat name-to-tensor state dict")
     return state
+
+
+def load_weights_option(module: torch.nn.Module, options: dict) -> None:
+    """Built-in networks: ``options["weights"]`` (a file of this network's state dict, e.g.
+    from another project), when given, replaces the initialisation."""
+    if options.get("weights"):
+        module.load_state_dict(load_state_dict_file(Path(options["weights"])))

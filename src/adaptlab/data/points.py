@@ -3,9 +3,10 @@ cloud, subsampled to the fixed count the backbone reads.
 
 Each sample is a :class:`Cloud`, which carries its name (a file, a mesh, a scan id) so an
 error or a report can say which cloud it was. Training draws a random subset of points and
-augments it: a rotation (about the cloud's known up axis, or any rotation when it has none:
-sampled meshes come in arbitrary orientations), anisotropic scaling, jitter and point
-dropout, the augmentations of the PointNet++ / DGCNN training recipes. Evaluation always
+augments it: a rotation (any angle about the cloud's known up axis; a small tilt for clouds
+without one, which are put in their principal frame first: sampled meshes come in arbitrary
+orientations), anisotropic scaling, jitter and point dropout, the augmentations of the
+PointNet++ / DGCNN training recipes. Evaluation always
 reads the same subset of a cloud, so metrics do not move between calls.
 """
 
@@ -137,9 +138,9 @@ class PointCloudDataset(EpochSeeded):
         # Dropout as in PointNet++: dropped points repeat the first one, so the count stays.
         dropped = torch.rand(len(points)) < float(torch.rand(())) * aug.max_dropout
         points[dropped] = points[0].clone()
-        labels = chosen.clone()
-        labels[dropped] = chosen[0]
-        return points, labels
+        indices = chosen.clone()  # which stored point each row is (its label, segmenting)
+        indices[dropped] = chosen[0]
+        return points, indices
 
     def __getitem__(self, index: int):
         cloud, label = self.samples[index]

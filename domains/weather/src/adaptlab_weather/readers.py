@@ -41,7 +41,7 @@ def open_fields(path: str | Path):
                         "store (.zarr)")
 
 
-def _dim(variable, names: tuple[str, ...], what: str, path: Path, field: str) -> str:
+def grid_dim(variable, names: tuple[str, ...], what: str, path: Path, field: str) -> str:
     for name in variable.dims:
         if name.lower() in names:
             return name
@@ -61,8 +61,8 @@ def read_event_fields(path: str | Path, seed: int = 0, **_: object) -> SplitData
         raise AdaptlabError(f"{path}: needs exactly one (time, lat, lon) field variable besides "
                             f"'label', found {fields or 'none'} among {names}")
     field = data[fields[0]]
-    lat = _dim(field, LAT_NAMES, "latitude", path, fields[0])
-    lon = _dim(field, LON_NAMES, "longitude", path, fields[0])
+    lat = grid_dim(field, LAT_NAMES, "latitude", path, fields[0])
+    lon = grid_dim(field, LON_NAMES, "longitude", path, fields[0])
     time = next((d for d in field.dims if d not in (lat, lon)), None)
     labels = np.asarray(data["label"].values)
     values = np.asarray(field.transpose(time, lat, lon).values, dtype=np.float64)

@@ -20,25 +20,16 @@ from adaptlab.data.fields import check_field
 from adaptlab.data.splits import SplitDataset
 from adaptlab.errors import AdaptlabError
 from adaptlab_weather import HISTORY
+from adaptlab_weather.readers import LAT_NAMES, LON_NAMES, grid_dim, open_fields
 
 VARIABLE = "air_temperature"
 REFERENCE_YEARS = (1860, 1899)
-LAT_NAMES = ("lat", "latitude")
-LON_NAMES = ("lon", "longitude")
 
 
 def sample_file(name: str) -> Path:
     import iris_sample_data
 
     return Path(iris_sample_data.__file__).parent / "sample_data" / name
-
-
-def _coordinate(data, names, what: str, path: Path, variable: str) -> str:
-    for dim in data[variable].dims:
-        if str(dim).lower() in names:
-            return str(dim)
-    raise AdaptlabError(f"{path}: variable {variable!r} has no {what} coordinate (dims "
-                        f"{list(data[variable].dims)}; expected one of {list(names)})")
 
 
 def _years(time, path: Path, name: str) -> np.ndarray:
@@ -53,23 +44,15 @@ def _years(time, path: Path, name: str) -> np.ndarray:
 
 
 def read_scenario(path: str | Path, variable: str = VARIABLE):
-    """``(years, fields (year, lat, lon) float32, {"lat", "lon"})`` from a NetCDF file, with
-    errors naming the file, the variable and what is missing."""
-    import xarray as xr
-
+    """``(years, fields (year, lat, lon) float32, {"lat", "lon"})`` from a NetCDF file or Zarr
+    store, with errors naming the file, the variable and what is missing."""
     path = Path(path)
-    if not path.is_file():
-        raise AdaptlabError(f"{path}: no such file")
-    try:
-        data = xr.open_dataset(path, engine="h5netcdf")
-    except (OSError, ValueError) as exc:
-        raise AdaptlabError(f"{path}: cannot read as NetCDF ({type(exc).__name__}: {exc})"
-                            ) from exc
+    data = open_fields(path)
     if variable not in data.data_vars:
         raise AdaptlabError(f"{path}: no variable {variable!r}; variables: "
                             f"{sorted(str(v) for v in data.data_vars)}")
-    lat = _coordinate(data, LAT_NAMES, "latitude", path, variable)
-    lon = _coordinate(data, LON_NAMES, "longitude", path, variable)
+    lat = grid_dim(data[variable], LAT_NAMES, "latitude", path, variable)
+    lon = grid_dim(data[variable], LON_NAMES, "longitude", path, variable)
     field = data[variable].transpose(..., lat, lon)
     if field.ndim != 3:
         raise AdaptlabError(f"{path}: variable {variable!r} has dims {list(field.dims)}; "
