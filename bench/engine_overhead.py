@@ -68,7 +68,7 @@ def engine_loop(model, layer_map, data, dataset, epochs: int, batch_size: int,
 
     accelerator = make_accelerator(device, "no", 1)
     strategy = FullFineTuning(StrategyConfig())
-    model = strategy.configure(model, layer_map)
+    model = strategy.setup(model, layer_map)
     with tempfile.TemporaryDirectory() as tmp:
         bus = EventBus()
         writer = JsonlEventWriter(Path(tmp) / "events.jsonl")

@@ -82,7 +82,7 @@ def test_report_opens_in_headless_chromium_with_its_images(wildlife_report, tmp_
 @pytest.mark.slow
 def test_lora_comparison_switches_the_adapter_off_and_back_on(tmp_path):
     from adaptlab.explain.api import explain
-    from adaptlab.explain.loading import load_run
+    from adaptlab.run_loading import load_run
 
     run_dir = _run("wildlife", tmp_path / "lora", "--strategy", "lora", "--set", "lr=0.01")
     loaded = load_run(run_dir, device="cpu")
@@ -131,7 +131,7 @@ def test_explain_refuses_what_is_not_a_finished_run(tmp_path, capsys):
 @pytest.mark.gpu
 def test_explain_on_the_gpu(wildlife_report):
     from adaptlab.explain.api import explain
-    from adaptlab.explain.loading import load_run
+    from adaptlab.run_loading import load_run
 
     result = explain(load_run(wildlife_report, device="cuda"), samples=2, report=False)
     assert result.result.plan.device.startswith("cuda")

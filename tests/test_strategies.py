@@ -28,7 +28,7 @@ def _prepared(backbone, strategy_name, **options):
     strategy = get_strategy_class(strategy_name).from_options(options)
     model, layer_map = build_model(backbone, 4, strategy.config)
     strategy.check(layer_map)
-    return strategy.configure(model, layer_map), model, layer_map, strategy
+    return strategy.setup(model, layer_map), model, layer_map, strategy
 
 
 def test_full_trains_everything(lite0_backbone):
@@ -93,6 +93,8 @@ def test_lora_trains_adapters_head_and_batchnorm_only():
 
 
 def test_lora_adapter_round_trip_matches_logits(tmp_path):
+    from adaptlab.strategies.roundtrip import check_round_trip
+
     torch.manual_seed(0)
     backbone = efficientnet_lite0()
     trained, _, _, strategy = _prepared(backbone, "lora", r=4)
@@ -108,18 +110,20 @@ def test_lora_adapter_round_trip_matches_logits(tmp_path):
         optimizer.zero_grad()
 
     def fresh():
-        return build_model(efficientnet_lite0(), 4)[0]
+        return build_model(efficientnet_lite0(), 4)
 
-    result = strategy.save_final(trained, tmp_path, {"check_batch": x, "build_base_model": fresh})
-    assert result["adapter_roundtrip_max_abs_diff"] < 1e-5
+    strategy.save_final(trained, tmp_path)
+    assert check_round_trip(trained, strategy, tmp_path, fresh, x) < 1e-5
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
-    # Without the saved head and BatchNorm layers the reloaded model would differ.
+    # peft alone loads the adapter (a user without adaptlab's strategies).
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    bare = get_peft_model(fresh(), LoraConfig(r=4, target_modules=strategy.plan(
+    assert isinstance(PeftModel.from_pretrained(fresh()[0], str(tmp_path / "adapter")),
+                      PeftModel)
+    # Without the saved head and BatchNorm layers the reloaded model would differ.
+    bare = get_peft_model(fresh()[0], LoraConfig(r=4, target_modules=strategy.plan(
         *build_model(efficientnet_lite0(), 4))["target_modules"]))
-    assert isinstance(PeftModel.from_pretrained(fresh(), str(tmp_path / "adapter")), PeftModel)
     with torch.no_grad():
         trained.eval()
         bare.eval()

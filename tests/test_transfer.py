@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from adaptlab.cli import main
 from adaptlab.config import RunConfig
 from adaptlab.errors import AdaptlabError
-from adaptlab.transfer.init_weights import source_weights_file
+from adaptlab.transfer.init_weights import finished_run_config
 from adaptlab.transfer.source_cache import source_key
 
 SMALL = ["--epochs", "1", "--device", "cpu", "--set", "image_size=64", "--source-set",
@@ -82,13 +82,17 @@ def test_source_key_ignores_where_and_on_what_a_run_is_made():
 
 def test_init_from_refuses_runs_it_cannot_start_from(tmp_path):
     with pytest.raises(AdaptlabError, match="not a run folder"):
-        source_weights_file(tmp_path)
+        finished_run_config(tmp_path)
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(AdaptlabError, match="has not finished"):
-        source_weights_file(tmp_path)
+        finished_run_config(tmp_path)
     (tmp_path / "metrics.json").write_text("{}")
-    with pytest.raises(AdaptlabError, match="no weights.safetensors"):
-        source_weights_file(tmp_path)
+    from adaptlab.strategies.registry import get_strategy_class
+
+    with pytest.raises(AdaptlabError, match="weights.safetensors missing"):
+        get_strategy_class("full").from_options({}).final_tensors(tmp_path)
+    with pytest.raises(AdaptlabError, match="adapter_model.safetensors missing"):
+        get_strategy_class("lora").from_options({}).final_tensors(tmp_path)
 
 
 @pytest.mark.slow

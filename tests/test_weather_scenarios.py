@@ -134,4 +134,4 @@ def test_lora_adapts_the_field_networks_and_reloads_exactly(tmp_path, capsys):
                  "--device", "cpu", "--quiet"]) == 0
     costs = json.loads((out / "costs.json").read_text())
     assert 0 < costs["trainable_params"] < 0.3 * costs["total_params"]
-    assert costs["adapter_roundtrip_max_abs_diff"] <= 1e-5
+    assert costs["reload_max_abs_diff"] <= 1e-5

@@ -11,7 +11,7 @@ import dataclasses
 import shlex
 from adaptlab.strategies.registry import get_strategy_class
 from adaptlab.cli import _parser, build_run_config
-from adaptlab.run import complete_config
+from adaptlab.assembly import complete_config
 from adaptlab.plugins.registry import get_domain
 from adaptlab.widgets import setup_panel
 

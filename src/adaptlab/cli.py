@@ -133,7 +133,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print("\n".join(method_names()))
         return 0
     from adaptlab.explain.api import explain
-    from adaptlab.explain.loading import load_run
+    from adaptlab.run_loading import load_run
 
     if not args.run_dir:
         raise AdaptlabError("explain needs RUN_DIR (a finished run folder)")

@@ -6,37 +6,17 @@ earlier run. The CLI, the widgets and Python callers all come through :func:`run
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adaptlab.assembly import RunResult, assemble, load_source_data
 from adaptlab.config import RunConfig
 from adaptlab.errors import AdaptlabError
 from adaptlab.plugins.registry import get_domain
-from adaptlab.plugins.spec import DomainSpec, resolve_reference
-from adaptlab.strategies.registry import get_strategy_class
+from adaptlab.session import TrainingSession
 
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    metrics: dict[str, Any]
-    costs: dict[str, Any]
-    headline: str = ""  # the held-out metric against the baseline, for a terminal
-
-
-def complete_config(config: RunConfig, domain: DomainSpec) -> RunConfig:
-    """Fill unset choices with the domain's defaults and range-check the training fields."""
-    dataset = config.dataset or (None if config.data else domain.default_dataset)
-    preferred = domain.dataset(dataset).backbone if dataset else None
-    changes: dict[str, Any] = {
-        "dataset": dataset,
-        "backbone": config.backbone or preferred or domain.default_backbone,
-        "strategy": config.strategy or domain.default_strategy,
-    }
-    return dataclasses.replace(config, **changes).validated()
+__all__ = ["RunResult", "config_for", "run"]
 
 
 def config_for(domain_name: str, **fields: Any) -> RunConfig:
@@ -69,79 +49,6 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
                             "pass --resume to continue it")
 
 
-SERIES_TASKS = ("forecasting", "series-classification")
-
-
-def _loader_options(config: RunConfig, tasks: tuple[str, ...], what: str) -> dict[str, Any]:
-    """``seed``, plus the series options that are set (a loader of images has none)."""
-    options: dict[str, Any] = {"seed": config.seed}
-    for key, needs in (("horizon", ("forecasting",)), ("max_gap", SERIES_TASKS)):
-        value = getattr(config, key)
-        if value is None:
-            continue
-        if not set(tasks) & set(needs):
-            raise AdaptlabError(f"{key}={value}: {what} has no {' or '.join(needs)} task")
-        options[key] = value
-    return options
-
-
-def load_data(config: RunConfig, domain: DomainSpec):
-    if config.data:
-        if not domain.user_data_loader:
-            raise AdaptlabError(f"domain {domain.name!r} does not read user data (--data)")
-        options = _loader_options(config, domain.tasks, f"domain {domain.name!r}")
-        return resolve_reference(domain.user_data_loader)(config.data, **options)
-    spec = domain.dataset(config.dataset or domain.default_dataset)
-    options = _loader_options(config, (spec.task,), f"dataset {spec.name!r}")
-    return resolve_reference(spec.loader)(options)
-
-
-def load_source_data(config: RunConfig, domain: DomainSpec, target):
-    """The dataset's declared source domain (same classes), or None."""
-    if config.data or not domain.dataset(config.dataset).source_dataset:
-        return None
-    source_name = domain.dataset(config.dataset).source_dataset
-    source = resolve_reference(domain.dataset(source_name).loader)({"seed": config.seed})
-    if source.class_names != target.class_names:
-        raise AdaptlabError(f"source dataset {source_name!r} has classes {source.class_names}, "
-                            f"the target has {target.class_names}")
-    return source
-
-
-def build_backbone(config: RunConfig, domain: DomainSpec, data=None):
-    """The configured backbone; ``data``'s grid (gridded fields) goes along as
-    ``options["grid"]``, from which field networks decide whether longitude wraps."""
-    spec = domain.backbone(config.backbone)
-    options = dict(spec.options)
-    if data is not None and data.coords:
-        options["grid"] = data.coords
-    options["init_seed"] = config.seed  # built-in networks start from it; others ignore it
-    if config.backbone_weights:
-        options["weights"] = config.backbone_weights
-    return resolve_reference(spec.builder)(options)
-
-
-@dataclass
-class Assembled:
-    """A config completed with its domain's defaults, and what it names, built."""
-
-    config: RunConfig
-    domain: DomainSpec
-    strategy: Any
-    data: Any
-    backbone: Any
-
-
-def assemble(config: RunConfig) -> Assembled:
-    """Complete ``config`` and build its strategy, data (training subset applied) and
-    backbone: the same for a new run and for a finished run read back (``explain``)."""
-    domain = get_domain(config.domain)
-    config = complete_config(config, domain)
-    strategy = get_strategy_class(config.strategy).from_options(config.strategy_options)
-    data = load_data(config, domain).with_train_subset(config.train_samples, config.seed)
-    return Assembled(config, domain, strategy, data, build_backbone(config, domain, data))
-
-
 def run(config: RunConfig, resume: bool = False,
         subscribers: Iterable[Callable[[dict], None]] = (), progress: bool = True,
         on_trainer: Callable[[Any], None] | None = None) -> RunResult:
@@ -154,8 +61,6 @@ def run(config: RunConfig, resume: bool = False,
     if resume:
         config = RunConfig.from_file(run_dir / "config.json")
     parts = assemble(config)
-    from adaptlab.session import TrainingSession
-
     session = TrainingSession(parts.config, parts.domain, parts.data, parts.backbone,
                               parts.strategy,
                               source_data=load_source_data(parts.config, parts.domain, parts.data))

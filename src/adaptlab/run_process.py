@@ -155,7 +155,7 @@ class RunWorker:
             elif job is None:
                 continue
             elif kind == RESULT:
-                from adaptlab.run import RunResult
+                from adaptlab.assembly import RunResult
 
                 self._job = None
                 job._finish(RunResult(Path(event["run_dir"]), event["metrics"], event["costs"],

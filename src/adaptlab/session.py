@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from adaptlab.assembly import RunResult, build_backbone
 from adaptlab.config import RunConfig
 from adaptlab.costs.meter import CostMeter
 from adaptlab.data.splits import SPLITS, SplitDataset
@@ -24,6 +25,7 @@ from adaptlab.engine.rng import seed_everything
 from adaptlab.engine.trainer import Trainer, TrainSettings
 from adaptlab.errors import AdaptlabError
 from adaptlab.plugins.spec import DomainSpec
+from adaptlab.strategies.roundtrip import check_round_trip
 from adaptlab.tasks.registry import make_task
 
 
@@ -50,31 +52,30 @@ class TrainingSession:
     def check(self) -> None:
         model, layer_map = self.task.build_model(self.backbone, self.strategy.config)
         self.strategy.check(layer_map)
-        self._start_from_source(model)  # a source run that does not fit fails here, not later
+        self._start_from_source(model, layer_map)  # a source that does not fit fails here
 
     def _build_model(self):
         model, layer_map = self.task.build_model(self.backbone, self.strategy.config)
-        self._start_from_source(model)
+        self._start_from_source(model, layer_map)
         return model, layer_map
 
-    def _start_from_source(self, model) -> None:
+    def _start_from_source(self, model, layer_map) -> None:
         """``init_from``: the source run's trained weights replace the pre-trained ones."""
         if not self.config.init_from:
             return
         from adaptlab.transfer.init_weights import check_same_grid, load_source_weights
 
         check_same_grid(self.config.init_from, self.data.coords)
-        self.init_loaded = load_source_weights(model, self.config.init_from,
+        self.init_loaded = load_source_weights(model, layer_map, self.config.init_from,
                                                self.data.class_names or None)
 
     def _rebuild_base_model(self):
-        """A fresh model from the original weights (for the adapter round-trip check)."""
-        from adaptlab.run import build_backbone
-
+        """A fresh task model and its layer map from the original weights, as a reload
+        builds it (the round-trip check)."""
         fresh = build_backbone(self.config, self.domain, self.data)
-        model = self.task.build_model(fresh, self.strategy.config)[0]
-        self._start_from_source(model)
-        return model
+        model, layer_map = self.task.build_model(fresh, self.strategy.config)
+        self._start_from_source(model, layer_map)
+        return model, layer_map
 
     def _loaders(self) -> dict[str, DataLoader]:
         options = {"image_size": self.config.image_size, "seed": self.config.seed}
@@ -117,7 +118,7 @@ class TrainingSession:
         model, layer_map = self._build_model()
         loaders = self._loaders()
         baseline = self._baseline(run_dir, model, loaders, accelerator.device, bus)
-        model = self.strategy.configure(model, layer_map)
+        model = self.strategy.setup(model, layer_map)
         cfg = self.config
         settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  warmup_ratio=cfg.warmup_ratio, schedule=cfg.schedule,
@@ -132,8 +133,6 @@ class TrainingSession:
 
     def _train_and_report(self, run_dir: Path, resume: bool, bus: EventBus,
                           on_trainer: Callable | None):
-        from adaptlab.run import RunResult
-
         trainer, loaders, baseline = self._make_trainer(run_dir, bus)
         meter = trainer.meter
         if on_trainer:
@@ -150,9 +149,10 @@ class TrainingSession:
             bus.emit("run_interrupted", epoch=state.epoch, step=state.step_in_epoch)
             return RunResult(run_dir, {}, meter.to_dict())
         final = {split: trainer.evaluate(split) for split in SPLITS}
-        artefacts = self.strategy.save_final(trainer.unwrapped, run_dir, {
-            "check_batch": next(iter(loaders["eval_test"]))[0],
-            "build_base_model": self._rebuild_base_model})
+        artefacts = self.strategy.save_final(trainer.unwrapped, run_dir)
+        artefacts["reload_max_abs_diff"] = check_round_trip(
+            trainer.unwrapped, self.strategy, run_dir, self._rebuild_base_model,
+            next(iter(loaders["eval_test"]))[0])
         metrics = self._metrics(final, baseline, state)
         costs = {**meter.to_dict(), **artefacts, "environment": _environment()}
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

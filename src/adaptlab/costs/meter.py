@@ -5,6 +5,12 @@ for the backward pass goes through the pack hook, so the count is exact on any d
 including the CPU where no allocator statistics exist. Parameters that autograd saves (a
 weight kept for the input gradient) are not activations and are left out; each storage is
 counted once.
+
+Memory that a strategy changes while training (the trainable set, and with it gradients,
+optimizer state and saved activations) is recorded per optimizer step; ``costs.json`` keeps
+the peak over steps in ``memory_bytes`` (what must fit) and the median in
+``memory_bytes_median``. Saved activations are counted on the first step and again whenever
+the engine sees the trainable set change, since counting every step would slow every step.
 """
 
 from __future__ import annotations
@@ -49,6 +55,27 @@ def _tensor_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the tensors an optimizer keeps (Adam: two moments and a step per tensor)."""
+    return _tensor_bytes(v for state in optimizer.state.values() for v in state.values()
+                         if torch.is_tensor(v))
+
+
+STEP_KEYS = ("trainable_params", "gradients", "optimizer", "activations")
+
+
+def _median(runs: list[list[int]], index: int) -> int:
+    """Median of column ``index`` over run-length encoded rows ``[values..., count]``."""
+    pairs = sorted((row[index], row[-1]) for row in runs)
+    total = sum(count for _, count in pairs)
+    seen = 0
+    for value, count in pairs:
+        seen += count
+        if 2 * seen >= total:
+            return value
+    return 0
+
+
 @dataclass
 class CostMeter:
     """Collects the numbers ``costs.json`` holds."""
@@ -61,6 +88,9 @@ class CostMeter:
     epochs_timed: int = 0
     steps_timed: int = 0
     device: str = "cpu"
+    # Per optimizer step, run-length encoded (values change rarely): rows of
+    # ``[trainable_params, gradients, optimizer, activations, steps]``.
+    step_runs: list[list[int]] = field(default_factory=list)
 
     def measure_model(self, model: nn.Module) -> None:
         from adaptlab.strategies.base import count_parameters
@@ -71,12 +101,20 @@ class CostMeter:
         self.memory_bytes["gradients"] = _tensor_bytes(p for p in params if p.requires_grad)
 
     def measure_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        self.memory_bytes["optimizer"] = _tensor_bytes(
-            v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v))
+        self.memory_bytes["optimizer"] = optimizer_state_bytes(optimizer)
 
     def record_activations(self, counted_bytes: int) -> None:
-        self.memory_bytes["activations"] = max(self.memory_bytes.get("activations", 0),
-                                               counted_bytes)
+        """The saved activations of the current trainable set (the latest count holds until
+        the next)."""
+        self.memory_bytes["activations"] = counted_bytes
+
+    def record_step(self, trainable: int, gradients: int, optimizer: int) -> None:
+        """One optimizer step's trainable parameters, gradient bytes and optimizer state."""
+        row = [trainable, gradients, optimizer, int(self.memory_bytes.get("activations") or 0)]
+        if self.step_runs and self.step_runs[-1][:-1] == row:
+            self.step_runs[-1][-1] += 1
+        else:
+            self.step_runs.append([*row, 1])
 
     def record_cuda_peak(self) -> None:
         self.memory_bytes["peak_cuda"] = (torch.cuda.max_memory_allocated()
@@ -89,14 +127,38 @@ class CostMeter:
         self.epochs_timed += 1
         self.steps_timed += steps
 
+    def state(self) -> dict[str, Any]:
+        """JSON for a checkpoint: the per-step record and the timing so far."""
+        return {"step_runs": self.step_runs, "train_seconds": self.train_seconds,
+                "train_samples": self.train_samples, "epochs_timed": self.epochs_timed,
+                "steps_timed": self.steps_timed}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.step_runs = [list(row) for row in state.get("step_runs", [])]
+        for key in ("train_seconds", "train_samples", "epochs_timed", "steps_timed"):
+            setattr(self, key, state.get(key, getattr(self, key)))
+
     def to_dict(self) -> dict[str, Any]:
         memory = {"parameters": 0, "gradients": 0, "optimizer": 0, "activations": 0,
                   "peak_cuda": None, **self.memory_bytes}
+        trainable = self.trainable_params
+        median: dict[str, int] = {}
+        if self.step_runs:
+            for index, key in enumerate(STEP_KEYS):
+                peak = max(row[index] for row in self.step_runs)
+                median[key] = _median(self.step_runs, index)
+                if key == "trainable_params":
+                    trainable = peak
+                else:
+                    memory[key] = peak
         return {
-            "trainable_params": self.trainable_params,
+            "trainable_params": trainable,
             "total_params": self.total_params,
-            "trainable_percent": 100.0 * self.trainable_params / max(self.total_params, 1),
+            "trainable_percent": 100.0 * trainable / max(self.total_params, 1),
             "memory_bytes": memory,
+            "memory_bytes_median": {k: v for k, v in median.items() if k != "trainable_params"},
+            "trainable_params_median": median.get("trainable_params", trainable),
+            "optimizer_steps": sum(row[-1] for row in self.step_runs),
             "seconds_per_epoch": self.train_seconds / max(self.epochs_timed, 1),
             "seconds_per_step": self.train_seconds / max(self.steps_timed, 1),
             "samples_per_second": self.train_samples / self.train_seconds

@@ -1,6 +1,6 @@
 """Per-epoch checkpoints: safetensors for tensors, JSON for everything else, written atomically.
 
-Layout under ``RUN/checkpoints/``: ``epoch-NNNN/{model,optimizer}.safetensors`` and
+Layout under ``RUN/checkpoints/``: ``epoch-NNNN/{model,optimizer,strategy}.safetensors`` and
 ``state.json`` (optimizer structure, scheduler, RNG, epoch, strategy and engine state), a
 ``latest`` pointer replaced atomically once the folder is complete, and ``best.safetensors``.
 No pickle anywhere: a checkpoint from an untrusted source cannot run code.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,20 @@ def join_optimizer_state(tensors: dict[str, torch.Tensor], plain: dict) -> dict:
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
+@dataclass
+class Checkpoint:
+    """What one checkpoint holds: the strategy's declared model tensors, the optimizer state,
+    the strategy's own tensors (scores, masks) and the JSON engine state."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict
+    strategy: dict[str, torch.Tensor]
+    state: dict[str, Any]
+
+
 def save_checkpoint(root: Path, epoch: int, model_tensors: dict[str, torch.Tensor],
-                    optimizer_state: dict, state: dict[str, Any]) -> Path:
+                    optimizer_state: dict, state: dict[str, Any],
+                    strategy_tensors: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``root/epoch-NNNN`` completely, then point ``root/latest`` at it."""
     root.mkdir(parents=True, exist_ok=True)
     name = f"epoch-{epoch:04d}"
@@ -58,6 +71,8 @@ def save_checkpoint(root: Path, epoch: int, model_tensors: dict[str, torch.Tenso
     save_file({k: v.detach().cpu().contiguous() for k, v in model_tensors.items()},
               str(tmp / "model.safetensors"))
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in (strategy_tensors or {}).items()},
+              str(tmp / "strategy.safetensors"))
     (tmp / "state.json").write_text(json.dumps({**state, "optimizer": opt_plain}, indent=1))
     for child in tmp.iterdir():
         _fsync_path(child)
@@ -72,8 +87,8 @@ def save_checkpoint(root: Path, epoch: int, model_tensors: dict[str, torch.Tenso
     return final
 
 
-def load_latest_checkpoint(root: Path) -> tuple[dict[str, torch.Tensor], dict, dict] | None:
-    """(model tensors, optimizer state dict, engine state) of the last complete checkpoint."""
+def load_latest_checkpoint(root: Path) -> Checkpoint | None:
+    """The last complete checkpoint, or None when there is none."""
     pointer = root / "latest"
     if not pointer.is_file():
         return None
@@ -81,7 +96,10 @@ def load_latest_checkpoint(root: Path) -> tuple[dict[str, torch.Tensor], dict, d
     try:
         model_tensors = load_file(str(folder / "model.safetensors"))
         opt_tensors = load_file(str(folder / "optimizer.safetensors"))
+        strategy_file = folder / "strategy.safetensors"
+        strategy_tensors = load_file(str(strategy_file)) if strategy_file.is_file() else {}
         state = json.loads((folder / "state.json").read_text())
     except (OSError, ValueError) as exc:
         raise AdaptlabError(f"checkpoint {folder} cannot be read ({exc})") from exc
-    return model_tensors, join_optimizer_state(opt_tensors, state.pop("optimizer")), state
+    return Checkpoint(model_tensors, join_optimizer_state(opt_tensors, state.pop("optimizer")),
+                      strategy_tensors, state)

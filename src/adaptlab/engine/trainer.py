@@ -1,8 +1,9 @@
 """The training loop: ours, on Accelerate.
 
 Accelerate handles devices, mixed precision, gradient accumulation and multiple processes; the
-loop itself stays ours because strategies need per-step hooks (dynamic freezing) and the cost
-meter needs to wrap individual steps.
+loop itself stays ours because strategies need hooks inside the step (dynamic freezing looks at
+gradients and acts before the optimizer step) and the cost meter needs to wrap individual steps.
+Hooks: :mod:`adaptlab.engine.callbacks`; the optimizer: :mod:`adaptlab.engine.optimizer`.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from adaptlab.costs.meter import CostMeter, SavedActivationCounter
 from adaptlab.engine.atomic import atomic_write_with
+from adaptlab.engine.callbacks import HookContext
 from adaptlab.engine.checkpoint import load_latest_checkpoint, save_checkpoint
 from adaptlab.engine.events import EventBus
+from adaptlab.engine.optimizer import OptimizerControl
 from adaptlab.engine.rng import capture_rng, restore_rng
-from adaptlab.engine.schedule import parameter_groups, warmup_schedule
 
 
 @dataclass
@@ -52,7 +53,10 @@ class TrainSettings:
 
 
 class Trainer:
-    """Fit a prepared model; emits events on ``bus``; checkpoints into ``run_dir``."""
+    """Fit a prepared model; emits events on ``bus``; checkpoints into ``run_dir``.
+
+    ``model`` has had ``strategy.setup`` applied: the optimizer is built from the strategy's
+    declared groups, checkpoints hold its declared tensors and its tensor state."""
 
     def __init__(self, *, model, strategy, task, settings: TrainSettings, train_loader,
                  eval_loaders: dict, run_dir: Path, bus: EventBus, accelerator,
@@ -69,16 +73,20 @@ class Trainer:
         self.callbacks = list(strategy.callbacks())
         self._stop_requested = False
         self._epoch_train: dict[str, float] = {}  # the last finished epoch's training metrics
+        self._measured_signature: tuple[bool, ...] | None = None  # trainable set last counted
+        self._step_signature: tuple[bool, ...] | None = None  # trainable set at the last step
 
-        optimizer = torch.optim.AdamW(parameter_groups(model, settings.weight_decay),
-                                      lr=settings.lr)
         accum = accelerator.gradient_accumulation_steps
         self.steps_per_epoch = -(-len(train_loader) // accum)
         total = self.steps_per_epoch * settings.epochs
-        self.scheduler = warmup_schedule(optimizer, settings.schedule, total,
-                                         int(settings.warmup_ratio * total))
-        prepared = accelerator.prepare(model, optimizer, train_loader, *eval_loaders.values())
+        self.optim = OptimizerControl(model, strategy.param_groups(model, settings.weight_decay),
+                                      settings.lr, settings.schedule, total,
+                                      int(settings.warmup_ratio * total))
+        self.scheduler = self.optim.scheduler
+        prepared = accelerator.prepare(model, self.optim.optimizer, train_loader,
+                                       *eval_loaders.values())
         self.model, self.optimizer, self.train_loader = prepared[:3]
+        self.optim.stepper = self.optimizer
         self.eval_loaders = dict(zip(eval_loaders, prepared[3:], strict=True))
         meter.measure_model(self.unwrapped)
 
@@ -91,37 +99,58 @@ class Trainer:
         it only sets a flag the loop reads)."""
         self._stop_requested = True
 
+    def remeasure_costs(self) -> None:
+        """Count saved activations again on the next step (the trainable set changed)."""
+        self._measured_signature = None
+
+    def _context(self, step: int = 0, loss=None, outputs=None) -> HookContext:
+        epoch = self.state.epoch + (1 if step or self.state.step_in_epoch else 0)
+        return HookContext(self, self.unwrapped, self.optim, epoch, step,
+                           self.state.global_step, loss, outputs)
+
+    def _hook(self, name: str, ctx: HookContext) -> None:
+        for callback in self.callbacks:
+            getattr(callback, name)(ctx)
+
     # -- resume ---------------------------------------------------------------------------
     def resume(self) -> bool:
         loaded = load_latest_checkpoint(self.checkpoint_dir)
         if loaded is None:
             return False
-        tensors, optimizer_state, state = loaded
+        state = loaded.state
+        if "optimizer_layout" not in state:
+            from adaptlab.errors import AdaptlabError
+
+            raise AdaptlabError(f"checkpoint in {self.checkpoint_dir} was written by an earlier "
+                                "adaptlab version and cannot be resumed; start a new run")
         self.strategy.load_state_dict(state["strategy"])
-        self.strategy.load_changed(self.unwrapped, tensors)
-        self.optimizer.load_state_dict(optimizer_state)
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.strategy.load_tensor_state(loaded.strategy)
+        self.strategy.load_saved(self.unwrapped, loaded.model)
+        self.optim.restore(loaded.optimizer, state["optimizer_layout"])
         if self.accelerator.scaler is not None and state.get("scaler"):
             self.accelerator.scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"])
+        self.meter.load_state(state.get("costs", {}))
         self.state = TrainState(**{**state["train"], "interrupted": False})
         self.bus.emit("resume", epoch=self.state.epoch, step_in_epoch=self.state.step_in_epoch)
         return True
 
     def _save_checkpoint(self) -> None:
-        state = {"train": asdict(self.state), "scheduler": self.scheduler.state_dict(),
+        state = {"train": asdict(self.state), "optimizer_layout": self.optim.layout(),
                  "strategy": self.strategy.state_dict(), "rng": capture_rng(),
+                 "costs": self.meter.state(),
                  "scaler": self.accelerator.scaler.state_dict()
                  if self.accelerator.scaler is not None else None}
         if self.accelerator.is_main_process:
             path = save_checkpoint(self.checkpoint_dir, self.state.epoch + (
                 1 if self.state.step_in_epoch else 0),
-                self.strategy.changed_tensors(self.unwrapped),
-                self.optimizer.state_dict(), state)
+                self.strategy.saved_tensors(self.unwrapped),
+                self.optim.optimizer.state_dict(), state, self.strategy.tensor_state())
             self.bus.emit("checkpoint", epoch=self.state.epoch, path=str(path))
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> TrainState:
+        self._hook("on_fit_start", self._context())
         if self.task.initial_is_candidate and not self.state.history \
                 and self.state.global_step == 0:
             # Epoch 0 competes for "best": when no trained epoch beats the pre-trained model
@@ -132,6 +161,7 @@ class Trainer:
             self._train_one_epoch()
             if self.state.interrupted:
                 break
+            self._hook("on_epoch_end", self._context())
             self._evaluate_and_track()
             self._save_checkpoint()
             self.bus.emit("epoch_end", epoch=self.state.epoch)
@@ -143,6 +173,7 @@ class Trainer:
         if self._stop_requested and self.state.epoch < self.settings.epochs \
                 and not self.state.stopped_early:
             self.state.interrupted = True
+        self._hook("on_fit_end", self._context())
         if not self.state.interrupted:
             self._restore_best()
         return self.state
@@ -159,25 +190,22 @@ class Trainer:
         self.model.train()
         self.strategy.train_mode(self.unwrapped)
         self.bus.emit("epoch_start", epoch=epoch, steps=len(self.train_loader), start=skip)
+        self._hook("on_epoch_start", HookContext(self, self.unwrapped, self.optim, epoch, 0,
+                                                 self.state.global_step))
         started, samples, steps = time.perf_counter(), 0, 0
-        cost_sent = False
         for step, (inputs, labels) in enumerate(loader, start=skip):
-            for callback in self.callbacks:
-                callback.on_step_start(self)
-            loss, sums = self._train_step(inputs, labels)
+            ctx = HookContext(self, self.unwrapped, self.optim, epoch, step + 1,
+                              self.state.global_step)
+            self._hook("on_step_start", ctx)
+            loss, sums = self._train_step(inputs, labels, ctx)
             self._accumulate(loss * len(labels), sums, len(labels))
             samples += len(labels)
             steps += 1
             self.state.global_step += 1
+            ctx.global_step = self.state.global_step
             self.bus.emit("step", epoch=epoch, step=step + 1, global_step=self.state.global_step,
                           loss=loss, lr=self.scheduler.get_last_lr()[0], samples=len(labels))
-            if not cost_sent and "optimizer" in self.meter.memory_bytes:
-                # Memory is complete once the first optimizer step has run: the cost panel
-                # shows it then, not only at the epoch's end.
-                self.bus.emit("cost", **self.meter.to_dict())
-                cost_sent = True
-            for callback in self.callbacks:
-                callback.on_step_end(self)
+            self._hook("on_step_end", ctx)
             if self._stop_requested and step + 1 < len(self.train_loader):
                 self.state.step_in_epoch = step + 1
                 self.state.interrupted = True
@@ -197,32 +225,55 @@ class Trainer:
         totals = self.state.epoch_sums
         for name, value in {"loss": loss_sum, **sums}.items():
             totals[name] = totals.get(name, 0.0) + value
+        self.state.epoch_sums = totals
         self.state.epoch_samples += count
 
-    def _train_step(self, inputs, labels) -> tuple[float, dict[str, float]]:
-        first = self.meter.memory_bytes.get("activations") is None
+    def _forward(self, inputs, labels, count: bool):
+        if not count:
+            outputs = self.model(inputs)
+            return outputs, self.task.loss(outputs, labels)
+        with SavedActivationCounter(self.unwrapped) as counter:
+            outputs = self.model(inputs)
+            loss = self.task.loss(outputs, labels)
+        self.meter.record_activations(counter.bytes)
+        return outputs, loss
+
+    def _train_step(self, inputs, labels, ctx: HookContext) -> tuple[float, dict[str, float]]:
+        signature = self.optim.trainable_signature()
+        count = signature != self._measured_signature
+        if count:
+            self._measured_signature = signature
         with self.accelerator.accumulate(self.model):
-            if first:
-                with SavedActivationCounter(self.unwrapped) as counter:
-                    outputs = self.model(inputs)
-                    loss = self.task.loss(outputs, labels)
-                self.meter.record_activations(counter.bytes)
-            else:
-                outputs = self.model(inputs)
-                loss = self.task.loss(outputs, labels)
+            outputs, loss = self._forward(inputs, labels, count)
+            ctx.loss, ctx.outputs = loss, outputs
             sums = self.task.batch_metrics(outputs, labels)
+            self._hook("on_before_backward", ctx)
             self.accelerator.backward(loss)
+            self._hook("on_after_backward", ctx)
             if self.accelerator.sync_gradients:
-                if self.settings.max_grad_norm:
-                    self.accelerator.clip_grad_norm_(
-                        [p for p in self.model.parameters() if p.requires_grad],
-                        self.settings.max_grad_norm)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                if "optimizer" not in self.meter.memory_bytes:
-                    self.meter.measure_optimizer(self.optimizer)
+                self._optimizer_step(ctx)
+        if count:
+            self.bus.emit("cost", **self.meter.to_dict())
         return float(loss.detach()), sums
+
+    def _optimizer_step(self, ctx: HookContext) -> None:
+        params = self.optim.parameters()
+        if self.settings.max_grad_norm:
+            self.accelerator.clip_grad_norm_([p for p in params if p.requires_grad],
+                                             self.settings.max_grad_norm)
+        self._hook("on_before_optimizer_step", ctx)
+        signature = self.optim.trainable_signature()
+        if signature != self._step_signature:
+            # Frozen since the last step (or by a hook just now): no update, no state kept.
+            self.optim.drop_frozen()
+            self._step_signature = signature
+        gradients = sum(p.grad.numel() * p.grad.element_size() for p in params
+                        if p.grad is not None)
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.meter.record_step(trainable, gradients, self.optim.state_bytes())
 
     def evaluate(self, split: str) -> dict:
         return self.task.evaluate(self.model, self.eval_loaders[split])
@@ -252,11 +303,11 @@ class Trainer:
 
     def _save_best(self) -> None:
         if self.accelerator.is_main_process:
-            tensors = {k: v.cpu() for k, v in self.strategy.changed_tensors(self.unwrapped).items()}
+            tensors = {k: v.cpu() for k, v in self.strategy.saved_tensors(self.unwrapped).items()}
             atomic_write_with(self._best_path(), lambda tmp: save_file(tensors, str(tmp)))
 
     def _restore_best(self) -> None:
         """End on the best validation epoch's weights, as the report says it does."""
         if self._best_path().is_file() and self.state.best_epoch != self.state.epoch:
-            self.strategy.load_changed(self.unwrapped, load_file(str(self._best_path())))
+            self.strategy.load_saved(self.unwrapped, load_file(str(self._best_path())))
             self.bus.emit("restore_best", epoch=self.state.best_epoch)

@@ -19,7 +19,7 @@ from adaptlab.explain.checks import (
     randomisation_check,
     rank_correlation,
 )
-from adaptlab.explain.loading import LoadedRun, load_run
+from adaptlab.run_loading import LoadedRun, load_run
 from adaptlab.explain.runner import Attributions, attribute
 from adaptlab.explain.target import ExplainTarget, Sample, make_target
 

@@ -1,10 +1,25 @@
-"""The shared part of every strategy, with small override points (after Lightning's
-``BaseFinetuning``): ``configure`` decides what trains, ``train_mode`` fixes module modes after
-``model.train()``, ``callbacks`` adds per-step engine hooks, ``state_dict`` survives a resume.
+"""The shared part of every strategy: its lifecycle, with small override points (after
+Lightning's ``BaseFinetuning``).
+
+A strategy, once per model it adapts:
+
+1. ``apply`` gives a freshly built task model its structure (peft wrappers, prompt tokens, a
+   side network); the same call serves a new run and every reload (explain, the round-trip
+   check, ``load_run``, soups), so a reloaded run always has the structure it was trained with;
+2. ``select_trainable`` sets what trains at the start of a new run;
+3. ``declared_names`` lists the tensors that define the adapted model, saved in every
+   checkpoint, the best-epoch weights and the final weights whether or not they train at that
+   moment (a dynamic strategy that freezes a unit must not lose it);
+4. ``param_groups`` builds the optimizer (every parameter that may ever train, so one unfrozen
+   later reaches it; the engine drops the state of a parameter when it is frozen);
+5. ``tensor_state`` keeps tensors (scores, masks, running averages) in the checkpoint as
+   safetensors, beside the JSON ``state_dict``;
+6. ``callbacks`` hook the engine at fit, epoch, backward and optimizer-step boundaries.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,7 +28,10 @@ import torch
 from torch import nn
 
 from adaptlab.backbones.layer_map import NORM_TYPES, LayerMap
+from adaptlab.errors import AdaptlabError
 from adaptlab.schema import from_dict
+
+WEIGHTS_FILE = "weights.safetensors"
 
 
 @dataclass
@@ -46,8 +64,20 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def decay_groups(named: list[tuple[str, nn.Parameter]], weight_decay: float,
+                 prefix: str = "") -> list[dict[str, Any]]:
+    """Decay weights, not biases or norm parameters (1-D tensors); empty groups left out."""
+    decay = [(n, p) for n, p in named if p.ndim > 1]
+    no_decay = [(n, p) for n, p in named if p.ndim <= 1]
+    groups = [{"name": f"{prefix}decay", "params": decay, "weight_decay": weight_decay},
+              {"name": f"{prefix}no_decay", "params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
 class Strategy:
-    """Base class. Subclasses set ``name`` and ``config_class`` and override ``configure``."""
+    """Base class. Subclasses set ``name`` and ``config_class`` and override
+    ``select_trainable`` (which parameters train) and, when they change the model's structure,
+    ``apply``."""
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[StrategyConfig]] = StrategyConfig
@@ -55,6 +85,8 @@ class Strategy:
 
     def __init__(self, config: StrategyConfig) -> None:
         self.config = config
+        self._declared: list[str] | None = None
+        self._candidates: list[str] | None = None
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Strategy:
@@ -70,9 +102,21 @@ class Strategy:
     def check(self, layer_map: LayerMap) -> None:
         """Refuse options that do not fit this backbone (raise AdaptlabError)."""
 
-    def configure(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
-        """Set what trains; may wrap ``model`` (PEFT) and return the model to train."""
+    def apply(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
+        """Give a freshly built model this strategy's structure; return the model to use.
+
+        Called for a new run and for every reload, so it must not depend on training."""
+        return model
+
+    def select_trainable(self, model: nn.Module, layer_map: LayerMap) -> None:
+        """Set ``requires_grad`` for the start of a new run (after :meth:`apply`)."""
         raise NotImplementedError
+
+    def trainable_candidates(self, model: nn.Module, layer_map: LayerMap) -> list[str]:
+        """Names of every parameter that may train at some point of the run. Default: those
+        trainable after :meth:`select_trainable`; a strategy that unfreezes later adds the
+        ones it will unfreeze."""
+        return [name for name, p in model.named_parameters() if p.requires_grad]
 
     def train_mode(self, model: nn.Module) -> None:
         """Called after ``model.train()``: frozen norm layers keep their running statistics."""
@@ -83,7 +127,7 @@ class Strategy:
                     module.eval()
 
     def callbacks(self) -> list:
-        """Engine callbacks (per-step hooks); dynamic strategies return theirs here."""
+        """Engine callbacks (:class:`adaptlab.engine.callbacks.EngineCallback`)."""
         return []
 
     def state_dict(self) -> dict[str, Any]:
@@ -93,38 +137,107 @@ class Strategy:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` saved (freezing state must survive resume)."""
 
-    # -- weights ---------------------------------------------------------------------------
-    def changed_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The tensors training can change: trainable parameters, and the buffers of modules
-        that train (a frozen BatchNorm runs in eval mode, so its statistics stay as loaded)."""
-        out = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    def tensor_state(self) -> dict[str, torch.Tensor]:
+        """Tensors of the strategy's own (scores, masks, averages), checkpointed as
+        safetensors; ``{}`` for strategies without any."""
+        return {}
+
+    def load_tensor_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`tensor_state` saved."""
+        if tensors:
+            raise AdaptlabError(f"strategy {self.name!r} keeps no tensor state, the checkpoint "
+                                f"holds {sorted(tensors)[:3]}")
+
+    @contextlib.contextmanager
+    def unadapted(self, model: nn.Module, keep: str | None):
+        """The model with this strategy's adaptation switched off in place, keeping the module
+        ``keep`` (the task head) as trained; yields None when that cannot be done in place
+        (the caller then builds a fresh model)."""
+        yield None
+
+    # -- the lifecycle the engine and the loaders call ---------------------------------------
+    def setup(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
+        """A new run: :meth:`apply`, :meth:`select_trainable`, then record what is declared."""
+        model = self.apply(model, layer_map)
+        self.select_trainable(model, layer_map)
+        self._candidates = list(self.trainable_candidates(model, layer_map))
+        self._declared = self.declared_names(model, layer_map)
+        return model
+
+    def candidates(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) of every parameter that may train (after :meth:`setup`)."""
+        if self._candidates is None:
+            raise RuntimeError(f"strategy {self.name!r}: setup() has not run")
+        params = dict(model.named_parameters())
+        return [(name, params[name]) for name in self._candidates]
+
+    def declared_names(self, model: nn.Module, layer_map: LayerMap) -> list[str]:
+        """State-dict keys that define the adapted model: every parameter that may train and
+        the persistent buffers of the modules that own them (a BatchNorm's statistics)."""
+        names = list(self._candidates or [])
+        owners = {name.rsplit(".", 1)[0] if "." in name else "" for name in names}
         for module_name, module in model.named_modules():
-            params = list(module.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
+            own_params = [n for n, _ in module.named_parameters(recurse=False)]
+            if own_params and module_name not in owners:
                 continue
-            for buffer_name, buffer in module.named_buffers(recurse=False):
+            for buffer_name, _ in module.named_buffers(recurse=False):
                 if buffer_name in module._non_persistent_buffers_set:
                     continue  # not part of a state dict (e.g. position ids): nothing to restore
-                out[f"{module_name}.{buffer_name}" if module_name else buffer_name] = buffer
-        return {name: t.detach().contiguous() for name, t in out.items()}
+                names.append(f"{module_name}.{buffer_name}" if module_name else buffer_name)
+        return names
 
-    def load_changed(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-        """Put tensors saved by :meth:`changed_tensors` back (resume, best-epoch restore)."""
+    def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+        """The optimizer's groups, each ``{"name", "params": [(name, parameter)],
+        "weight_decay", optional "lr"}`` over :meth:`candidates`."""
+        return decay_groups(self.candidates(model), weight_decay)
+
+    # -- weights ---------------------------------------------------------------------------
+    def saved_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The declared tensors, trainable at this moment or not."""
+        if self._declared is None:
+            raise RuntimeError(f"strategy {self.name!r}: setup() has not run")
+        state = model.state_dict(keep_vars=True)
+        return {name: state[name].detach().contiguous() for name in self._declared}
+
+    def load_saved(self, model: nn.Module, tensors: dict[str, torch.Tensor],
+                   ignore_mismatched: bool = False) -> None:
+        """Put tensors saved by :meth:`saved_tensors` back (resume, best epoch, reload);
+        ``ignore_mismatched`` skips tensors of another shape (a source run's head for other
+        classes)."""
+        if ignore_mismatched:
+            own = model.state_dict()
+            tensors = {k: v for k, v in tensors.items()
+                       if k not in own or own[k].shape == v.shape}
         result = model.load_state_dict(tensors, strict=False)
         if result.unexpected_keys:
-            from adaptlab.errors import AdaptlabError
-
-            raise AdaptlabError(f"checkpoint holds tensors this model lacks, e.g. "
+            raise AdaptlabError(f"strategy {self.name!r}: saved tensors this model lacks, e.g. "
                                 f"{result.unexpected_keys[0]!r}")
 
-    def save_final(self, model: nn.Module, out_dir: Path, context: dict[str, Any]
-                   ) -> dict[str, Any]:
+    def save_final(self, model: nn.Module, out_dir: Path) -> dict[str, Any]:
         """Write the adapted weights into the run folder; return facts for ``costs.json``."""
         from safetensors.torch import save_file
 
         from adaptlab.engine.atomic import atomic_write_with
 
-        path = out_dir / "weights.safetensors"
-        tensors = {k: v.cpu() for k, v in self.changed_tensors(model).items()}
+        path = out_dir / WEIGHTS_FILE
+        tensors = {k: v.cpu() for k, v in self.saved_tensors(model).items()}
         atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp)))
         return {"weights_file": path.name, "weights_bytes": path.stat().st_size}
+
+    def final_tensors(self, run_dir: Path) -> dict[str, torch.Tensor]:
+        """What :meth:`save_final` wrote, read back."""
+        from safetensors.torch import load_file
+
+        path = Path(run_dir) / WEIGHTS_FILE
+        if not path.is_file():
+            raise AdaptlabError(f"{run_dir} holds no weights ({WEIGHTS_FILE} missing)")
+        return load_file(str(path))
+
+    def load_final(self, model: nn.Module, run_dir: Path) -> None:
+        """Load what :meth:`save_final` wrote into a model :meth:`apply` has prepared."""
+        self.load_saved(model, self.final_tensors(run_dir))
+
+    def merged_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The adapted model as a plain state dict of the base task model (what ``init_from``
+        copies into another run): structural strategies fold their parts back in."""
+        return {k: v.detach() for k, v in model.state_dict().items()}

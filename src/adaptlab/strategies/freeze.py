@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from adaptlab.backbones.layer_map import LayerMap
+from adaptlab.backbones.layer_map import LayerMap, parameters_under
 from adaptlab.errors import AdaptlabError
 from adaptlab.strategies.base import Strategy, StrategyConfig, set_requires_grad
 from adaptlab.strategies.registry import register_strategy
@@ -40,8 +40,10 @@ class FreezeBottomLayers(Strategy):
             raise AdaptlabError(f"strategy 'freeze': k={k} is out of range for a backbone with "
                                 f"{n} blocks (use 0..{n}, or -{n}..-1 to count from the top)")
 
-    def configure(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
+    def select_trainable(self, model: nn.Module, layer_map: LayerMap) -> None:
         set_requires_grad([model], True)
-        frozen = layer_map.bottom_modules(self.frozen_blocks(layer_map))
-        set_requires_grad([model.get_submodule(name) for name in frozen], False)
-        return model
+        # By parameter, not by module: a layer map places root-level tensors (a ViT's
+        # cls_token and pos_embed) by their own names.
+        for _, param in parameters_under(model, layer_map.bottom_modules(
+                self.frozen_blocks(layer_map))):
+            param.requires_grad_(False)

@@ -14,6 +14,5 @@ class FullFineTuning(Strategy):
     name = "full"
     description = "train every parameter of the backbone and the new head"
 
-    def configure(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
+    def select_trainable(self, model: nn.Module, layer_map: LayerMap) -> None:
         set_requires_grad([model], True)
-        return model

@@ -16,7 +16,6 @@ class HeadOnly(Strategy):
     name = "head"
     description = "freeze the backbone, train a new Linear or MLP head"
 
-    def configure(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
+    def select_trainable(self, model: nn.Module, layer_map: LayerMap) -> None:
         set_requires_grad([model], False)
         set_requires_grad([model.get_submodule(layer_map.head)], True)
-        return model

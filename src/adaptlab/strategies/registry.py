@@ -25,6 +25,10 @@ def register_strategy(cls: type) -> type:
     name = getattr(cls, "name", None)
     if not name:
         raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
+    taken = _REGISTERED.get(name)
+    if taken is not None and taken is not cls:
+        raise TypeError(f"strategy name {name!r} is already registered by "
+                        f"{taken.__module__}.{taken.__qualname__}")
     _REGISTERED[name] = cls
     return cls
 

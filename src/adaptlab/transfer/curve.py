@@ -33,8 +33,8 @@ def check_fractions(fractions) -> tuple[float, ...]:
 
 
 def _sample_counts(target: RunConfig, fractions: tuple[float, ...]) -> tuple[int, list[int]]:
+    from adaptlab.assembly import load_data
     from adaptlab.plugins.registry import get_domain
-    from adaptlab.run import load_data
 
     data = load_data(target, get_domain(target.domain))
     total = len(data.samples["train"])

@@ -1,10 +1,11 @@
 """Start a run from another run's trained weights: the transfer step of "pre-train on a
 plentiful source, adapt to a scarce target".
 
-The source run's ``weights.safetensors`` holds every tensor its strategy trained (all of them
-for ``full``). The backbone's tensors are loaded by name; the task head's only when it has
-the same shape and the source run saw the same class names in the same order, because a
-head trained on other classes would start the target with wrong answers rather than none.
+The source run is read back through its own strategy (so a LoRA or any structural source
+arrives merged into plain weights). The backbone's tensors are loaded by name; the task head's
+only when it has the same shape and the source run saw the same class names in the same order,
+because a head trained on other classes would start the target with wrong answers rather
+than none.
 """
 
 from __future__ import annotations
@@ -18,18 +19,17 @@ from torch import nn
 from adaptlab.errors import AdaptlabError
 
 
-def source_weights_file(run_dir: str | Path) -> Path:
-    """The weights file of a finished source run, or an error naming what is missing."""
+def finished_run_config(run_dir: str | Path) -> dict:
+    """The config of a finished source run, or an error naming what is missing."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise AdaptlabError(f"init_from {run_dir}: not a run folder (config.json missing)")
     if not (run_dir / "metrics.json").is_file():
         raise AdaptlabError(f"init_from {run_dir}: the run has not finished (metrics.json missing)")
-    path = run_dir / "weights.safetensors"
-    if not path.is_file():
-        raise AdaptlabError(f"init_from {run_dir}: no weights.safetensors (a run with strategy "
-                            "full, freeze or head saves one; a lora run saves an adapter)")
-    return path
+    try:
+        return json.loads((run_dir / "config.json").read_text())
+    except ValueError as exc:
+        raise AdaptlabError(f"init_from {run_dir}: config.json is not JSON ({exc})") from exc
 
 
 def _describe(grid: dict[str, list[float]]) -> str:
@@ -44,7 +44,7 @@ def check_same_grid(run_dir: str | Path, grid: dict[str, list[float]]) -> None:
     """Refuse a source run trained on fields of another grid: convolutions run on any grid
     and pooling hides the size, so a mismatch would train without a word and transfer
     features of other places and resolutions."""
-    source_weights_file(run_dir)
+    finished_run_config(run_dir)
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     source = metrics.get("grid") or {}
     if not source and not grid:
@@ -65,32 +65,55 @@ def _class_names(run_dir: Path) -> list[str] | None:
     return list(names) if isinstance(names, list) else None
 
 
-def load_source_weights(model: nn.Module, run_dir: str | Path,
+def _source_state(model: nn.Module, layer_map, run_dir: Path) -> tuple[dict, list[str]]:
+    """The source run's adapted model as a plain state dict of ``model``'s kind: its strategy
+    applied to a copy of ``model`` (adapters, prompts), its saved tensors loaded (those of
+    another shape, a head for other classes, skipped) and folded back in. Also the names of
+    the tensors its weights file holds, to name one in an error."""
+    import copy
+
+    from adaptlab.strategies.registry import get_strategy_class
+
+    config = finished_run_config(run_dir)
+    name = config.get("strategy") or "full"
+    strategy = get_strategy_class(name).from_options(config.get("strategy_options") or {})
+    saved = strategy.final_tensors(run_dir)
+    try:
+        applied = strategy.apply(copy.deepcopy(model), layer_map)
+        strategy.load_saved(applied, saved, ignore_mismatched=True)
+    except AdaptlabError as exc:
+        raise AdaptlabError(f"init_from {run_dir}: its weights do not fit this model ({exc}); "
+                            "was it trained with another backbone?") from exc
+    return strategy.merged_state_dict(applied), sorted(saved)
+
+
+def load_source_weights(model: nn.Module, layer_map, run_dir: str | Path,
                         class_names: list[str] | None) -> dict[str, int]:
-    """Copy the source run's backbone (and, where it fits, head) tensors into ``model``.
+    """Copy the source run's backbone (and, for the same classes, head) into ``model``,
+    whatever strategy trained it (a LoRA source arrives merged).
 
-    Returns how many tensors were loaded per part; raises when nothing of the backbone
-    matched (a source run of another backbone)."""
-    from safetensors.torch import load_file
-
+    Returns how many tensors the source changed per part (backbone tensors that differ from
+    ``model``'s, head tensors taken); raises when it changed none of the backbone (a source of
+    another backbone, or one that trained only its head)."""
     run_dir = Path(run_dir)
-    tensors = load_file(str(source_weights_file(run_dir)))
+    state, saved_names = _source_state(model, layer_map, run_dir)
     own = model.state_dict()
+    head = (layer_map.head + ".") if layer_map.head else None
     same_classes = class_names is not None and _class_names(run_dir) == list(class_names)
     chosen: dict[str, torch.Tensor] = {}
-    skipped_shape = []
-    for name, tensor in tensors.items():
-        if name not in own:
+    changed_backbone = 0
+    for name, tensor in state.items():
+        if name not in own or own[name].shape != tensor.shape:
             continue
-        if own[name].shape != tensor.shape:
-            skipped_shape.append(name)
-            continue
-        if name.startswith("backbone.") or same_classes:
+        if name.startswith("backbone."):
             chosen[name] = tensor
-    backbone = sum(1 for name in chosen if name.startswith("backbone."))
-    if not backbone:
-        example = skipped_shape[0] if skipped_shape else next(iter(tensors), "none")
+            changed_backbone += int(not torch.equal(own[name], tensor))
+        elif same_classes and head and name.startswith(head):
+            chosen[name] = tensor
+    if not changed_backbone:
+        example = saved_names[0] if saved_names else "none"
         raise AdaptlabError(f"init_from {run_dir}: none of its backbone tensors fit this model "
                             f"(e.g. {example!r}); was it trained with another backbone?")
     model.load_state_dict(chosen, strict=False)
-    return {"backbone": backbone, "head": len(chosen) - backbone}
+    return {"backbone": changed_backbone,
+            "head": sum(1 for name in chosen if head and name.startswith(head))}

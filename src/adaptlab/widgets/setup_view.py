@@ -212,7 +212,8 @@ class SetupPanel(widgets.VBox):
     # -- the config ---------------------------------------------------------------------------
     def config(self) -> RunConfig:
         """The run this panel describes, checked; raises AdaptlabError naming the bad value."""
-        from adaptlab.run import complete_config, config_for
+        from adaptlab.assembly import complete_config
+        from adaptlab.run import config_for
         from adaptlab.strategies.registry import get_strategy_class
 
         own = self.dataset.value == OWN_DATA

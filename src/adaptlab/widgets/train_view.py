@@ -46,7 +46,7 @@ def unique_run_dir(out: str) -> str:
 
 class TrainingView(widgets.VBox):
     """Trains what ``panel`` (a :class:`SetupPanel`) describes; ``result`` holds the last
-    finished run (an ``adaptlab.run.RunResult``)."""
+    finished run (an ``adaptlab.assembly.RunResult``)."""
 
     def __init__(self, panel) -> None:
         self.panel = panel

@@ -76,7 +76,7 @@ DOMAIN = DomainSpec(
                      "inside them. Series with gaps longer than the gap rule fills are listed "
                      "as refused."),
         ("code", "from adaptlab.plugins.registry import get_domain\n"
-                 "from adaptlab.run import load_data\n\n"
+                 "from adaptlab.assembly import load_data\n\n"
                  "data = load_data(view.config, get_domain(DOMAIN))\n"
                  "print('windows per split:', data.counts())\n"
                  "print('first test window:', data.samples['test'][0][0].describe())\n"

@@ -1,0 +1,49 @@
+"""Trust a saved run only once it reloads: the strategy's own ``apply`` + ``load_final`` on a
+freshly built model must give the trained model's outputs. This catches what peft users meet
+as a reloaded model that lost its head or its BatchNorm statistics (peft #602, #876, #577), and
+the same for any strategy that forgets to declare a tensor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from adaptlab.errors import AdaptlabError
+
+ROUNDTRIP_TOLERANCE = 1e-5
+
+
+@torch.no_grad()
+def max_logit_difference(a: nn.Module, b: nn.Module, batch) -> float:
+    """Largest absolute difference between two models' outputs (tensors or tuples of them)."""
+    from adaptlab.tasks.base import move_to
+
+    was_training = a.training
+    a.eval()
+    b.eval()
+    device = next(a.parameters()).device
+    b.to(device)
+    batch = move_to(batch, device)
+    out_a, out_b = a(batch), b(batch)
+    pairs = zip(out_a, out_b, strict=True) if isinstance(out_a, tuple) else [(out_a, out_b)]
+    diff = max((x.float() - y.float()).abs().max().item() for x, y in pairs)
+    a.train(was_training)
+    return diff
+
+
+def check_round_trip(trained: nn.Module, strategy, run_dir: Path,
+                     build_base: Callable[[], tuple[nn.Module, object]], batch) -> float:
+    """Reload ``run_dir``'s final weights as :func:`adaptlab.load_run` does and compare
+    outputs on ``batch``; returns the largest difference, raises above the tolerance."""
+    base, layer_map = build_base()
+    reloaded = strategy.apply(base, layer_map)
+    strategy.load_final(reloaded, run_dir)
+    diff = max_logit_difference(trained, reloaded, batch)
+    if diff > ROUNDTRIP_TOLERANCE:
+        raise AdaptlabError(f"the weights saved in {run_dir} (strategy {strategy.name!r}) reload "
+                            f"with outputs differing by {diff:.3g} (> {ROUNDTRIP_TOLERANCE}); "
+                            "not trusting them")
+    return diff
