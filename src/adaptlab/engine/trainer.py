@@ -243,6 +243,11 @@ class Trainer:
         count = signature != self._measured_signature
         if count:
             self._measured_signature = signature
+            # Module modes follow the trainable set (a frozen BatchNorm keeps its statistics):
+            # set from the set itself, not from when the epoch began, so a run resumed
+            # mid-epoch runs in the same modes as one that never stopped.
+            self.model.train()
+            self.strategy.train_mode(self.unwrapped)
         with self.accelerator.accumulate(self.model):
             outputs, loss = self._forward(inputs, labels, count)
             ctx.loss, ctx.outputs = loss, outputs
