@@ -92,9 +92,11 @@ class SwapBlocks(Strategy):
         self.grad_norm_mean = tensors["grad_norm_mean"].clone()
 
 
-def _config(data: Path, out: Path, strategy: str, epochs: int = 2) -> RunConfig:
+def _config(data: Path, out: Path, strategy: str, epochs: int = 2,
+            batch_size: int = 4) -> RunConfig:
     return RunConfig(domain="wildlife", data=str(data), strategy=strategy, out=str(out),
-                     device="cpu", epochs=epochs, image_size=64, batch_size=4, lr=3e-3)
+                     device="cpu", epochs=epochs, image_size=64, batch_size=batch_size,
+                     lr=3e-3)
 
 
 def _adam_bytes(params) -> int:
@@ -117,8 +119,9 @@ def _traced(config: RunConfig, stop_at: int | None = None, resume: bool = False)
 
 
 def test_a_strategy_that_swaps_blocks_mid_epoch_resumes_bit_identical(tmp_path, colour_folder):
+    # Batches of 2: several steps per epoch, so the swap and the stop fall mid-epoch.
     reference, trainer, cost_events = _traced(_config(colour_folder, tmp_path / "ref",
-                                                      "test-swap-blocks"))
+                                                      "test-swap-blocks", batch_size=2))
     model, layer_map = trainer.unwrapped, trainer.strategy.layer_map
     steps = reference.costs["optimizer_steps"]
     assert steps > 2 * SWAP_AFTER_STEP  # the swap happens mid-epoch, most steps come after it
@@ -151,8 +154,8 @@ def test_a_strategy_that_swaps_blocks_mid_epoch_resumes_bit_identical(tmp_path, 
     # Stopped right after the swap (mid-epoch), then resumed: bit-identical weights and
     # strategy tensor state.
     stop = SWAP_AFTER_STEP + 1
-    stopped, _, _ = _traced(_config(colour_folder, tmp_path / "stopped", "test-swap-blocks"),
-                            stop_at=stop)
+    stopped, _, _ = _traced(_config(colour_folder, tmp_path / "stopped", "test-swap-blocks",
+                                    batch_size=2), stop_at=stop)
     assert stopped.metrics == {}
     latest = tmp_path / "stopped" / "checkpoints"
     checkpoint = latest / (latest / "latest").read_text().strip()
@@ -160,6 +163,7 @@ def test_a_strategy_that_swaps_blocks_mid_epoch_resumes_bit_identical(tmp_path, 
     assert names <= saved.keys()  # the frozen top block is in the checkpoint
     state = json.loads((checkpoint / "state.json").read_text())
     assert state["strategy"]["swapped"] is True and state["train"]["global_step"] == stop
+    assert state["train"]["step_in_epoch"] == stop  # stopped mid-epoch
 
     resumed, _, _ = _traced(RunConfig(domain="wildlife", out=str(tmp_path / "stopped")),
                             resume=True)

@@ -64,14 +64,14 @@ def test_point_backbones_map_their_layers_and_give_point_features(name, tmp_path
         assert entry in modules, entry
     points = torch.randn(2, 128, 3)
     assert backbone.module(points).shape == (2, backbone.num_features)
-    assert backbone.module.point_features(points).shape == \
+    assert backbone.module.forward_features(points).shape == \
         (2, 128, backbone.module.num_point_features)
     # Per-point features follow their point: permuting the input permutes them.
     order = torch.randperm(128)
     backbone.module.eval()
     with torch.no_grad():
-        moved = backbone.module.point_features(points[:, order])
-        torch.testing.assert_close(moved, backbone.module.point_features(points)[:, order],
+        moved = backbone.module.forward_features(points[:, order])
+        torch.testing.assert_close(moved, backbone.module.forward_features(points)[:, order],
                                    atol=1e-4, rtol=1e-4)
 
 

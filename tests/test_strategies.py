@@ -66,9 +66,15 @@ def test_freeze_bottom_k_blocks(lite0_backbone, k):
 
 
 def test_freeze_refuses_k_beyond_the_block_count(lite0_backbone):
+    # The blocks are the network's inverted-residual blocks, counted from the network itself
+    # (16); conv_head and bn2 after them are the neck, not a block.
+    blocks = sum(len(stage) for stage in lite0_backbone.module.blocks)
+    assert blocks == 16
     model, layer_map = build_model(lite0_backbone, 4)
-    strategy = get_strategy_class("freeze").from_options({"k": 17})
-    with pytest.raises(AdaptlabError, match="k=17 is out of range for a backbone with 16 blocks"):
+    get_strategy_class("freeze").from_options({"k": blocks}).check(layer_map)  # all: allowed
+    strategy = get_strategy_class("freeze").from_options({"k": blocks + 1})
+    with pytest.raises(AdaptlabError, match=f"k={blocks + 1} is out of range for a backbone "
+                                            f"with {blocks} blocks"):
         strategy.check(layer_map)
 
 

@@ -13,7 +13,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from adaptlab.backbones.features import BlockOutputs, block_outputs, feature_map
 from adaptlab.backbones.layer_map import LayerMap
+
+# What ``module.forward_features`` returns, by ``Backbone.feature_layout``; D or C is
+# ``Backbone.feature_dim``.
+FEATURE_LAYOUTS = {
+    "map": "[B, C, h, w]: a spatial map at the network's stride (timm CNNs, the field CNN)",
+    "map-nhwc": "[B, h, w, C]: a spatial map, channels last (timm models with NHWC output)",
+    "tokens": "[B, T, D]: one row per token, prefix tokens included (ViTs, text encoders)",
+    "points": "[B, N, C]: one row per input point (point-cloud backbones)",
+    "grid": "[B, C, H, W]: a map on the input grid itself (the field U-Net)",
+    "series": "[B, W, D]: one row per context time step (forecasters)",
+}
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,9 @@ class SeriesPreprocessing:
 
 @dataclass
 class Backbone:
-    """``module(x)`` returns pooled features of size ``num_features``."""
+    """``module(x)`` returns pooled features of size ``num_features``;
+    ``module.forward_features(x)`` the features before pooling, laid out as
+    ``feature_layout`` says (a key of ``FEATURE_LAYOUTS``) with ``feature_dim`` channels."""
 
     name: str
     module: nn.Module
@@ -54,6 +68,25 @@ class Backbone:
     # task brings a new head.
     pretrained_head: Any = None
     num_points: int | None = None  # point-cloud backbones: points sampled per cloud
+    feature_layout: str = "map"
+    feature_dim: int | None = None  # channels of forward_features; num_features when None
+
+    def __post_init__(self) -> None:
+        if self.feature_layout not in FEATURE_LAYOUTS:
+            raise ValueError(f"feature_layout {self.feature_layout!r} is not one of "
+                             f"{sorted(FEATURE_LAYOUTS)}")
+        if self.feature_dim is None:
+            self.feature_dim = self.num_features
+
+    def forward_features(self, inputs: Any) -> torch.Tensor:
+        """The features before pooling (a tensor, or a dict of token tensors, as input)."""
+        return feature_map(self, inputs)
+
+    def forward_intermediates(self, inputs: Any, indices: list[int] | None = None
+                              ) -> BlockOutputs:
+        """The outputs of blocks ``indices`` of the layer map (negatives count from the top,
+        ``None`` means all) and the feature map, from one forward."""
+        return block_outputs(self, inputs, indices)
 
 
 def seeded_init(factory: Callable[[], nn.Module], options: dict) -> nn.Module:

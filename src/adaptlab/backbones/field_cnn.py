@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from adaptlab.backbones.backbone import Backbone, seeded_init
-from adaptlab.backbones.layer_map import LayerMap
+from adaptlab.backbones.layer_map import LayerMap, norm_modules
 from adaptlab.backbones.weights import load_weights_option
 
 
@@ -62,11 +62,15 @@ class FieldCNN(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.num_features = widths[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's map [B, num_features, lat / 8, lon / 8] (three stride-2 stages)."""
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
-        return x.mean(dim=(-2, -1))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x).mean(dim=(-2, -1))
 
 
 def periodic_lon(options: dict) -> bool:
@@ -90,6 +94,7 @@ def field_cnn(options: dict) -> Backbone:
     load_weights_option(module, options)
     layer_map = LayerMap(embeddings=["stem"],
                          blocks=[[f"stages.{i}"] for i in range(len(widths))],
-                         norms=[])
+                         norms=norm_modules(module))
     return Backbone(name="field_cnn", module=module, num_features=module.num_features,
-                    layer_map=layer_map, source="built in, random initialisation")
+                    layer_map=layer_map, source="built in, random initialisation",
+                    feature_layout="map")

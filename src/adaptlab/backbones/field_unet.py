@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from adaptlab.backbones.backbone import Backbone, seeded_init
 from adaptlab.backbones.field_cnn import conv_stage, periodic_lon
-from adaptlab.backbones.layer_map import LayerMap
+from adaptlab.backbones.layer_map import LayerMap, norm_modules
 from adaptlab.backbones.weights import load_weights_option
 
 
@@ -40,8 +40,9 @@ class FieldUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._encode(x)[2].mean(dim=(-2, -1))
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Features [B, num_map_features, lat, lon] on the input grid."""
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features [B, num_map_features, lat, lon] on the input grid (the decoder's output;
+        the pooled ``forward`` reads the encoder alone)."""
         s0, s1, s2 = self._encode(x)
         up = F.interpolate(s2, size=s1.shape[-2:], mode="bilinear", align_corners=False)
         up = self.up1(torch.cat([up, s1], dim=1))
@@ -58,6 +59,8 @@ def field_unet(options: dict) -> Backbone:
                          options)
     load_weights_option(module, options)
     layer_map = LayerMap(embeddings=["stem"],
-                         blocks=[["down1"], ["down2"], ["up1"], ["up2"]], norms=[])
+                         blocks=[["down1"], ["down2"], ["up1"], ["up2"]],
+                         norms=norm_modules(module))
     return Backbone(name="field_unet", module=module, num_features=module.num_features,
-                    layer_map=layer_map, source="built in, random initialisation")
+                    layer_map=layer_map, source="built in, random initialisation",
+                    feature_layout="grid", feature_dim=module.num_map_features)

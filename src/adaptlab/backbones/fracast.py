@@ -26,9 +26,14 @@ class FracastEncoder(nn.Module):
         super().__init__()
         self.core = core
 
-    def forward(self, context: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, context: torch.Tensor, observed: torch.Tensor,
+                         **_: torch.Tensor) -> torch.Tensor:
+        """Hidden states ``[B, W, D]``, one per context step."""
         mask = observed.unsqueeze(1)
         return self.core(context.unsqueeze(1), mask, mask.to(context.dtype))
+
+    def forward(self, context: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(context, observed)
 
 
 class PooledFracastEncoder(FracastEncoder):
@@ -37,7 +42,7 @@ class PooledFracastEncoder(FracastEncoder):
 
     def forward(self, context: torch.Tensor, observed: torch.Tensor, **_: torch.Tensor
                 ) -> torch.Tensor:
-        hidden = super().forward(context, observed)
+        hidden = self.forward_features(context, observed)
         weights = observed.unsqueeze(-1).to(hidden.dtype)
         mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         return torch.cat([mean, hidden[:, -1]], dim=-1)
@@ -74,19 +79,33 @@ def _load(options: dict | None):
 
 def _backbone(module: nn.Module, model: dict, source: str, num_features: int, head=None
               ) -> Backbone:
-    # The dilated conv stack shares one block across its scale ladder (share_stages), so the
-    # map has one block for it and one for the final norm; the stem is the input projection
-    # and the zero-parameter periodic features' projection.
-    layer_map = LayerMap(embeddings=["core.in_proj", "core.periodic"],
-                         blocks=[["core.scale", "core.block"], ["core.norm"]],
-                         norms=["core.norm"])
+    layer_map = _layer_map(module.core)
     return Backbone(name="fracast-0", module=module, num_features=num_features,
                     layer_map=layer_map, source=source,
                     series=SeriesPreprocessing(context_length=int(model["W"]),
                                                horizon=int(model["horizon"]),
                                                quantiles=tuple(model["quantiles"]),
                                                scaling="minmax"),
-                    pretrained_head=head)
+                    pretrained_head=head, feature_layout="series",
+                    feature_dim=int(model["d_model"]))
+
+
+def _layer_map(core: nn.Module) -> LayerMap:
+    """The stem is the input projection and the periodic features' projection. The dilated
+    conv stack shares one block (and its scale conditioning) across its scale ladder
+    (``share_stages``): one block, whose output is its last application's; unshared, each
+    stage is a block and the shared scale conditioning goes with the first. The final norm
+    is the neck."""
+    present = {name for name, _ in core.named_children()}
+    if getattr(core, "block", None) is not None:
+        blocks = [["scale", "block"]]
+    else:
+        blocks = [[f"blocks.{i}"] for i in range(len(core.blocks))]
+        blocks[0].insert(0, "scale")
+    stem = [n for n in ("in_proj", "periodic") if n in present]
+    blocks = [[n for n in block if n in present] for block in blocks]
+    return LayerMap(embeddings=stem, blocks=blocks, neck=["norm"], norms=["norm"]
+                    ).prefixed("core")
 
 
 def fracast(options: dict | None = None) -> Backbone:

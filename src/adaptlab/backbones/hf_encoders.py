@@ -29,9 +29,14 @@ class MeanPooledEncoder(nn.Module):
             encoder.pooler = None
         self.encoder = encoder
 
+    def forward_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         **_: torch.Tensor) -> torch.Tensor:
+        """Token states ``[B, T, D]`` (the encoder's last hidden state), padding included."""
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 **_: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.forward_features(input_ids, attention_mask)
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
@@ -55,7 +60,7 @@ def hf_encoder(options: dict) -> Backbone:
                     num_features=model.config.hidden_size,
                     layer_map=layer_map_from_hf_encoder(model).prefixed("encoder"),
                     source=source, tokenizer=tokenizer,
-                    max_length=int(options.get("max_length", 128)))
+                    max_length=int(options.get("max_length", 128)), feature_layout="tokens")
 
 
 def minilm_path() -> Path:

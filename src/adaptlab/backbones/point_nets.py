@@ -11,9 +11,10 @@ offline, so they are pre-trained on a source, e.g. generated shapes, and adapted
   timm's ViT names them (``qkv``, ``proj``, ``fc1``, ``fc2``), so LoRA and freezing address
   them the same way.
 
-Both take [B, N, 3] and return pooled features; ``point_features`` returns per-point
-features [B, N, F] (``num_point_features``) for segmentation. Layer maps list the stem and
-each block.
+Both take [B, N, 3] and return pooled features; ``forward_features`` returns per-point
+features [B, N, F] (``num_point_features``: each point's own features joined with the
+cloud's pooled ones), what segmentation reads. Layer maps list the stem, each block, and
+the neck (DGCNN's shared embedding, the transformer's final norm).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from adaptlab.backbones.backbone import Backbone, seeded_init
-from adaptlab.backbones.layer_map import LayerMap
+from adaptlab.backbones.layer_map import LayerMap, norm_modules
 from adaptlab.backbones.point_ops import farthest_point_sample, gather, interpolate, knn
 from adaptlab.backbones.weights import load_weights_option
 
@@ -71,10 +72,12 @@ class DGCNN(nn.Module):
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         return self._pool(self._local(points)[1])
 
-    def point_features(self, points: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, points: torch.Tensor) -> torch.Tensor:
+        """Per-point features [B, N, num_point_features]."""
         local, embedded = self._local(points)
         pooled = self._pool(embedded).unsqueeze(1).expand(-1, points.shape[1], -1)
         return torch.cat([local, pooled], dim=-1)
+
 
 
 class PatchEmbed(nn.Module):
@@ -156,11 +159,14 @@ class PointPatchTransformer(nn.Module):
         tokens, _ = self._tokens(points)
         return torch.cat([tokens.amax(dim=1), tokens.mean(dim=1)], dim=-1)
 
-    def point_features(self, points: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, points: torch.Tensor) -> torch.Tensor:
+        """Per-point features [B, N, num_point_features]: the patch tokens interpolated to
+        the points, joined with the pooled tokens."""
         tokens, centres = self._tokens(points)
         pooled = torch.cat([tokens.amax(dim=1), tokens.mean(dim=1)], dim=-1)
         spread = interpolate(tokens, centres, points)
         return torch.cat([spread, pooled.unsqueeze(1).expand(-1, points.shape[1], -1)], dim=-1)
+
 
 
 def dgcnn(options: dict) -> Backbone:
@@ -170,12 +176,14 @@ def dgcnn(options: dict) -> Backbone:
     module = seeded_init(lambda: DGCNN(widths, int(options.get("embed", 256)),
                                        int(options.get("k", 16))), options)
     load_weights_option(module, options)
+    # The shared embedding reads every EdgeConv's output: after the last block, the neck.
     layer_map = LayerMap(embeddings=["edges.0"],
-                         blocks=[[f"edges.{i}"] for i in range(1, len(widths))] + [["embed"]],
-                         norms=[])
+                         blocks=[[f"edges.{i}"] for i in range(1, len(widths))],
+                         neck=["embed"], norms=norm_modules(module))
     return Backbone(name="dgcnn", module=module, num_features=module.num_features,
                     layer_map=layer_map, source="built in, random initialisation",
-                    num_points=int(options.get("num_points", 512)))
+                    num_points=int(options.get("num_points", 512)), feature_layout="points",
+                    feature_dim=module.num_point_features)
 
 
 def point_transformer(options: dict) -> Backbone:
@@ -187,8 +195,9 @@ def point_transformer(options: dict) -> Backbone:
         options)
     load_weights_option(module, options)
     layer_map = LayerMap(embeddings=["patch_embed", "pos_embed"],
-                         blocks=[[f"blocks.{i}"] for i in range(len(module.blocks))] + [["norm"]],
-                         norms=[])
+                         blocks=[[f"blocks.{i}"] for i in range(len(module.blocks))],
+                         neck=["norm"], norms=norm_modules(module))
     return Backbone(name="point_transformer", module=module, num_features=module.num_features,
                     layer_map=layer_map, source="built in, random initialisation",
-                    num_points=int(options.get("num_points", 512)))
+                    num_points=int(options.get("num_points", 512)), feature_layout="points",
+                    feature_dim=module.num_point_features)

@@ -21,6 +21,14 @@ def _preprocessing(model) -> Preprocessing:
                          crop_pct=float(cfg.get("crop_pct", 0.875)))
 
 
+def _feature_layout(model) -> str:
+    """How timm lays out ``forward_features``: token models declare their prefix tokens,
+    channels-last models their ``output_fmt``."""
+    if getattr(model, "num_prefix_tokens", None) is not None:
+        return "tokens"
+    return "map-nhwc" if getattr(model, "output_fmt", "NCHW") == "NHWC" else "map"
+
+
 def timm_backbone(model_name: str, weights: str | Path | None = None,
                   pretrained: bool = True, by_position: bool = False,
                   in_chans: int = 3) -> Backbone:
@@ -54,7 +62,7 @@ def timm_backbone(model_name: str, weights: str | Path | None = None,
         source = "random init"
     return Backbone(name=model_name, module=model, num_features=model.num_features,
                     layer_map=layer_map_from_timm(model), preprocessing=_preprocessing(model),
-                    source=source)
+                    source=source, feature_layout=_feature_layout(model))
 
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], by_position: bool,

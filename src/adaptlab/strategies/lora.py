@@ -52,8 +52,9 @@ def _wrappable(module: nn.Module) -> bool:
 
 
 def derive_targets(model: nn.Module, layer_map: LayerMap) -> list[str]:
-    """Every wrappable layer inside the backbone's blocks (not the stem, not the head)."""
-    block_names = [name for block in layer_map.blocks for name in block]
+    """Every wrappable layer inside the backbone's blocks and neck (not the stem, not the
+    head)."""
+    block_names = [name for block in layer_map.blocks for name in block] + list(layer_map.neck)
     return sorted({name for name, module in modules_under(model, block_names)
                    if _wrappable(module)})
 

@@ -109,14 +109,42 @@ class GradCam(AttributionMethod):
 
         inputs, _ = stacked(ctx, samples)
         layer = last_spatial_block(ctx.score, ctx.target.layer_map, inputs[:1])
-        maps = LayerGradCam(ctx.score, layer).attribute(inputs, target=targets,
-                                                        relu_attributions=True)
-        if maps.dim() == 3:  # a ViT block gives one value per token: drop the prefix, re-grid
+        if block_output_dim(ctx.score, layer, inputs[:1]) == 3:
+            # A ViT block gives tokens [B, T, D]: drop the prefix tokens, re-grid the patches.
             prefix = next((m.num_prefix_tokens for m in ctx.score.modules()
                            if isinstance(getattr(m, "num_prefix_tokens", None), int)), 1)
-            maps = vit_token_grid(maps, prefix)
+            maps = vit_token_grid(token_gradcam(ctx.score, layer, inputs, targets), prefix)
+        else:
+            maps = LayerGradCam(ctx.score, layer).attribute(inputs, target=targets,
+                                                            relu_attributions=True)
         return LayerAttribution.interpolate(maps, tuple(inputs.shape[-2:]),
                                             interpolate_mode="bilinear")[:, 0]
+
+
+@torch.no_grad()
+def block_output_dim(score: nn.Module, layer: nn.Module, example: torch.Tensor) -> int:
+    dims: list[int] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: dims.append(out.dim()))
+    try:
+        score(example)
+    finally:
+        handle.remove()
+    return dims[-1]
+
+
+def token_gradcam(score: nn.Module, layer: nn.Module, inputs: torch.Tensor, targets
+                  ) -> torch.Tensor:
+    """GradCAM on a token layer ``[B, T, D]`` -> ``[B, T, 1]``: channel weights are the
+    gradients averaged over tokens, the map the ReLU of the weighted sum over channels.
+
+    Written here because captum's ``LayerGradCam`` takes dimension 1 as the channels (the
+    CNN layout), which for tokens averages over the wrong axis."""
+    from captum._utils.gradient import compute_layer_gradients_and_eval
+
+    grads, activations = compute_layer_gradients_and_eval(score, layer, inputs,
+                                                           target_ind=targets)
+    weights = grads[0].mean(dim=1, keepdim=True)
+    return torch.relu((weights * activations[0]).sum(dim=-1, keepdim=True))
 
 
 @torch.no_grad()
