@@ -47,6 +47,18 @@ def tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
+@pytest.fixture
+def fresh_discovery():
+    """Plugin discovery re-read before and after the test: discovery is cached per process,
+    and a test that installs a fake plugin must neither see a stale list nor leave its
+    plugin in the cache for the tests after it."""
+    from adaptlab.plugins.registry import clear_discovery_cache
+
+    clear_discovery_cache()
+    yield
+    clear_discovery_cache()
+
+
 def install_fake_dist(site: Path, dist: str, module: str, source: str, target: str) -> None:
     """A real installed distribution as importlib.metadata sees one: a dist-info folder with
     an entry_points.txt, and its module, on a path that is on sys.path."""

@@ -53,8 +53,8 @@ def test_broken_plugins_are_reported_and_skipped(tmp_path):
         from adaptlab.plugins.spec import BackboneSpec, DatasetSpec, DomainSpec
         DOMAIN = DomainSpec(
             name="badmeta", title="Bad", description="default dataset is not declared",
-            tasks=("image-classification",),
-            datasets=(DatasetSpec("a", "image-classification", "d", "x:y"),),
+            tasks=("classification",),
+            datasets=(DatasetSpec("a", "classification", "d", "x:y"),),
             backbones=(BackboneSpec("b", "d", "x:y", "local-file", 1.0, (3, 8, 8)),),
             default_dataset="missing", default_backbone="b")
     """, "badmeta_plugin:DOMAIN")
@@ -69,3 +69,22 @@ def test_broken_plugins_are_reported_and_skipped(tmp_path):
     names = [d["name"] for d in result["payload"]["domains"]]
     assert "wildlife" in names and not {"brokenimport", "badmeta", "notaspec"} & set(names)
     assert result["heavy"] == []
+
+
+def test_discovery_reads_entry_points_once_until_cleared(monkeypatch, fresh_discovery):
+    from adaptlab.plugins import registry
+
+    calls = []
+    real = registry.entry_points
+
+    def counting(**kwargs):
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(registry, "entry_points", counting)
+    first = registry.discover_domains()
+    first.domains.clear()  # a caller's copy: changing it leaves the cache alone
+    again = registry.get_domain("wildlife")
+    assert len(calls) == 1 and again.name == "wildlife"
+    registry.clear_discovery_cache()
+    assert "wildlife" in registry.discover_domains().domains and len(calls) == 2

@@ -109,7 +109,7 @@ def test_server_listings_import_no_torch(tmp_path):
 
 
 async def test_a_broken_plugin_is_listed_with_its_error_and_the_others_work(
-        jp_fetch, jp_root_dir, tmp_path, monkeypatch):
+        jp_fetch, jp_root_dir, tmp_path, monkeypatch, fresh_discovery):
     site = tmp_path / "site"
     site.mkdir()
     install_fake_dist(site, "brokenlab", "brokenlab_plugin",

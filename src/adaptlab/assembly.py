@@ -36,18 +36,21 @@ def complete_config(config: RunConfig, domain: DomainSpec) -> RunConfig:
     return dataclasses.replace(config, **changes).validated()
 
 
-SERIES_TASKS = ("forecasting", "series-classification")
+def _loader_options(config: RunConfig, tasks: tuple[str, ...], modalities: list[str],
+                    what: str) -> dict[str, Any]:
+    """``seed``, plus the series options that are set (a loader of images has none).
 
-
-def _loader_options(config: RunConfig, tasks: tuple[str, ...], what: str) -> dict[str, Any]:
-    """``seed``, plus the series options that are set (a loader of images has none)."""
+    ``horizon`` belongs to the forecasting task; ``max_gap`` (gap filling) to any series
+    input, forecast or classified, which the dataset's modality says."""
     options: dict[str, Any] = {"seed": config.seed}
-    for key, needs in (("horizon", ("forecasting",)), ("max_gap", SERIES_TASKS)):
+    series = any(modality.startswith("series") for modality in modalities)
+    for key, allowed, needs in (("horizon", "forecasting" in tasks, "forecasting task"),
+                                ("max_gap", series, "series data")):
         value = getattr(config, key)
         if value is None:
             continue
-        if not set(tasks) & set(needs):
-            raise AdaptlabError(f"{key}={value}: {what} has no {' or '.join(needs)} task")
+        if not allowed:
+            raise AdaptlabError(f"{key}={value}: {what} has no {needs}")
         options[key] = value
     return options
 
@@ -56,10 +59,12 @@ def load_data(config: RunConfig, domain: DomainSpec):
     if config.data:
         if not domain.user_data_loader:
             raise AdaptlabError(f"domain {domain.name!r} does not read user data (--data)")
-        options = _loader_options(config, domain.tasks, f"domain {domain.name!r}")
+        options = _loader_options(config, domain.tasks, domain.modalities(),
+                                  f"domain {domain.name!r}")
         return resolve_reference(domain.user_data_loader)(config.data, **options)
     spec = domain.dataset(config.dataset or domain.default_dataset)
-    options = _loader_options(config, (spec.task,), f"dataset {spec.name!r}")
+    options = _loader_options(config, (spec.task,), [spec.modality],
+                              f"dataset {spec.name!r}")
     return resolve_reference(spec.loader)(options)
 
 

@@ -19,9 +19,9 @@ from adaptlab.explain.checks import (
     randomisation_check,
     rank_correlation,
 )
-from adaptlab.run_loading import LoadedRun, load_run
 from adaptlab.explain.runner import Attributions, attribute
-from adaptlab.explain.target import ExplainTarget, Sample, make_target
+from adaptlab.explain.target import ExplainTarget, Sample, make_target, task_class
+from adaptlab.run_loading import LoadedRun, load_run
 
 DEFAULT_METHOD = "integrated_gradients"
 DEFAULT_SAMPLES = 8
@@ -48,8 +48,8 @@ class Explanation:
 
 
 def choose_samples(run: LoadedRun, split: str, samples: int | list[int] | None) -> list[int]:
-    """Explicit indices, or ``samples`` items spread over the classes (round robin) or
-    evenly over the split (forecasting)."""
+    """Explicit indices, or ``samples`` items spread over the classes (round robin) where
+    the task's labels are classes (``Task.explain_by_class``), else evenly over the split."""
     items = run.data.samples.get(split)
     if not items:
         raise AdaptlabError(f"explain: split {split!r} of {run.run_dir} is empty")
@@ -62,7 +62,7 @@ def choose_samples(run: LoadedRun, split: str, samples: int | list[int] | None) 
     count = int(samples or run.domain.explain_defaults.get("samples", DEFAULT_SAMPLES))
     if count < 1:
         raise AdaptlabError(f"explain: samples={count}; explain at least one")
-    if run.data.task != "classification":
+    if not task_class(run.data.task).explain_by_class:
         return sorted({int(i) for i in np.linspace(0, len(items) - 1, min(count, len(items)))})
     by_class: dict[int, list[int]] = {}
     for i, (_, label) in enumerate(items):
@@ -88,9 +88,9 @@ def explain(run: str | Path | LoadedRun, method: str | None = None,
     from adaptlab.data.torch_datasets import make_torch_dataset
 
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
-    if loaded.data.task == "retrieval":
-        raise AdaptlabError("explain: retrieval runs are not supported yet (they score pairs); "
-                            "explain a classification run of the same data instead")
+    refusal = task_class(loaded.data.task).explain_refusal
+    if refusal:
+        raise AdaptlabError(f"explain: {refusal}")
     defaults = loaded.domain.explain_defaults
     method = method or defaults.get("method", DEFAULT_METHOD)
     settings = {**defaults.get("settings", {}), **(settings or {})}

@@ -31,7 +31,7 @@ def _scores(target: ExplainTarget, score: nn.Module, batch: torch.Tensor, column
     out = []
     for start in range(0, len(batch), rows):
         values = score(batch[start:start + rows].to(_device(score)))
-        if target.task_name == "classification":
+        if target.task.explain_probabilities:
             values = values.softmax(dim=1)
         out.append(values[:, column].float().cpu())
     return torch.cat(out).numpy()
@@ -53,11 +53,11 @@ def _curve_inputs(target: ExplainTarget, sample: Sample, order: torch.Tensor, in
 
 
 def _normalise(curve: np.ndarray, target: ExplainTarget, full: float) -> np.ndarray:
-    """Class probabilities stay as they are. Other scores (a forecast level, in the units of
-    the scaled context, whose range is 1) become closeness to the full input's score,
-    ``1 - |s - s_full|`` clipped to [0, 1], so deletion falls and insertion rises as for a
-    probability, whatever the sign of the output."""
-    if target.task_name == "classification":
+    """Class probabilities (``Task.explain_probabilities``) stay as they are. Other scores
+    (a forecast level, in the units of the scaled context, whose range is 1) become
+    closeness to the full input's score, ``1 - |s - s_full|`` clipped to [0, 1], so deletion
+    falls and insertion rises as for a probability, whatever the sign of the output."""
+    if target.task.explain_probabilities:
         return curve
     return 1.0 - np.clip(np.abs(curve - full), 0.0, 1.0)
 

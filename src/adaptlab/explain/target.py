@@ -4,7 +4,10 @@ score the model gives it, the baseline it is compared with, and the features a m
 Every method and check works through this one shape: ``score_module(x)`` returns
 ``[B, K]`` scores for a continuous ``x``. Token models are attributed on their word
 embeddings (the Layer-IG recipe), so the same gradient methods serve text; series models on
-their normalised context. Inputs that are not attributed (an attention mask, a series'
+their normalised context. What the model's output becomes as scores (class logits, a
+predicted field's mean, a forecast's level), what the scores are called and what a sample's
+label is come from the task (``Task.explain_*``), so a new task needs nothing here. Inputs
+that are not attributed (an attention mask, a series'
 observed mask) travel as ``extras`` of one sample and are broadcast to any batch the methods
 build, which is why such targets are explained one sample at a time.
 """
@@ -19,6 +22,7 @@ import torch
 from torch import nn
 
 from adaptlab.errors import AdaptlabError
+from adaptlab.tasks.base import ScoreReduction, Task
 
 _TARGETS: dict[str, Callable[..., ExplainTarget]] = {}
 
@@ -50,18 +54,40 @@ def _expand(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class ScoreModule(nn.Module):
-    """``forward(x) -> [B, K]``: the model's scores for a continuous input ``x``."""
+    """``forward(x) -> [B, K]``: the model's scores for a continuous input ``x``.
 
-    def __init__(self, model: nn.Module, extras: dict[str, torch.Tensor] | None = None) -> None:
+    ``outputs`` (the modality's part) runs the model on ``x``; ``reduction`` (the task's
+    part, :meth:`Task.explain_reduction`) turns what it returns into scores.
+    """
+
+    def __init__(self, model: nn.Module, extras: dict[str, torch.Tensor] | None = None,
+                 reduction: ScoreReduction | None = None) -> None:
         super().__init__()
         self.model = model
         self.extras = extras or {}
+        self.reduction = reduction
 
     def set_extras(self, extras: dict[str, torch.Tensor]) -> None:
         self.extras = extras
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def outputs(self, x: torch.Tensor) -> Any:
+        """The model's output for ``x``, before the task's reduction."""
         return self.model(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.outputs(x)
+        return out if self.reduction is None else self.reduction(out, x)
+
+
+def task_class(task: str | Task | type[Task]) -> type[Task]:
+    """The task class behind a task name, a task, or the class itself."""
+    if isinstance(task, type) and issubclass(task, Task):
+        return task
+    if isinstance(task, Task):
+        return type(task)
+    from adaptlab.tasks.registry import get_task_class
+
+    return get_task_class(task)
 
 
 class ExplainTarget:
@@ -72,18 +98,29 @@ class ExplainTarget:
     batchable = True  # False when samples carry extras (explained one at a time)
     feature_axes = "pixels"  # what one feature is, for the report
 
-    def __init__(self, model: nn.Module, backbone, task_name: str, class_names: list[str]):
+    def __init__(self, model: nn.Module, backbone, task: str | Task | type[Task],
+                 class_names: list[str]):
         self.model = model
         self.backbone = backbone
-        self.task_name = task_name
+        self.task = task_class(task)
+        self.task_name = self.task.name
         self.class_names = class_names
 
     @property
     def output_names(self) -> list[str]:
-        return self.class_names
+        return self.task.explain_output_names(self.model, self.class_names)
+
+    def reduction(self, model: nn.Module) -> ScoreReduction | None:
+        """The task's reduction of ``model``'s output to scores."""
+        return self.task.explain_reduction(model, self.backbone)
 
     def score_module(self, model: nn.Module | None = None) -> ScoreModule:
-        return ScoreModule(model if model is not None else self.model)
+        model = model if model is not None else self.model
+        return ScoreModule(model, reduction=self.reduction(model))
+
+    def label(self, target: Any) -> int | None:
+        """A sample's label from its dataset target (the task decides what that is)."""
+        return self.task.explain_label(target)
 
     def baseline(self, sample: Sample) -> torch.Tensor:
         return torch.zeros_like(sample.inputs)
@@ -140,7 +177,7 @@ class ImageTarget(ExplainTarget):
         mean = torch.tensor(pre.mean).view(-1, 1, 1)
         std = torch.tensor(pre.std).view(-1, 1, 1)
         shown = (image * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
-        return Sample(index, image.unsqueeze(0), int(label), display={"image": shown})
+        return Sample(index, image.unsqueeze(0), self.label(label), display={"image": shown})
 
     def background(self, sample: Sample, others: list[Sample]) -> torch.Tensor:
         pool = [other.inputs for other in others if other.index != sample.index][:15]
@@ -152,49 +189,14 @@ class ImageTarget(ExplainTarget):
         return (channels, side, side), (channels, side // 2, side // 2)
 
 
-def _residual_channel(model: nn.Module) -> int | None:
-    try:
-        return model.residual_channel
-    except AttributeError:
-        return None
-
-
-class FieldMeanScore(ScoreModule):
-    """A predicted field's mean (per output channel): what drives the map the model predicts
-    up or down as a whole. A model predicting the change from an input field is scored on
-    the change: the pass-through of that field is the same for any weights and would
-    otherwise dominate every map."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        channel = _residual_channel(self.model)
-        if channel is not None and out.ndim == 4:
-            channel %= x.shape[1]
-            out = out - x[:, channel:channel + 1]
-        return out.flatten(2).mean(dim=2) if out.ndim == 4 else out
-
-
 @register_target("field")
 class FieldTarget(ImageTarget):
     """Gridded fields: attributions per grid point (summed over the channels, the days of a
     window), the baseline a zero anomaly (climatology), the latest day drawn in a diverging
-    colour map under the map. For field regression the explained score is the predicted
-    field's mean."""
+    colour map under the map."""
 
     modality = "field"
     feature_axes = "grid points (lat, lon)"
-
-    @property
-    def output_names(self) -> list[str]:
-        if self.task_name == "field-regression":
-            what = "change of " if _residual_channel(self.model) is not None else ""
-            return [f"mean predicted {what}{name}" for name in self.class_names]
-        return self.class_names
-
-    def score_module(self, model: nn.Module | None = None) -> ScoreModule:
-        model = model if model is not None else self.model
-        return FieldMeanScore(model) if self.task_name == "field-regression" \
-            else ScoreModule(model)
 
     def sample(self, dataset, index: int) -> Sample:
         from matplotlib import colormaps
@@ -203,8 +205,7 @@ class FieldTarget(ImageTarget):
         latest = field[-1].numpy()
         limit = max(float(abs(latest).max()), 1e-6)
         shown = colormaps["RdBu_r"]((latest / limit + 1) / 2)[..., :3]
-        label = int(label) if not torch.is_tensor(label) or label.ndim == 0 else None
-        return Sample(index, field.unsqueeze(0), label,
+        return Sample(index, field.unsqueeze(0), self.label(label),
                       display={"image": shown, "coords": getattr(dataset, "coords", {})})
 
 
@@ -212,8 +213,9 @@ class EmbeddingScore(ScoreModule):
     """Scores from word embeddings: a forward hook puts ``x`` in place of the embedding
     layer's output, so position embeddings, masks and the rest of the model run as usual."""
 
-    def __init__(self, model: nn.Module, embedding: nn.Module, extras=None) -> None:
-        super().__init__(model, extras)
+    def __init__(self, model: nn.Module, embedding: nn.Module, extras=None,
+                 reduction: ScoreReduction | None = None) -> None:
+        super().__init__(model, extras, reduction)
         self._embedding = [embedding]  # a list keeps it out of this module's children
         self._replacement: torch.Tensor | None = None
         self._handle = embedding.register_forward_hook(self._replace)
@@ -225,7 +227,7 @@ class EmbeddingScore(ScoreModule):
     def _replace(self, module, inputs, output):
         return self._replacement if self._replacement is not None else output
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def outputs(self, x: torch.Tensor) -> Any:
         mask = _expand(self.extras["attention_mask"], x)
         ids = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
         self._replacement = x
@@ -253,8 +255,8 @@ class TokenTarget(ExplainTarget):
     batchable = False
     feature_axes = "tokens"
 
-    def __init__(self, model, backbone, task_name, class_names):
-        super().__init__(model, backbone, task_name, class_names)
+    def __init__(self, model, backbone, task, class_names):
+        super().__init__(model, backbone, task, class_names)
         self._hooked: dict[int, EmbeddingScore] = {}
 
     def embedding(self, model: nn.Module | None = None) -> nn.Module:
@@ -263,7 +265,8 @@ class TokenTarget(ExplainTarget):
     def score_module(self, model: nn.Module | None = None) -> ScoreModule:
         model = model if model is not None else self.model
         if id(model) not in self._hooked:  # one hook per model, however often it is asked
-            self._hooked[id(model)] = EmbeddingScore(model, self.embedding(model))
+            self._hooked[id(model)] = EmbeddingScore(model, self.embedding(model),
+                                                     reduction=self.reduction(model))
         return self._hooked[id(model)]
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -315,27 +318,20 @@ class TokenTarget(ExplainTarget):
         embedding = self.embedding()
         inputs = embedding(encoded["input_ids"].to(embedding.weight.device)).cpu()
         tokens = self.backbone.tokenizer.convert_ids_to_tokens(encoded["input_ids"][0].tolist())
-        return Sample(index, inputs, int(label),
+        return Sample(index, inputs, self.label(label),
                       extras={"attention_mask": encoded["attention_mask"],
                               "input_ids": encoded["input_ids"]},
                       display={"tokens": tokens, "text": text})
 
 
 class SeriesScore(ScoreModule):
-    """Scores from a normalised context: class logits, or the forecast's median level (the
-    mean of the median quantile over the horizon) for a forecaster."""
+    """Scores from a normalised context, the other series inputs (observed mask, season)
+    travelling as extras."""
 
-    def __init__(self, model: nn.Module, median_index: int | None, extras=None) -> None:
-        super().__init__(model, extras)
-        self.median_index = median_index
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def outputs(self, x: torch.Tensor) -> Any:
         batch = {key: _expand(value, x) for key, value in self.extras.items()}
         batch["context"] = x
-        out = self.model(batch)
-        if self.median_index is None:
-            return out
-        return out[..., self.median_index].mean(dim=1, keepdim=True)
+        return self.model(batch)
 
 
 @register_target("series-windows", "series-labelled")
@@ -345,16 +341,9 @@ class SeriesTarget(ExplainTarget):
     batchable = False
     feature_axes = "time steps"
 
-    @property
-    def output_names(self) -> list[str]:
-        return self.class_names if self.task_name == "classification" else ["forecast level"]
-
     def score_module(self, model: nn.Module | None = None) -> ScoreModule:
-        median = None
-        if self.task_name == "forecasting":
-            levels = list(self.backbone.series.quantiles)
-            median = min(range(len(levels)), key=lambda i: abs(levels[i] - 0.5))
-        return SeriesScore(model if model is not None else self.model, median)
+        model = model if model is not None else self.model
+        return SeriesScore(model, reduction=self.reduction(model))
 
     def baseline(self, sample: Sample) -> torch.Tensor:
         """A flat line at the observed context's mean: "no pattern" in the window."""
@@ -384,19 +373,9 @@ class SeriesTarget(ExplainTarget):
         extras = {key: value.unsqueeze(0) for key, value in inputs.items() if key != "context"}
         observed = inputs["observed"].numpy()
         display = {"context": inputs["context"].numpy()[observed], "observed": observed,
-                   "name": dataset.windows[index].describe()}
-        label = int(target) if self.task_name == "classification" else None
-        if self.task_name == "forecasting":
-            display["future"] = target.numpy()
-        return Sample(index, inputs["context"].unsqueeze(0), label, extras=extras, display=display)
-
-
-class MeanPointScore(ScoreModule):
-    """Segmentation scores for a whole cloud: each part class's logit averaged over the
-    points, so a map shows which points drive the model to call points of that class."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).mean(dim=1)
+                   "name": dataset.windows[index].describe(), **self.task.explain_display(target)}
+        return Sample(index, inputs["context"].unsqueeze(0), self.label(target), extras=extras,
+                      display=display)
 
 
 @register_target("points", "point-segments")
@@ -407,10 +386,6 @@ class PointTarget(ExplainTarget):
     modality = "points"
     kind = "points"
     feature_axes = "points"
-
-    def score_module(self, model: nn.Module | None = None) -> ScoreModule:
-        model = model if model is not None else self.model
-        return MeanPointScore(model) if self.task_name == "segmentation" else ScoreModule(model)
 
     def to_features(self, attributions: torch.Tensor) -> torch.Tensor:
         return attributions.sum(dim=-1)
@@ -423,8 +398,7 @@ class PointTarget(ExplainTarget):
 
     def sample(self, dataset, index: int) -> Sample:
         points, target = dataset[index]
-        label = int(torch.mode(target).values) if torch.is_tensor(target) else int(target)
-        return Sample(index, points.unsqueeze(0), label,
+        return Sample(index, points.unsqueeze(0), self.label(target),
                       display={"points": points.numpy(), "name": dataset.samples[index][0].name})
 
     def background(self, sample: Sample, others: list[Sample]) -> torch.Tensor:
@@ -438,9 +412,11 @@ class PointTarget(ExplainTarget):
         return (side, 3), (side, 3)
 
 
-def make_target(modality: str, model: nn.Module, backbone, task_name: str,
+def make_target(modality: str, model: nn.Module, backbone, task: str | Task | type[Task],
                 class_names: list[str]) -> ExplainTarget:
+    """The attribution target for ``modality``, explaining what ``task`` (a task name, a
+    task or its class) makes of the model's output."""
     if modality not in _TARGETS:
         raise AdaptlabError(f"explain: no attribution target for modality {modality!r} "
                             f"(supported: {sorted(_TARGETS)})")
-    return _TARGETS[modality](model, backbone, task_name, class_names)
+    return _TARGETS[modality](model, backbone, task, class_names)

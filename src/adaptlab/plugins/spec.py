@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adaptlab.errors import PluginError
+from adaptlab.tasks.registry import task_names
 
-TASKS = ("image-classification", "sequence-classification", "retrieval", "forecasting",
-         "series-classification", "point-classification", "point-segmentation",
-         "field-regression", "field-classification")
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
 
 
@@ -48,6 +46,9 @@ def package_icon(package: str, filename: str = "icon.svg") -> str:
 class DatasetSpec:
     """A dataset a domain offers.
 
+    ``task`` is a registered task name (:func:`adaptlab.tasks.registry.task_names`), the
+    same name the loaded ``SplitDataset.task`` carries; what the inputs are (images, series)
+    is ``modality``, as the loaded ``SplitDataset.modality`` says it.
     ``loader`` names a function ``(options: dict) -> adaptlab.data.SplitDataset``.
     ``source`` is ``"demo"`` (ships offline), ``"path"`` (user data via ``--data``) or
     ``"benchmark"`` (downloads when online). ``source_dataset`` names another dataset of the
@@ -63,6 +64,9 @@ class DatasetSpec:
     source_dataset: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)  # training settings for this set
     backbone: str | None = None  # the backbone this set needs, when not the domain's default
+    # The loaded SplitDataset's modality ("image", "text", "series-windows", ...), declared so
+    # a run can check modality-bound options (a series' max_gap) before loading anything.
+    modality: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,8 +123,7 @@ class DomainSpec:
                           or len(self.icon) > ICON_MAX_CHARS):
             raise PluginError(f"domain {self.name!r}: field 'icon' must be SVG markup "
                               f"(starting '<svg', at most {ICON_MAX_CHARS} characters)")
-        if not self.tasks or any(task not in TASKS for task in self.tasks):
-            raise PluginError(f"domain {self.name!r}: tasks {list(self.tasks)} must be among {TASKS}")
+        self._validate_tasks()
         for kind, items in (("dataset", self.datasets), ("backbone", self.backbones)):
             names = [item.name for item in items]
             if not names:
@@ -149,11 +152,24 @@ class DomainSpec:
             raise PluginError(f"domain {self.name!r}: default_backbone {self.default_backbone!r} "
                               "is not one of its backbones")
 
+    def _validate_tasks(self) -> None:
+        if not self.tasks:
+            raise PluginError(f"domain {self.name!r}: declares no tasks")
+        known = task_names()  # names only: no task module (and no torch) is imported
+        for task in self.tasks:
+            if task not in known:
+                raise PluginError(f"domain {self.name!r}: task {task!r} is not a registered "
+                                  f"task; known tasks: {known}")
+
     def dataset_names(self) -> list[str]:
         return [dataset.name for dataset in self.datasets]
 
     def backbone_names(self) -> list[str]:
         return [backbone.name for backbone in self.backbones]
+
+    def modalities(self) -> list[str]:
+        """The declared modalities of the domain's datasets (what its user data can be)."""
+        return sorted({dataset.modality for dataset in self.datasets if dataset.modality})
 
     def dataset(self, name: str) -> DatasetSpec:
         for dataset in self.datasets:

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from adaptlab.report.attributions import method_facts
 from adaptlab.report.renderers import figure_html, get_renderer
-from adaptlab.report.write import method_facts
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;

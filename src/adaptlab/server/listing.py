@@ -29,8 +29,9 @@ def domain_entry(spec: DomainSpec) -> dict[str, Any]:
     return {"name": spec.name, "title": spec.title, "description": spec.description,
             "tasks": list(spec.tasks), "icon": spec.icon,
             "default_strategy": spec.default_strategy, "default_dataset": spec.default_dataset,
-            "datasets": [{"name": d.name, "task": d.task, "description": d.description,
-                          "source": d.source} for d in spec.datasets],
+            "datasets": [{"name": d.name, "task": d.task, "modality": d.modality,
+                          "description": d.description, "source": d.source}
+                         for d in spec.datasets],
             "backbones": [{"name": b.name, "description": b.description,
                            "params_millions": b.params_millions} for b in spec.backbones],
             "data_help": spec.data_help}

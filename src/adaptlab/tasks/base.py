@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from adaptlab.data.splits import SplitDataset
+
+# How a model's output becomes the ``[B, K]`` scores an attribution explains:
+# ``(outputs, inputs) -> scores``, ``inputs`` being the continuous input attributed.
+ScoreReduction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def move_to(inputs: Any, device) -> Any:
@@ -21,11 +29,21 @@ def call_backbone(backbone: nn.Module, inputs: Any) -> torch.Tensor:
     return backbone(**inputs) if isinstance(inputs, Mapping) else backbone(inputs)
 
 
+@dataclass(frozen=True)
+class TaskOptions:
+    """The run settings a task's construction reads (from ``RunConfig``)."""
+
+    class_weighting: str = "balanced"  # "balanced" or "none"
+    forecast_loss: str = "quantile"
+
+
 class Task:
-    """Override points: ``build_model``, ``loss``, ``evaluate``, ``baselines``.
+    """Override points: ``from_data``, ``build_model``, ``loss``, ``evaluate``, ``baselines``,
+    and the ``explain_*`` ones below.
 
     ``monitor`` names the validation metric early stopping and best-epoch selection follow;
-    ``higher_is_better`` says which way it improves.
+    ``higher_is_better`` says which way it improves. A subclass registers itself with
+    :func:`adaptlab.tasks.registry.register_task` under ``name``, the name datasets use.
     """
 
     name = ""
@@ -34,6 +52,12 @@ class Task:
     # True when the model before training is already a working model (a pre-trained
     # forecaster, an identity-headed retrieval encoder), so it competes for the best epoch.
     initial_is_candidate = False
+
+    @classmethod
+    def from_data(cls, data: SplitDataset, backbone: Any, options: TaskOptions) -> Task:
+        """The task for ``data`` (and ``backbone``, None where not yet known); raises
+        :class:`adaptlab.errors.AdaptlabError` when the pair cannot work together."""
+        return cls()
 
     def build_model(self, backbone, head_options) -> tuple[nn.Module, Any]:
         raise NotImplementedError
@@ -59,3 +83,35 @@ class Task:
     def headline(self, metrics: dict) -> str:
         """One line for the terminal: the held-out metric against the baseline."""
         raise NotImplementedError
+
+    # Explain override points. They are class-level: explain builds its target from a
+    # saved run's task name and rebuilt model, and tests and benchmarks from a bare name,
+    # without the training data an instance is made from.
+
+    explain_refusal: str | None = None  # why runs of this task cannot be explained (yet)
+    explain_probabilities = False  # scores are class logits: checks read their softmax
+    explain_by_class = False  # labels are classes: explained samples go round the classes
+
+    @classmethod
+    def explain_reduction(cls, model: nn.Module, backbone: Any) -> ScoreReduction | None:
+        """How ``model``'s output becomes the ``[B, K]`` scores to explain; None when the
+        output already is that (class logits)."""
+        return None
+
+    @classmethod
+    def explain_output_names(cls, model: nn.Module, class_names: list[str]) -> list[str]:
+        """A name for each explained score column (what the report calls a target)."""
+        return class_names
+
+    @classmethod
+    def explain_label(cls, target: Any) -> int | None:
+        """An explained sample's label as an index into the output names, from the item's
+        dataset target; None when the target is not one output (a field, a forecast)."""
+        if torch.is_tensor(target) and target.ndim > 0:
+            return None
+        return int(target)
+
+    @classmethod
+    def explain_display(cls, target: Any) -> dict[str, Any]:
+        """What of the target a renderer draws beside the map (a forecast's future)."""
+        return {}

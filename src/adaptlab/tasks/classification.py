@@ -20,7 +20,8 @@ from torch import nn
 from adaptlab.backbones.backbone import Backbone
 from adaptlab.backbones.layer_map import LayerMap
 from adaptlab.errors import AdaptlabError
-from adaptlab.tasks.base import Task, call_backbone, move_to
+from adaptlab.tasks.base import Task, TaskOptions, call_backbone, move_to
+from adaptlab.tasks.registry import register_task
 
 
 class ClassificationModel(nn.Module):
@@ -93,15 +94,30 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
     }
 
 
+@register_task
 class ClassificationTask(Task):
-    """Cross-entropy (optionally class-weighted), accuracy / F1 / kappa / AUC, NCM baselines."""
+    """Cross-entropy (optionally class-weighted), accuracy / F1 / kappa / AUC, NCM baselines.
+
+    One task whatever the input (images, text, series, fields, point clouds): the dataset's
+    modality says what the backbone reads."""
 
     name = "classification"
     monitor = "macro_f1"  # robust to the class imbalance real data have
+    explain_probabilities = True
+    explain_by_class = True
 
     def __init__(self, class_names: list[str], weights: torch.Tensor | None = None) -> None:
         self.class_names = class_names
         self.weights = weights
+
+    @classmethod
+    def from_data(cls, data, backbone, options: TaskOptions) -> ClassificationTask:
+        if backbone is not None and backbone.pretrained_head is not None:
+            raise AdaptlabError(f"backbone {backbone.name!r} is a forecaster with its own head; "
+                                "classification needs a feature backbone")
+        weights = class_weights(data.labels("train"), len(data.class_names)) \
+            if options.class_weighting == "balanced" else None
+        return cls(data.class_names, weights)
 
     def build_model(self, backbone: Backbone, head_options):
         return build_model(backbone, len(self.class_names), head_options)

@@ -18,12 +18,15 @@ warming climate), and an untrained head starts at persistence instead of at zero
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 from adaptlab.backbones.backbone import Backbone
 from adaptlab.errors import AdaptlabError
-from adaptlab.tasks.base import Task
+from adaptlab.tasks.base import ScoreReduction, Task, TaskOptions
+from adaptlab.tasks.registry import register_task
 
 
 def latitude_weights(coords: dict[str, list[float]], rows: int) -> torch.Tensor:
@@ -49,13 +52,14 @@ class FieldRegressionModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.field_output:
             return self.task_head(self.backbone(x))
-        out = self.task_head(self.backbone.feature_map(x))
+        out = self.task_head(self.backbone.forward_features(x))
         if self.residual_channel is not None:
             channel = self.residual_channel % x.shape[1]
             out = out + x[:, channel:channel + 1]
         return out
 
 
+@register_task
 class FieldRegressionTask(Task):
     name = "field-regression"
     monitor = "rmse"
@@ -73,10 +77,10 @@ class FieldRegressionTask(Task):
     def build_model(self, backbone: Backbone, head_options):
         outputs = self.target_shape[0]
         if self.field_output:
-            if not hasattr(backbone.module, "feature_map"):
+            if backbone.feature_layout != "grid":
                 raise AdaptlabError(f"backbone {backbone.name!r} gives no feature map on the "
                                     "input grid; a field target needs one (field_unet)")
-            head = nn.Conv2d(backbone.module.num_map_features, outputs, 1)
+            head = nn.Conv2d(backbone.feature_dim, outputs, 1)
         else:
             head = nn.Linear(backbone.num_features, outputs)
         if self.residual_channel is not None and (not self.field_output or outputs != 1):
@@ -157,3 +161,40 @@ class FieldRegressionTask(Task):
             if test.get("acc") is not None and base.get("acc") is not None else ""
         return (f"held-out area-weighted RMSE {test['rmse']:.3f} (baseline "
                 f"{base['rmse']:.3f}){acc}")
+
+    @classmethod
+    def from_data(cls, data, backbone, options: TaskOptions) -> FieldRegressionTask:
+        target = data.samples["train"][0][1]
+        return cls(data.class_names, target.shape, data.coords,
+                   data.task_options.get("residual_channel"))
+
+    @classmethod
+    def explain_reduction(cls, model: nn.Module, backbone) -> ScoreReduction:
+        """A predicted field's mean (per output channel): what drives the map the model
+        predicts up or down as a whole. A model predicting the change from an input field is
+        scored on the change: the pass-through of that field is the same for any weights and
+        would otherwise dominate every map."""
+        return functools.partial(field_mean, channel=residual_channel_of(model))
+
+    @classmethod
+    def explain_output_names(cls, model: nn.Module, class_names: list[str]) -> list[str]:
+        what = "change of " if residual_channel_of(model) is not None else ""
+        return [f"mean predicted {what}{name}" for name in class_names]
+
+
+def residual_channel_of(model: nn.Module) -> int | None:
+    """The input channel a (possibly wrapped) field model predicts the change from."""
+    try:
+        return model.residual_channel  # a peft wrapper forwards the attribute
+    except AttributeError:
+        return None
+
+
+def field_mean(outputs: torch.Tensor, inputs: torch.Tensor, channel: int | None
+               ) -> torch.Tensor:
+    """[B, C, H, W] predicted fields -> [B, C] means, less the input field at ``channel``;
+    vector outputs pass through."""
+    if channel is not None and outputs.ndim == 4:
+        channel %= inputs.shape[1]
+        outputs = outputs - inputs[:, channel:channel + 1]
+    return outputs.flatten(2).mean(dim=2) if outputs.ndim == 4 else outputs

@@ -9,11 +9,14 @@ targets inside the outermost quantile interval. Lower is better for all but cove
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.tasks.base import Task, move_to
+from adaptlab.tasks.base import ScoreReduction, Task, TaskOptions, move_to
+from adaptlab.tasks.registry import register_task
 
 
 class ForecastModel(nn.Module):
@@ -63,6 +66,11 @@ def mase_scale(context: torch.Tensor, observed: torch.Tensor, season: torch.Tens
     return torch.stack(scales)
 
 
+def median_level(outputs: torch.Tensor, inputs: torch.Tensor, median: int) -> torch.Tensor:
+    """[B, horizon, quantiles] forecasts -> [B, 1] median level."""
+    return outputs[..., median].mean(dim=1, keepdim=True)
+
+@register_task
 class ForecastingTask(Task):
     name = "forecasting"
     monitor = "mase"
@@ -77,6 +85,34 @@ class ForecastingTask(Task):
         self.median = int(torch.argmin((self.levels - 0.5).abs()))
         self.horizon = horizon
         self.loss_kind = loss_kind
+
+    @classmethod
+    def from_data(cls, data, backbone, options: TaskOptions) -> ForecastingTask:
+        if backbone is None or backbone.series is None:
+            raise AdaptlabError("forecasting needs a forecasting backbone (one with a series "
+                                "preprocessing and a pre-trained head)")
+        horizon = data.samples["train"][0][0].horizon
+        return cls(backbone.series.quantiles, horizon, options.forecast_loss)
+
+    @classmethod
+    def explain_reduction(cls, model: nn.Module, backbone) -> ScoreReduction:
+        """One score: the forecast's median level (the median quantile averaged over the
+        horizon)."""
+        levels = list(backbone.series.quantiles)
+        median = min(range(len(levels)), key=lambda i: abs(levels[i] - 0.5))
+        return functools.partial(median_level, median=median)
+
+    @classmethod
+    def explain_output_names(cls, model: nn.Module, class_names: list[str]) -> list[str]:
+        return ["forecast level"]
+
+    @classmethod
+    def explain_label(cls, target) -> None:
+        return None
+
+    @classmethod
+    def explain_display(cls, target) -> dict:
+        return {"future": target.numpy()}
 
     def build_model(self, backbone, head_options):
         if backbone.series is None or backbone.pretrained_head is None:

@@ -1,45 +1,88 @@
-"""Pick the task implementation a dataset needs."""
+"""The task registry: ``@register_task`` plus a lazy table of the built-in tasks.
+
+A task's name is the one vocabulary for what a dataset is for: ``SplitDataset.task``,
+``DatasetSpec.task``, ``DomainSpec.tasks``, ``metrics.json`` and ``adaptlab domains --json``
+all use it. What kind of input the task reads (images, series, point clouds) is the
+dataset's ``modality``, not part of the task name.
+
+Listing the names imports no task module (and so no torch): plugin discovery validates a
+domain's task names against :func:`task_names`. Third-party packages add tasks through the
+``adaptlab.tasks`` entry-point group (``name = "package.module"``; importing that module runs
+its ``@register_task``).
+"""
 
 from __future__ import annotations
 
-from adaptlab.data.splits import SplitDataset
+import importlib
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
 from adaptlab.errors import AdaptlabError
 
+if TYPE_CHECKING:
+    from adaptlab.data.splits import SplitDataset
+    from adaptlab.tasks.base import Task
 
-def make_task(data: SplitDataset, class_weighting: str = "balanced", backbone=None,
-              forecast_loss: str = "quantile"):
-    if data.task == "classification":
-        from adaptlab.tasks.classification import ClassificationTask, class_weights
+ENTRY_POINT_GROUP = "adaptlab.tasks"
+_BUILTIN_MODULES = {
+    "classification": "adaptlab.tasks.classification",
+    "segmentation": "adaptlab.tasks.segmentation",
+    "field-regression": "adaptlab.tasks.field_regression",
+    "retrieval": "adaptlab.tasks.retrieval",
+    "forecasting": "adaptlab.tasks.forecasting",
+}
+_REGISTERED: dict[str, type[Task]] = {}
 
-        if backbone is not None and backbone.pretrained_head is not None:
-            raise AdaptlabError(f"backbone {backbone.name!r} is a forecaster with its own head; "
-                                "classification needs a feature backbone")
 
-        weights = class_weights(data.labels("train"), len(data.class_names)) \
-            if class_weighting == "balanced" else None
-        return ClassificationTask(data.class_names, weights)
-    if data.task == "segmentation":
-        from adaptlab.tasks.segmentation import SegmentationTask, point_class_weights
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make ``cls`` the task called ``cls.name``.
 
-        weights = point_class_weights(data, len(data.class_names)) \
-            if class_weighting == "balanced" else None
-        return SegmentationTask(data.class_names, weights)
-    if data.task == "field-regression":
-        from adaptlab.tasks.field_regression import FieldRegressionTask
+    A second class under a name already taken is an error, not a silent replacement.
+    """
+    name = getattr(cls, "name", None)
+    if not name:
+        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
+    taken = _REGISTERED.get(name)
+    if taken is not None and taken is not cls:
+        raise AdaptlabError(f"task name {name!r} is already registered by "
+                            f"{taken.__module__}.{taken.__qualname__}; cannot register "
+                            f"{cls.__module__}.{cls.__qualname__} under it")
+    _REGISTERED[name] = cls
+    return cls
 
-        target = data.samples["train"][0][1]
-        return FieldRegressionTask(data.class_names, target.shape, data.coords,
-                                   data.task_options.get("residual_channel"))
-    if data.task == "retrieval":
-        from adaptlab.tasks.retrieval import RetrievalTask
 
-        return RetrievalTask()
-    if data.task == "forecasting":
-        from adaptlab.tasks.forecasting import ForecastingTask
+def _module_table() -> dict[str, str]:
+    table = dict(_BUILTIN_MODULES)
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        table.setdefault(entry_point.name, entry_point.value)
+    return table
 
-        if backbone is None or backbone.series is None:
-            raise AdaptlabError("forecasting needs a forecasting backbone (one with a series "
-                                "preprocessing and a pre-trained head)")
-        horizon = data.samples["train"][0][0].horizon
-        return ForecastingTask(backbone.series.quantiles, horizon, forecast_loss)
-    raise AdaptlabError(f"no task implementation for {data.task!r}")
+
+def task_names() -> list[str]:
+    """Every known task name, without importing any task module."""
+    return sorted(set(_module_table()) | set(_REGISTERED))
+
+
+def get_task_class(name: str) -> type[Task]:
+    """The task class registered as ``name`` (imports its module on first use)."""
+    if name not in _REGISTERED:
+        module = _module_table().get(name)
+        if module is None:
+            raise AdaptlabError(f"no task implementation for {name!r}; known tasks: "
+                                f"{task_names()}")
+        importlib.import_module(module)
+    if name not in _REGISTERED:
+        raise AdaptlabError(f"task module for {name!r} did not register it")
+    return _REGISTERED[name]
+
+
+def make_task(data: SplitDataset, class_weighting: str = "balanced", backbone: Any = None,
+              forecast_loss: str = "quantile") -> Task:
+    """The task ``data.task`` names, built for this dataset and backbone.
+
+    >>> task = make_task(data, "balanced", backbone)  # doctest: +SKIP
+    """
+    from adaptlab.tasks.base import TaskOptions
+
+    options = TaskOptions(class_weighting=class_weighting, forecast_loss=forecast_loss)
+    return get_task_class(data.task).from_data(data, backbone, options)

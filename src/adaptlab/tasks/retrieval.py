@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from adaptlab.tasks.base import Task, call_backbone, move_to
+from adaptlab.tasks.registry import register_task
 
 TEMPERATURE = 0.05
 RECALL_AT = (1, 5, 10)
@@ -54,10 +55,13 @@ def ranking_metrics(queries: torch.Tensor, documents: torch.Tensor) -> dict:
     return metrics
 
 
+@register_task
 class RetrievalTask(Task):
     name = "retrieval"
     monitor = "mrr"
     initial_is_candidate = True
+    explain_refusal = ("retrieval runs are not supported yet (they score pairs); explain a "
+                       "classification run of the same data instead")
 
     def build_model(self, backbone, head_options):
         model = BiEncoder(backbone.module, backbone.num_features)

@@ -1,8 +1,9 @@
 """Per-point segmentation: a label for every point of a cloud (part segmentation, LiDAR
 classes).
 
-The backbone provides ``point_features`` ([B, N, F], ``num_point_features``); a shared
-per-point MLP head gives [B, N, K] logits. Loss: cross-entropy over points, weighted by the
+A backbone whose ``feature_layout`` is ``"points"`` gives per-point features [B, N, F]
+from ``forward_features`` (F its ``feature_dim``); a shared per-point MLP head gives
+[B, N, K] logits. Loss: cross-entropy over points, weighted by the
 training split's point counts per class (parts such as tails are rare). Metrics: point
 accuracy and mean IoU (classes absent from both truth and prediction in a split are left
 out of the mean). Baseline: nearest-class-mean on the frozen per-point features, prototypes
@@ -17,7 +18,8 @@ from torch import nn
 
 from adaptlab.backbones.backbone import Backbone
 from adaptlab.errors import AdaptlabError
-from adaptlab.tasks.base import Task, move_to
+from adaptlab.tasks.base import ScoreReduction, Task, TaskOptions, move_to
+from adaptlab.tasks.registry import register_task
 
 PROTOTYPE_POINTS = 64  # per training cloud: enough for class means, small in memory
 
@@ -29,7 +31,7 @@ class SegmentationModel(nn.Module):
         self.task_head = head
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
-        return self.task_head(self.backbone.point_features(points))
+        return self.task_head(self.backbone.forward_features(points))
 
 
 def point_class_weights(data, num_classes: int) -> torch.Tensor:
@@ -55,6 +57,7 @@ def segmentation_metrics(truth: np.ndarray, predicted: np.ndarray, class_names: 
             "per_class_iou": ious, "points": int(truth.size)}
 
 
+@register_task
 class SegmentationTask(Task):
     name = "segmentation"
     monitor = "miou"
@@ -64,11 +67,11 @@ class SegmentationTask(Task):
         self.weights = weights
 
     def build_model(self, backbone: Backbone, head_options):
-        if not hasattr(backbone.module, "point_features"):
+        if backbone.feature_layout != "points":
             raise AdaptlabError(f"backbone {backbone.name!r} gives no per-point features; "
                                 "segmentation needs a point backbone")
         hidden = getattr(head_options, "head_hidden", 128)
-        width = backbone.module.num_point_features
+        width = backbone.feature_dim
         head = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(0.2),
                              nn.Linear(hidden, len(self.class_names)))
         return SegmentationModel(backbone.module, head), \
@@ -106,7 +109,7 @@ class SegmentationTask(Task):
         generator = torch.Generator().manual_seed(0)
         features, labels = [], []
         for points, point_labels in loaders["train"]:
-            feats = backbone.point_features(move_to(points, device)).float().cpu()
+            feats = backbone.forward_features(move_to(points, device)).float().cpu()
             pick = torch.randperm(points.shape[1], generator=generator)[:PROTOTYPE_POINTS]
             features.append(feats[:, pick].flatten(0, 1))
             labels.append(point_labels[:, pick].flatten())
@@ -120,7 +123,7 @@ class SegmentationTask(Task):
             truth, predicted = [], []
             for points, point_labels in loader:
                 feats = nn.functional.normalize(
-                    backbone.point_features(move_to(points, device)).float().cpu(), dim=-1)
+                    backbone.forward_features(move_to(points, device)).float().cpu(), dim=-1)
                 predicted.append((feats @ prototypes.T).argmax(dim=-1).numpy().ravel())
                 truth.append(point_labels.numpy().ravel())
             out[split] = segmentation_metrics(np.concatenate(truth), np.concatenate(predicted),
@@ -132,3 +135,25 @@ class SegmentationTask(Task):
         test, base = metrics["final"]["test"], metrics["baseline"]["test"]
         return (f"held-out mIoU {test['miou']:.3f} (baseline {base['miou']:.3f}), point "
                 f"accuracy {test['point_accuracy']:.3f} (baseline {base['point_accuracy']:.3f})")
+
+    @classmethod
+    def from_data(cls, data, backbone, options: TaskOptions) -> SegmentationTask:
+        weights = point_class_weights(data, len(data.class_names)) \
+            if options.class_weighting == "balanced" else None
+        return cls(data.class_names, weights)
+
+    @classmethod
+    def explain_reduction(cls, model: nn.Module, backbone) -> ScoreReduction:
+        """Scores for a whole cloud: each part class's logit averaged over the points, so a
+        map shows which points drive the model to call points of that class."""
+        return mean_over_points
+
+    @classmethod
+    def explain_label(cls, target) -> int:
+        """A cloud's label is its most common part."""
+        return int(torch.mode(target).values) if torch.is_tensor(target) else int(target)
+
+
+def mean_over_points(outputs: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """[B, N, K] point logits -> [B, K]."""
+    return outputs.mean(dim=1)

@@ -17,15 +17,15 @@ DOMAIN = DomainSpec(
     title="Source code",
     description="Classify functions (module, topic, defect) or retrieve code from a "
                 "natural-language query, adapting a sentence encoder to code.",
-    tasks=("sequence-classification", "retrieval"),
+    tasks=("classification", "retrieval"),
     datasets=(
-        DatasetSpec(name="stdlib-modules", task="sequence-classification", source="demo",
-                    loader="adaptlab_code.datasets:load_stdlib_modules",
+        DatasetSpec(name="stdlib-modules", task="classification", modality="text",
+                    source="demo", loader="adaptlab_code.datasets:load_stdlib_modules",
                     description="930 documented standard-library functions, code without "
                                 "docstring, labelled by their module (31 classes)",
                     defaults={"epochs": 5, "lr": 1e-3}),
-        DatasetSpec(name="docstring-to-code", task="retrieval", source="demo",
-                    loader="adaptlab_code.datasets:load_docstring_to_code",
+        DatasetSpec(name="docstring-to-code", task="retrieval", modality="text-pairs",
+                    source="demo", loader="adaptlab_code.datasets:load_docstring_to_code",
                     description="train on Python standard-library docstring/code pairs, test "
                                 "on all 164 HumanEval problems (docstring -> solution)",
                     defaults={"epochs": 2, "lr": 5e-5}),

@@ -18,15 +18,15 @@ DOMAIN = DomainSpec(
     title="Medical imaging",
     description="Classify medical images (2D images, or 3D volumes slice-wise) from NIfTI, DICOM, "
                 "PNG/JPEG folders or MedMNIST .npz files, adapting ImageNet backbones.",
-    tasks=("image-classification",),
+    tasks=("classification",),
     datasets=(
-        DatasetSpec(name="brain-regions", task="image-classification", source="demo",
-                    loader="adaptlab_medical.datasets:load_colin27",
+        DatasetSpec(name="brain-regions", task="classification", modality="array-image",
+                    source="demo", loader="adaptlab_medical.datasets:load_colin27",
                     source_dataset="brain-regions-icbm152",
                     description="Colin27 T1 MRI, 24 mm axial patches labelled by AAL lobe (6 "
                                 "classes); train on the left hemisphere, test on the right"),
-        DatasetSpec(name="brain-regions-icbm152", task="image-classification", source="demo",
-                    loader="adaptlab_medical.datasets:load_icbm152",
+        DatasetSpec(name="brain-regions-icbm152", task="classification", modality="array-image",
+                    source="demo", loader="adaptlab_medical.datasets:load_icbm152",
                     description="MNI ICBM152 average brain, same patches and labels: a source "
                                 "domain (an average of 152 brains, not one scan)"),
     ),

@@ -11,22 +11,22 @@ DOMAIN = DomainSpec(
     description="Classify shapes and segment their parts from meshes, point files and LiDAR "
                 "scans, with point networks pre-trained on generated shapes and adapted to "
                 "real scans; always beside the control trained on the target alone.",
-    tasks=("point-classification", "point-segmentation"),
+    tasks=("classification", "segmentation"),
     datasets=(
-        DatasetSpec(name="cgal-meshes", task="point-classification",
+        DatasetSpec(name="cgal-meshes", task="classification", modality="points",
                     description="scans of 37 real meshes from CGAL's example data (animals, "
                                 "human bodies, manufactured objects), 8 scans per mesh with "
                                 "occlusion, density fall-off and noise; split by mesh",
                     loader="adaptlab_pointcloud.datasets:cgal_meshes",
                     source_dataset="generated-shapes",
                     defaults={"epochs": 20, "lr": 2e-3, "batch_size": 16}),
-        DatasetSpec(name="generated-shapes", task="point-classification",
+        DatasetSpec(name="generated-shapes", task="classification", modality="points",
                     description="600 procedural shapes in the same 3 classes (quadrupeds, "
                                 "figures, hands, bones, busts, plates, gears, turned parts, "
                                 "brackets, aircraft), one scan each",
                     loader="adaptlab_pointcloud.datasets:generated_shapes",
                     defaults={"epochs": 8, "lr": 2e-3, "batch_size": 32}),
-        DatasetSpec(name="generated-parts", task="point-segmentation",
+        DatasetSpec(name="generated-parts", task="segmentation", modality="point-segments",
                     description="400 procedural animals and figures with a part label per "
                                 "point (body, limb, head, tail)",
                     loader="adaptlab_pointcloud.datasets:generated_parts",

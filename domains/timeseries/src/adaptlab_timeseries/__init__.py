@@ -12,34 +12,34 @@ DOMAIN = DomainSpec(
     description="Forecast or classify series from CSV, Parquet or NetCDF files, adapting a "
                 "pre-trained forecaster; forecasts are evaluated walk-forward against seasonal "
                 "naive (MAE, RMSE, MASE).",
-    tasks=("forecasting", "series-classification"),
+    tasks=("forecasting", "classification"),
     datasets=(
-        DatasetSpec(name="cmip6-arctic", task="forecasting", source="demo",
-                    loader="adaptlab_timeseries.datasets:load_cmip6_arctic",
+        DatasetSpec(name="cmip6-arctic", task="forecasting", modality="series-windows",
+                    source="demo", loader="adaptlab_timeseries.datasets:load_cmip6_arctic",
                     description="monthly Arctic air temperature from 41 CMIP6 climate models; "
                                 "forecast 24 months of a held-out model (MIROC6), trained on "
                                 "the others, walk-forward over its last 10 years",
                     defaults={"epochs": 3, "lr": 3e-4, "train_samples": 512}),
-        DatasetSpec(name="co2", task="forecasting", source="demo",
-                    loader="adaptlab_timeseries.datasets:load_co2",
+        DatasetSpec(name="co2", task="forecasting", modality="series-windows",
+                    source="demo", loader="adaptlab_timeseries.datasets:load_co2",
                     description="Mauna Loa weekly CO2, 1965-2001: one series, forecast 26 "
                                 "weeks, trained on its own earlier years (few-shot)",
                     defaults={"epochs": 3, "lr": 3e-4, "train_samples": 256}),
-        DatasetSpec(name="elnino", task="forecasting", source="demo",
-                    loader="adaptlab_timeseries.datasets:load_elnino",
+        DatasetSpec(name="elnino", task="forecasting", modality="series-windows",
+                    source="demo", loader="adaptlab_timeseries.datasets:load_elnino",
                     description="Nino 1+2 monthly sea-surface temperature, 1950-2010: forecast "
                                 "12 months",
                     defaults={"epochs": 3, "lr": 3e-4}),
-        DatasetSpec(name="sunspots", task="forecasting", source="demo",
-                    loader="adaptlab_timeseries.datasets:load_sunspots",
+        DatasetSpec(name="sunspots", task="forecasting", modality="series-windows",
+                    source="demo", loader="adaptlab_timeseries.datasets:load_sunspots",
                     description="yearly sunspot numbers, 1700-2008: forecast 11 years",
                     defaults={"epochs": 3, "lr": 3e-4}),
-        DatasetSpec(name="nile", task="forecasting", source="demo",
-                    loader="adaptlab_timeseries.datasets:load_nile",
+        DatasetSpec(name="nile", task="forecasting", modality="series-windows",
+                    source="demo", loader="adaptlab_timeseries.datasets:load_nile",
                     description="yearly Nile flow at Aswan, 1871-1970: forecast 10 years",
                     defaults={"epochs": 3, "lr": 3e-4}),
-        DatasetSpec(name="cmip6-warming", task="series-classification", source="demo",
-                    loader="adaptlab_timeseries.datasets:load_cmip6_warming",
+        DatasetSpec(name="cmip6-warming", task="classification", modality="series-labelled",
+                    source="demo", loader="adaptlab_timeseries.datasets:load_cmip6_warming",
                     backbone="fracast-features",
                     description="20-year Arctic temperature records, early industrial "
                                 "(1850-1899) or recent (1965-2014)? Trained on 9 CMIP6 models, "

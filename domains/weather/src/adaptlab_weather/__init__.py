@@ -13,28 +13,28 @@ DOMAIN = DomainSpec(
                 "predict fields from fields (next year's temperature map), with networks "
                 "pre-trained on a simulator or another climate scenario, then adapted to "
                 "scarcer target fields; always beside the control trained on the target alone.",
-    tasks=("field-classification", "field-regression"),
+    tasks=("classification", "field-regression"),
     datasets=(
-        DatasetSpec(name="blocking-observed", task="field-classification",
+        DatasetSpec(name="blocking-observed", task="classification", modality="field",
                     description="1,000 days of a shifted flow (slower waves, weaker longer "
                                 "blocks, noisier smoothed fields) standing in for observations; "
                                 "label: a block now still present in 5 days",
                     loader="adaptlab_weather.datasets:blocking_observed",
                     source_dataset="blocking-simulated",
                     defaults={"epochs": 15, "lr": 3e-3, "batch_size": 32}),
-        DatasetSpec(name="blocking-simulated", task="field-classification",
+        DatasetSpec(name="blocking-simulated", task="classification", modality="field",
                     description="2,400 days of the plugin's idealised mid-latitude flow "
                                 "(Rossby-like waves, travelling ridges, blocks), same label",
                     loader="adaptlab_weather.datasets:blocking_simulated",
                     defaults={"epochs": 10, "lr": 3e-3, "batch_size": 64}),
-        DatasetSpec(name="scenario-e1", task="field-regression",
+        DatasetSpec(name="scenario-e1", task="field-regression", modality="field",
                     description="next year's surface air temperature anomaly map over North "
                                 "America from the last 3 years', Met Office UM scenario E1 "
                                 "after 2000 (96 samples); 37 x 49 grid, latitude-weighted",
                     loader="adaptlab_weather.scenarios:scenario_e1",
                     source_dataset="scenario-a1b", backbone="field_unet",
                     defaults={"epochs": 15, "lr": 1e-3, "batch_size": 8}),
-        DatasetSpec(name="scenario-a1b", task="field-regression",
+        DatasetSpec(name="scenario-a1b", task="field-regression", modality="field",
                     description="the same task in scenario A1B, 1860-2099 (236 samples), "
                                 "which warms twice as fast after 2000",
                     loader="adaptlab_weather.scenarios:scenario_a1b", backbone="field_unet",

@@ -22,15 +22,15 @@ DOMAIN = DomainSpec(
     title="Wildlife images",
     description="Classify animal photos (species or groups) by adapting ImageNet backbones; "
                 "bring camera-trap crops as one folder per species.",
-    tasks=("image-classification",),
+    tasks=("classification",),
     datasets=(
-        DatasetSpec(name="animals", task="image-classification", source="demo",
-                    loader="adaptlab_wildlife.datasets:load_photos",
+        DatasetSpec(name="animals", task="classification", modality="image",
+                    source="demo", loader="adaptlab_wildlife.datasets:load_photos",
                     source_dataset="cartoons",
                     description="85 real animal photos (GCompris, CC0/CC-BY/PD) in 5 "
                                 "taxonomic classes, unequal in size"),
-        DatasetSpec(name="cartoons", task="image-classification", source="demo",
-                    loader="adaptlab_wildlife.datasets:load_cartoons",
+        DatasetSpec(name="cartoons", task="classification", modality="image",
+                    source="demo", loader="adaptlab_wildlife.datasets:load_cartoons",
                     description="42 cartoon drawings of the same 5 classes (Art4Apps, "
                                 "CC-BY-SA-3.0): a source domain for cartoon-to-photo transfer"),
     ),
