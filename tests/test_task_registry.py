@@ -33,7 +33,7 @@ def test_make_task_builds_the_dataset_task_with_its_weights():
     task = make_task(data, "balanced")
     assert task.name == "classification" and task.weights.tolist() == pytest.approx([0.75, 1.5])
     assert make_task(data, "none").weights is None
-    with pytest.raises(AdaptlabError, match="known tasks"):
+    with pytest.raises(AdaptlabError, match="unknown task .translation.; choose from"):
         make_task(SplitDataset([], {"train": []}, task="translation"))
 
 

@@ -52,14 +52,14 @@ class TrainingSession:
     def check(self) -> None:
         model, layer_map = self.task.build_model(self.backbone, self.strategy.config)
         self.strategy.check(layer_map)
-        self._start_from_source(model, layer_map)  # a source that does not fit fails here
+        self._start_from_source(model, layer_map, dry_run=True)  # a misfit fails here
 
     def _build_model(self):
         model, layer_map = self.task.build_model(self.backbone, self.strategy.config)
         self._start_from_source(model, layer_map)
         return model, layer_map
 
-    def _start_from_source(self, model, layer_map) -> None:
+    def _start_from_source(self, model, layer_map, dry_run: bool = False) -> None:
         """``init_from``: the source run's trained weights replace the pre-trained ones."""
         if not self.config.init_from:
             return
@@ -67,7 +67,7 @@ class TrainingSession:
 
         check_same_grid(self.config.init_from, self.data.coords)
         self.init_loaded = load_source_weights(model, layer_map, self.config.init_from,
-                                               self.data.class_names or None)
+                                               self.data.class_names or None, dry_run)
 
     def _rebuild_base_model(self):
         """A fresh task model and its layer map from the original weights, as a reload

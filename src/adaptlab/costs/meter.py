@@ -97,7 +97,8 @@ class CostMeter:
 
         self.trainable_params, self.total_params = count_parameters(model)
         params = list({id(p): p for p in model.parameters()}.values())
-        self.memory_bytes["parameters"] = _tensor_bytes(params)
+        self.memory_bytes["parameters"] = max(self.memory_bytes.get("parameters", 0),
+                                              _tensor_bytes(params))
         self.memory_bytes["gradients"] = _tensor_bytes(p for p in params if p.requires_grad)
 
     def measure_optimizer(self, optimizer: torch.optim.Optimizer) -> None:

@@ -248,6 +248,7 @@ class Trainer:
             # mid-epoch runs in the same modes as one that never stopped.
             self.model.train()
             self.strategy.train_mode(self.unwrapped)
+            self.meter.measure_model(self.unwrapped)  # a strategy may have grown parameters
         with self.accelerator.accumulate(self.model):
             outputs, loss = self._forward(inputs, labels, count)
             ctx.loss, ctx.outputs = loss, outputs

@@ -88,13 +88,16 @@ def _source_state(model: nn.Module, layer_map, run_dir: Path) -> tuple[dict, lis
 
 
 def load_source_weights(model: nn.Module, layer_map, run_dir: str | Path,
-                        class_names: list[str] | None) -> dict[str, int]:
+                        class_names: list[str] | None, dry_run: bool = False
+                        ) -> dict[str, int]:
     """Copy the source run's backbone (and, for the same classes, head) into ``model``,
     whatever strategy trained it (a LoRA source arrives merged).
 
     Returns how many tensors the source changed per part (backbone tensors that differ from
     ``model``'s, head tensors taken); raises when it changed none of the backbone (a source of
-    another backbone, or one that trained only its head)."""
+    another backbone, or one that trained only its head). ``dry_run`` checks and counts
+    without loading: a model whose backbone module is shared with a later one must stay as
+    pre-trained, or the later count would compare the source with itself."""
     run_dir = Path(run_dir)
     state, saved_names = _source_state(model, layer_map, run_dir)
     own = model.state_dict()
@@ -114,6 +117,7 @@ def load_source_weights(model: nn.Module, layer_map, run_dir: str | Path,
         example = saved_names[0] if saved_names else "none"
         raise AdaptlabError(f"init_from {run_dir}: none of its backbone tensors fit this model "
                             f"(e.g. {example!r}); was it trained with another backbone?")
-    model.load_state_dict(chosen, strict=False)
+    if not dry_run:
+        model.load_state_dict(chosen, strict=False)
     return {"backbone": changed_backbone,
             "head": sum(1 for name in chosen if head and name.startswith(head))}
