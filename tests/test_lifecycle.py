@@ -205,3 +205,26 @@ def test_every_strategy_reloads_to_its_final_logits_and_explains(strategy, tmp_p
         assert not torch.allclose(before(batch), expected, atol=1e-4) or strategy == "head"
     explanation = explain(loaded, samples=1, report=False, compare=False)
     assert explanation is not None
+
+
+def test_init_from_a_lora_run_starts_from_its_merged_weights(tmp_path, colour_folder):
+    from adaptlab import load_run
+    from adaptlab.assembly import assemble
+    from adaptlab.tasks.registry import make_task
+    from adaptlab.transfer.init_weights import load_source_weights
+
+    source = run(_config(colour_folder, tmp_path / "lora", "lora", epochs=1), progress=False)
+    # peft's own merge of the reloaded adapter is what the target must start from.
+    merged = load_run(source.run_dir, device="cpu").model.merge_and_unload().state_dict()
+    parts = assemble(_config(colour_folder, tmp_path / "target", "full"))
+    task = make_task(parts.data, "balanced", parts.backbone)
+    model, layer_map = task.build_model(parts.backbone, parts.strategy.config)
+    pretrained = {k: v.clone() for k, v in model.state_dict().items()}
+    counts = load_source_weights(model, layer_map, source.run_dir, parts.data.class_names)
+    state = model.state_dict()
+    changed = [k for k in state if k.startswith("backbone.")
+               and not torch.equal(state[k], pretrained[k])]
+    assert counts["backbone"] == len(changed) > 0
+    assert counts["head"] > 0  # same classes: the trained head comes along
+    for name in changed + [k for k in state if k.startswith("task_head.")]:
+        assert torch.allclose(state[name], merged[name], atol=1e-6), name
