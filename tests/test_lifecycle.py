@@ -228,3 +228,33 @@ def test_init_from_a_lora_run_starts_from_its_merged_weights(tmp_path, colour_fo
     assert counts["head"] > 0  # same classes: the trained head comes along
     for name in changed + [k for k in state if k.startswith("task_head.")]:
         assert torch.allclose(state[name], merged[name], atol=1e-6), name
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_swapping_blocks_on_cuda_drops_state_and_reloads(tmp_path, colour_folder, precision):
+    """The hooks on the GPU path: under autocast (and the scaler's unscale before the
+    optimizer step) a frozen block still gets no update and keeps no state, and the run
+    reloads to its final logits."""
+    import dataclasses
+
+    from adaptlab import load_run
+    from adaptlab.tasks.base import move_to
+
+    config = dataclasses.replace(_config(colour_folder, tmp_path / precision,
+                                         "test-swap-blocks", batch_size=2),
+                                 device="cuda", mixed_precision=precision)
+    result, trainer, _ = _traced(config)
+    model, layer_map = trainer.unwrapped, trainer.strategy.layer_map
+    expected = {n for n, _ in parameters_under(model, [*layer_map.blocks[-2], layer_map.head])}
+    assert set(trainer.optim.params_with_state()) == expected
+    assert result.costs["memory_bytes"]["peak_cuda"] > 0
+    batch = move_to(next(iter(trainer.eval_loaders["test"]))[0], "cuda")
+    with torch.no_grad():
+        trained = model.eval()(batch).float()
+        reloaded = load_run(result.run_dir, device="cuda").model(batch).float()
+    # The trained model runs in autocast (Accelerate wraps its forward), the reloaded one in
+    # float32: equal up to 16-bit rounding.
+    tolerance = 1e-4 if precision == "no" else 2e-2 * max(1.0, trained.abs().max().item())
+    assert (trained - reloaded).abs().max().item() <= tolerance
+    assert result.costs["reload_max_abs_diff"] <= tolerance

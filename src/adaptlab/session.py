@@ -152,7 +152,8 @@ class TrainingSession:
         artefacts = self.strategy.save_final(trainer.unwrapped, run_dir)
         artefacts["reload_max_abs_diff"] = check_round_trip(
             trainer.unwrapped, self.strategy, run_dir, self._rebuild_base_model,
-            next(iter(loaders["eval_test"]))[0])
+            next(iter(loaders["eval_test"]))[0], trainer.accelerator.autocast,
+            trainer.accelerator.mixed_precision != "no")
         metrics = self._metrics(final, baseline, state)
         costs = {**meter.to_dict(), **artefacts, "environment": _environment()}
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

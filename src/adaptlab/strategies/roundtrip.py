@@ -5,6 +5,7 @@ the same for any strategy that forgets to declare a tensor."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,15 +13,15 @@ import torch
 from torch import nn
 
 from adaptlab.errors import AdaptlabError
+from adaptlab.tasks.base import move_to
 
 ROUNDTRIP_TOLERANCE = 1e-5
+MIXED_PRECISION_TOLERANCE = 1e-2  # of the outputs' largest magnitude: bf16 keeps ~3 digits
 
 
 @torch.no_grad()
 def max_logit_difference(a: nn.Module, b: nn.Module, batch) -> float:
     """Largest absolute difference between two models' outputs (tensors or tuples of them)."""
-    from adaptlab.tasks.base import move_to
-
     was_training = a.training
     a.eval()
     b.eval()
@@ -35,15 +36,29 @@ def max_logit_difference(a: nn.Module, b: nn.Module, batch) -> float:
 
 
 def check_round_trip(trained: nn.Module, strategy, run_dir: Path,
-                     build_base: Callable[[], tuple[nn.Module, object]], batch) -> float:
+                     build_base: Callable[[], tuple[nn.Module, object]], batch,
+                     autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+                     mixed_precision: bool = False) -> float:
     """Reload ``run_dir``'s final weights as :func:`adaptlab.load_run` does and compare
-    outputs on ``batch``; returns the largest difference, raises above the tolerance."""
+    outputs on ``batch``; returns the largest difference, raises above the tolerance.
+
+    A model trained under mixed precision runs its forward in autocast (Accelerate wraps it),
+    so the reloaded one is run in the same ``autocast`` and the tolerance is that of 16-bit
+    arithmetic, relative to the outputs' scale."""
     base, layer_map = build_base()
     reloaded = strategy.apply(base, layer_map)
     strategy.load_final(reloaded, run_dir)
-    diff = max_logit_difference(trained, reloaded, batch)
-    if diff > ROUNDTRIP_TOLERANCE:
+    with (autocast or contextlib.nullcontext)():
+        diff = max_logit_difference(trained, reloaded, batch)
+    tolerance = ROUNDTRIP_TOLERANCE
+    if mixed_precision:
+        with torch.no_grad():
+            out = trained.eval()(move_to(batch, next(trained.parameters()).device))
+        scale = max((o.float().abs().max().item() for o in
+                     (out if isinstance(out, tuple) else (out,))), default=1.0)
+        tolerance = MIXED_PRECISION_TOLERANCE * max(1.0, scale)
+    if diff > tolerance:
         raise AdaptlabError(f"the weights saved in {run_dir} (strategy {strategy.name!r}) reload "
-                            f"with outputs differing by {diff:.3g} (> {ROUNDTRIP_TOLERANCE}); "
+                            f"with outputs differing by {diff:.3g} (> {tolerance:.3g}); "
                             "not trusting them")
     return diff
