@@ -100,6 +100,22 @@ def accept_dialogs(page, seen: list[str]) -> None:
         page.wait_for_timeout(500)
 
 
+def wait_accepting_dialogs(page, locator, seen: list[str], timeout_s: float,
+                           state: str = "visible") -> None:
+    """Wait for ``locator`` while accepting any dialog JupyterLab opens meanwhile: a kernel
+    choice that appears after Run All (the first kernel of a new notebook replaced while it
+    starts) otherwise blocks every cell after the first until the wait runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        accept_dialogs(page, seen)
+        try:
+            locator.first.wait_for(state=state, timeout=5_000)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+
+
 def run_all_when_idle(page, seen: list[str]) -> None:
     """The kernel-not-ready flake: "Run All" before the kernel connects runs nothing. Wait
     for the status bar to say Idle, run all, and retry once if no prompt starts."""

@@ -13,7 +13,15 @@ import urllib.request
 import nbformat
 import pytest
 
-from lab_browser import CHROMIUM, OUTPUT, TOKEN, chromium_page, jupyter_lab, run_all_when_idle
+from lab_browser import (
+    CHROMIUM,
+    OUTPUT,
+    TOKEN,
+    chromium_page,
+    jupyter_lab,
+    run_all_when_idle,
+    wait_accepting_dialogs,
+)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")]
@@ -55,7 +63,8 @@ def test_launcher_card_notebook_run_panel_and_report(tmp_path):
         written = nbformat.read(root / "wildlife.ipynb", as_version=4)
 
         run_all_when_idle(page, dialogs)
-        page.locator("iframe.adaptlab-report").first.wait_for(state="attached", timeout=600_000)
+        wait_accepting_dialogs(page, page.locator("iframe.adaptlab-report"), dialogs, 600,
+                               state="attached")
 
         runs_tab = page.locator(".jp-SideBar .lm-TabBar-tab[title='Adaptation runs']").first
         runs_tab.click()

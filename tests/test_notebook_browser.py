@@ -10,7 +10,15 @@ import pytest
 
 from adaptlab.plugins.registry import get_domain
 from adaptlab.templates import build_template
-from lab_browser import CHROMIUM, OUTPUT, TOKEN, chromium_page, jupyter_lab, run_all_when_idle
+from lab_browser import (
+    CHROMIUM,
+    OUTPUT,
+    TOKEN,
+    chromium_page,
+    jupyter_lab,
+    run_all_when_idle,
+    wait_accepting_dialogs,
+)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")]
@@ -35,11 +43,12 @@ def test_wildlife_template_runs_all_in_jupyterlab(tmp_path):
         page.goto(f"{url}/lab/tree/wildlife.ipynb?reset&token={TOKEN}")
         run_all_when_idle(page, dialogs)
         prompts = page.locator(".jp-InputPrompt", has_text="[")
-        page.locator(".adaptlab-setup-panel").first.wait_for(timeout=120_000)
+        wait_accepting_dialogs(page, page.locator(".adaptlab-setup-panel"), dialogs, 120)
         view = page.locator(".adaptlab-training-view").first
         view.wait_for(timeout=120_000)
         # Training is done when the saved record under the view shows the headline.
-        page.locator(".adaptlab-record", has_text="held-out").first.wait_for(timeout=400_000)
+        wait_accepting_dialogs(page, page.locator(".adaptlab-record", has_text="held-out"),
+                               dialogs, 400)
         curves = page.locator("img.adaptlab-curves").first
         curves.scroll_into_view_if_needed()
         drawn = curves.evaluate("img => img.complete && img.naturalWidth > 0")
@@ -47,7 +56,8 @@ def test_wildlife_template_runs_all_in_jupyterlab(tmp_path):
         buttons = view.locator("button").all_inner_texts()
         page.screenshot(path=str(shot))
         # Run All goes on past training: the comparison and the report render too.
-        page.locator("iframe.adaptlab-report").first.wait_for(state="attached", timeout=300_000)
+        wait_accepting_dialogs(page, page.locator("iframe.adaptlab-report"), dialogs, 300,
+                               state="attached")
         compared = page.locator(".adaptlab-comparison-view img.adaptlab-tradeoff").count()
         errors = page.get_by_text("Error displaying widget").count()
         assert prompts.count() >= 4
