@@ -26,7 +26,8 @@ class HookContext:
 
     ``model`` is the unwrapped model (parameters by their own names); ``optimizer`` adds
     parameters, drops state and sets per-group learning rates; ``epoch`` is the epoch being
-    trained (1-based), ``step`` the batch within it (1-based, 0 outside a step);
+    trained (1-based; outside an epoch, the last one finished), ``step`` the batch within it
+    (1-based, 0 outside a step);
     ``loss`` is set from the forward pass to the end of the step."""
 
     trainer: Trainer

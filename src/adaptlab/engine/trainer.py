@@ -103,10 +103,11 @@ class Trainer:
         """Count saved activations again on the next step (the trainable set changed)."""
         self._measured_signature = None
 
-    def _context(self, step: int = 0, loss=None, outputs=None) -> HookContext:
-        epoch = self.state.epoch + (1 if step or self.state.step_in_epoch else 0)
-        return HookContext(self, self.unwrapped, self.optim, epoch, step,
-                           self.state.global_step, loss, outputs)
+    def _context(self, epoch: int | None = None, step: int = 0) -> HookContext:
+        """A hook's view; outside an epoch, ``epoch`` is the last one finished."""
+        return HookContext(self, self.unwrapped, self.optim,
+                           self.state.epoch if epoch is None else epoch, step,
+                           self.state.global_step)
 
     def _hook(self, name: str, ctx: HookContext) -> None:
         for callback in self.callbacks:
@@ -190,12 +191,10 @@ class Trainer:
         self.model.train()
         self.strategy.train_mode(self.unwrapped)
         self.bus.emit("epoch_start", epoch=epoch, steps=len(self.train_loader), start=skip)
-        self._hook("on_epoch_start", HookContext(self, self.unwrapped, self.optim, epoch, 0,
-                                                 self.state.global_step))
+        self._hook("on_epoch_start", self._context(epoch))
         started, samples, steps = time.perf_counter(), 0, 0
         for step, (inputs, labels) in enumerate(loader, start=skip):
-            ctx = HookContext(self, self.unwrapped, self.optim, epoch, step + 1,
-                              self.state.global_step)
+            ctx = self._context(epoch, step + 1)
             self._hook("on_step_start", ctx)
             loss, sums = self._train_step(inputs, labels, ctx)
             self._accumulate(loss * len(labels), sums, len(labels))
