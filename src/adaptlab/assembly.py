@@ -104,13 +104,17 @@ class Assembled:
     backbone: Any
 
 
-def assemble(config: RunConfig) -> Assembled:
+def assemble(config: RunConfig, data=None) -> Assembled:
     """Complete ``config`` and build its strategy, data (training subset applied) and
-    backbone: the same for a new run and for a finished run read back (``explain``)."""
+    backbone: the same for a new run and for a finished run read back (``explain``).
+
+    ``data`` given (a finished run's description of its data, without samples) is used as it
+    is instead of loading the data."""
     domain = get_domain(config.domain)
     config = complete_config(config, domain)
     strategy = get_strategy_class(config.strategy).from_options(config.strategy_options)
-    data = load_data(config, domain).with_train_subset(config.train_samples, config.seed)
+    if data is None:
+        data = load_data(config, domain).with_train_subset(config.train_samples, config.seed)
     return Assembled(config, domain, strategy, data, build_backbone(config, domain, data))
 
 

@@ -61,17 +61,44 @@ class LoadedRun:
         device = next(self.model.parameters()).device
         yield fresh.to(device).eval()
 
+    def predict(self, data: Any = None, *, split: str | None = None, out: str | Path | None = None,
+                batch_size: int | None = None, progress: bool = False, num_workers: int = 0,
+                options: dict[str, Any] | None = None):
+        """The adapted model applied to new inputs: ``data`` (a file or folder read the way
+        ``--data`` reads training data, labels ignored) or the run's own ``split``.
 
-def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
-    """Rebuild the run in ``run_dir`` with its saved weights; refuses unfinished runs."""
+        Returns :class:`adaptlab.predict.Predictions` (a table, and the files written to
+        ``out``, by default ``RUN_DIR/predictions/``). ``options`` are the task's own
+        (``top_k`` for retrieval, ...: its writer's ``option_defaults``).
+
+        >>> run = load_run("runs/wildlife-lora", with_data=False)  # doctest: +SKIP
+        >>> run.predict("new_photos/").table.head()  # doctest: +SKIP
+        """
+        from adaptlab.predict.runner import predict
+
+        return predict(self, data, split=split, out=out, batch_size=batch_size,
+                       progress=progress, num_workers=num_workers, options=options)
+
+
+def load_run(run_dir: str | Path, device: str | None = None, with_data: bool = True) -> LoadedRun:
+    """Rebuild the run in ``run_dir`` with its saved weights; refuses unfinished runs.
+
+    ``with_data=False`` reads the data's description the run saved (``data.json``: class
+    names, grid, what preprocessing took from the training data) instead of the data itself:
+    enough to predict on new inputs where the training data is not at hand."""
     from adaptlab.assembly import assemble, build_backbone
+    from adaptlab.data.splits import SplitDataset
     from adaptlab.tasks.registry import make_task
 
     run_dir = Path(run_dir)
     for name in ("config.json", "metrics.json"):
         if not (run_dir / name).is_file():
             raise AdaptlabError(f"{run_dir} is not a finished run ({name} missing)")
-    parts = assemble(RunConfig.from_file(run_dir / "config.json"))
+    described = None
+    if not with_data and (run_dir / "data.json").is_file():
+        described = SplitDataset.from_description(
+            json.loads((run_dir / "data.json").read_text()))
+    parts = assemble(RunConfig.from_file(run_dir / "config.json"), data=described)
     config, domain, strategy, data, backbone = (parts.config, parts.domain, parts.strategy,
                                                 parts.data, parts.backbone)
     task = make_task(data, config.class_weighting, backbone, config.forecast_loss)

@@ -99,6 +99,8 @@ class TrainingSession:
         if not resume:
             atomic_write_text(run_dir / "config.json", self.config.to_json() + "\n")
             atomic_write_text(run_dir / "origin.json", json.dumps(_origin(), indent=2) + "\n")
+            atomic_write_text(run_dir / "data.json",
+                              json.dumps(self.data.description(), indent=1) + "\n")
         bus = EventBus()
         writer = JsonlEventWriter(run_dir / "events.jsonl")
         bus.subscribe(writer)

@@ -37,6 +37,24 @@ class SplitDataset:
     # What the loader knows that its task needs (field regression: {"residual_channel": -1}
     # when the target is the same quantity as that input channel, a step later).
     task_options: dict[str, Any] = field(default_factory=dict)
+    # What the loader derived from the training data that new inputs need the same way (a
+    # climatology anomalies are taken against), JSON-able: a finished run keeps it in
+    # ``data.json``, so predicting on new data needs no training data.
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+    def description(self) -> dict[str, Any]:
+        """Everything but the samples, as JSON-able data (a run's ``data.json``)."""
+        return {"class_names": self.class_names, "modality": self.modality, "task": self.task,
+                "source": self.source, "coords": self.coords, "task_options": self.task_options,
+                "preprocessing": self.preprocessing, "counts": self.counts()}
+
+    @classmethod
+    def from_description(cls, description: dict[str, Any]) -> SplitDataset:
+        """A dataset with no samples that describes one as :meth:`description` wrote it."""
+        keys = ("class_names", "modality", "task", "source", "coords", "task_options",
+                "preprocessing")
+        return cls(samples={split: [] for split in SPLITS},
+                   **{key: description[key] for key in keys if key in description})
 
     def labels(self, split: str) -> list[int]:
         return [label for _, label in self.samples[split]]

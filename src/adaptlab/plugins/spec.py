@@ -105,6 +105,9 @@ class DomainSpec:
     explain_defaults: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     data_help: str = ""  # the formats --data reads, in one line
+    # Names ``(path, run: LoadedRun) -> adaptlab.predict.PredictionInputs``: new, unlabelled
+    # inputs for ``adaptlab predict``, read as ``user_data_loader`` reads training data.
+    predict_reader: str | None = None
     # Extra cells for the domain's template notebook: ("markdown" | "code", source) pairs.
     # They run after training, where ``result`` (the RunResult) and ``view.config`` exist.
     template_cells: tuple[tuple[str, str], ...] = ()

@@ -84,6 +84,10 @@ class Task:
         """One line for the terminal: the held-out metric against the baseline."""
         raise NotImplementedError
 
+    # How predictions on new inputs are written: ``"module:Class"`` naming an
+    # :class:`adaptlab.predict.PredictionWriter` (imported when a prediction runs).
+    prediction_writer = ""
+
     # Explain override points. They are class-level: explain builds its target from a
     # saved run's task name and rebuilt model, and tests and benchmarks from a bare name,
     # without the training data an instance is made from.

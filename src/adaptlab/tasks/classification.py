@@ -103,6 +103,7 @@ class ClassificationTask(Task):
 
     name = "classification"
     monitor = "macro_f1"  # robust to the class imbalance real data have
+    prediction_writer = "adaptlab.predict.classification:ClassProbabilityWriter"
     explain_probabilities = True
     explain_by_class = True
 

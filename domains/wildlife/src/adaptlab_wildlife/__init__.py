@@ -45,6 +45,7 @@ DOMAIN = DomainSpec(
                "reports held-out metrics beside the unadapted model, so the gap shows.",
     default_strategy="head",
     user_data_loader="adaptlab.data.image_folder:read_image_folder",
+    predict_reader="adaptlab.predict.image_inputs:read_image_inputs",
     data_help="a folder with one sub-folder of photos (JPEG, PNG, WebP) per species",
     explain_defaults={"method": "integrated_gradients", "renderer": "image"},
     defaults={"epochs": 10, "batch_size": 16, "lr": 3e-3},
