@@ -80,6 +80,20 @@ def _parser() -> argparse.ArgumentParser:
     transfer.add_argument("--out", default=None, help="curve folder (default "
                                                       "runs/DOMAIN-transfer)")
     transfer.add_argument("--quiet", action="store_true", help="no progress bars")
+    predict = sub.add_parser("predict", help="apply a finished run's model to new data")
+    predict.add_argument("run_dir", metavar="RUN_DIR")
+    what = predict.add_mutually_exclusive_group(required=True)
+    what.add_argument("--data", help="a file or folder, read as the run's domain reads --data "
+                                     "(labels, if any, ignored)")
+    what.add_argument("--split", choices=("train", "val", "test"),
+                      help="the run's own split instead (needs the run's training data)")
+    predict.add_argument("--out", help="the table to write (default RUN_DIR/predictions/NAME.csv)")
+    predict.add_argument("--batch-size", type=int)
+    predict.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    predict.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    predict.add_argument("--set", dest="assignments", action="append", default=[],
+                         metavar="KEY=VALUE", help="a task's prediction option (top_k=5, ...)")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
     compare = sub.add_parser("compare", help="runs side by side: costs and metrics")
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR",
                          help="run folders, or folders holding run folders")
@@ -157,6 +171,32 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"randomisation check: {'passed' if check['passed'] else 'FAILED'} "
               f"(rank correlation {check['mean_rank_correlation']:.3f})")
     print(f"report: {page}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from adaptlab.run_loading import load_run
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise AdaptlabError(f"--batch-size {args.batch_size}: must be at least 1")
+    options = {}
+    for assignment in args.assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep:
+            raise AdaptlabError(f"--set {assignment!r}: expected KEY=VALUE")
+        try:  # numbers and lists as JSON (top_k=5, quantiles=[0.1,0.9]); the rest as text
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    loaded = load_run(args.run_dir, device=args.device, with_data=args.split is not None)
+    result = loaded.predict(args.data, split=args.split, out=args.out, batch_size=args.batch_size,
+                            progress=not args.quiet, num_workers=args.workers, options=options)
+    print(f"predicted {result.count} inputs: {result.table_path}")
+    for path in result.files:
+        print(f"wrote {path}")
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} unreadable inputs, e.g. {result.skipped[0]['file']}: "
+              f"{result.skipped[0]['reason']}")
     return 0
 
 
@@ -273,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"domains": cmd_domains, "run": cmd_run, "template": cmd_template,
                "new-notebook": cmd_template, "explain": cmd_explain,
-               "compare": cmd_compare, "transfer": cmd_transfer}[args.command]
+               "compare": cmd_compare, "transfer": cmd_transfer, "predict": cmd_predict}[args.command]
     try:
         return handler(args)
     except AdaptlabError as exc:
