@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli, write_colour_folder
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score
 
@@ -19,6 +18,7 @@ from adaptlab.config import RunConfig
 from adaptlab.errors import AdaptlabError
 from adaptlab.run import run
 from adaptlab.run_loading import load_run
+from conftest import run_cli, write_colour_folder
 
 pytestmark = pytest.mark.slow
 
@@ -117,3 +117,27 @@ def test_cli_predict_and_its_refusals(lora_run: Path, tmp_path: Path, capsys) ->
     (empty / "readme.md").write_text("no photos here")
     code, _, err = run_cli(["predict", str(lora_run), "--data", str(empty)], capsys)
     assert code == 2 and "no readable inputs" in err and "readme.md" in err
+
+
+def test_comparison_view_predicts_and_draws(lora_run: Path, tmp_path: Path) -> None:
+    """The notebook's Predict panel: the table and the first inputs drawn beside their
+    predictions, with attributions of the predicted class, kept in the view."""
+    import asyncio
+
+    from adaptlab.widgets.compare_view import ComparisonView
+
+    folder = write_colour_folder(tmp_path / "new", classes=("a", "b"), per_class=2, seed=3)
+    view = ComparisonView(runs=[lora_run])
+
+    async def go():
+        return await view.predict(folder, count=2, method="integrated_gradients")
+
+    predictions = asyncio.run(go())
+    assert predictions.count == 4
+    shown = view.predict_panel.output.value
+    assert shown.count("<tr") == 1 + 4  # header and one row per input
+    assert shown.count("class='adaptlab-prediction'") == 2
+    assert shown.count("data:image/png;base64,") == 2
+    assert "integrated_gradients attributions" in shown
+    first = predictions.table.iloc[0]
+    assert f"{Path(first['path']).name}" in shown and f": {first['prediction']} (p=" in shown

@@ -81,7 +81,11 @@ def test_template_runs_headless_and_keeps_its_outputs(domain, tmp_path):
     assert len(curves) == 1 and "data:image/png;base64," in curves[0]
     assert "finished: epoch 1/1" in text
     assert sum('<iframe class="adaptlab-report"' in p for p in pages) == 1  # report, saved
+    # The Predict section: the run's test split predicted, table and drawings saved.
+    saved = [p for p in pages if "adaptlab-predictions" in p]
+    assert len(saved) == 1 and "<table" in saved[0]
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "metrics.json").is_file()
     assert (runs[0] / "report" / "index.html").is_file()
+    assert (runs[0] / "predictions" / "test.csv").is_file()
     nbformat.validate(notebook)

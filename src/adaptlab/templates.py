@@ -39,7 +39,8 @@ class TemplateParameterError(AdaptlabError):
 # The parameters cell's names, with the types a caller may set them to.
 PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "DATA": (str, type(None)), "DATASET": (str, type(None)), "STRATEGY": (str,),
-    "QUICK": (bool,), "SEED": (int,), "SETTINGS": (dict,), "EXPLAIN_SAMPLES": (int,)}
+    "QUICK": (bool,), "SEED": (int,), "SETTINGS": (dict,), "EXPLAIN_SAMPLES": (int,),
+    "PREDICT_DATA": (str, type(None))}
 
 
 def _python_literal(value) -> str:
@@ -70,7 +71,9 @@ def _parameters(domain: DomainSpec, parameters: dict | None = None) -> str:
              ("QUICK", False, "True: one epoch on a small training subset"),
              ("SEED", 0, ""),
              ("SETTINGS", {}, 'more training settings by name, e.g. {"lr": 1e-3}'),
-             ("EXPLAIN_SAMPLES", 8, "")]
+             ("EXPLAIN_SAMPLES", 8, ""),
+             ("PREDICT_DATA", None, "new inputs to predict (a file or folder); None: the "
+                                    "run's test split")]
     given = parameters or {}
     return "".join(f"{name} = {_python_literal(given.get(name, value))}"
                    + (f"  # {comment}" if comment else "") + "\n"
@@ -119,6 +122,19 @@ _EXPLAIN = """explanation = await compare.explain(samples=2 if QUICK else EXPLAI
                                     checks=not QUICK)"""
 
 
+_PREDICT_NOTE = ("## Predict on new data\n\nThe adapted model applied to inputs it has not "
+                 "seen, with the run's own preprocessing: set `PREDICT_DATA` (a file or folder "
+                 "read as the set-up reads data; labels, if any, are ignored) or use the "
+                 "**Predict** panel above. The whole table is a CSV in the run folder "
+                 "(`predictions/`); the same from a terminal is `adaptlab predict RUN_DIR "
+                 "--data PATH`. With an attribution method named, the drawn inputs show what "
+                 "the model looked at for its prediction.")
+
+_PREDICT = """predictions = await compare.predict(PREDICT_DATA, count=2 if QUICK else 4,
+                                    method=None if QUICK else "default")
+predictions.table.head(10)"""
+
+
 def build_template(domain: DomainSpec, parameters: dict | None = None):
     """The domain's template notebook as an ``nbformat`` notebook object; ``parameters``
     sets values of the first code cell (``{"QUICK": True}``), checked by name and type."""
@@ -140,6 +156,8 @@ def build_template(domain: DomainSpec, parameters: dict | None = None):
         cells.append(new_markdown_cell(source) if kind == "markdown" else new_code_cell(source))
     cells.append(new_markdown_cell(_explain_note(domain)))
     cells.append(new_code_cell(_EXPLAIN))
+    cells.append(new_markdown_cell(_PREDICT_NOTE))
+    cells.append(new_code_cell(_PREDICT))
     notebook = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "adaptlab": {"domain": domain.name, "template": True}})

@@ -102,6 +102,7 @@ def predict(run: LoadedRun, data: Any = None, *, split: str | None = None,
         raise
     result = writer.finish()
     result.skipped = skipped
+    result.inputs = inputs
     if skipped:
         result.files.append(_write_skipped(out, skipped))
     return result

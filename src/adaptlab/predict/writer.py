@@ -26,6 +26,7 @@ class Predictions:
     files: list[Path] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     count: int = 0
+    inputs: PredictionInputs | None = None  # what was predicted (the gallery draws them)
 
     @property
     def table(self) -> pd.DataFrame:

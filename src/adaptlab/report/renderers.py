@@ -83,7 +83,10 @@ class ImageRenderer(Renderer):
     def sample(self, sample, maps, title):
         plt = _pyplot()
         image = sample.display["image"]
-        fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.4 * (len(maps) + 1), 2.6))
+        # squeeze=False: with no maps (a prediction drawn without attributions) one axis.
+        fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.4 * (len(maps) + 1), 2.6),
+                                 squeeze=False)
+        axes = axes[0]
         axes[0].imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
         axes[0].set_title("input", fontsize=9)
         for axis, (label, values) in zip(axes[1:], maps, strict=True):
@@ -131,7 +134,9 @@ class FieldRenderer(ImageRenderer):
         plt = _pyplot()
         extent = _extent(sample)
         image = sample.display["image"]
-        fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.6 * (len(maps) + 1), 2.4))
+        fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.6 * (len(maps) + 1), 2.4),
+                                 squeeze=False)
+        axes = axes[0]
         options = {"origin": "lower", "extent": extent} if extent else {}
         axes[0].imshow(image, **options)
         axes[0].set_title("latest field", fontsize=9)
@@ -164,6 +169,8 @@ class TokenRenderer(Renderer):
     def sample(self, sample, maps, title):
         rows = [f"<p class='caption'>{html.escape(title)}</p>"]
         tokens = sample.display["tokens"]
+        if not maps:  # a prediction drawn without attributions: the text as the model read it
+            rows.append(f"<div class='tokens'>{html.escape(' '.join(tokens))}</div>")
         for label, values in maps:
             scaled = _scaled(values)
             spans = []
@@ -198,7 +205,8 @@ class SeriesRenderer(Renderer):
         observed = sample.display["observed"]
         fig, axes = plt.subplots(len(maps) + 1, 1, figsize=(7, 1.6 + 0.5 * len(maps)),
                                  gridspec_kw={"height_ratios": [3] + [0.6] * len(maps)},
-                                 sharex=True)
+                                 sharex=True, squeeze=False)
+        axes = axes[:, 0]
         steps = np.arange(len(context))
         axes[0].plot(steps, context, color="black", linewidth=1)
         if "future" in sample.display:
@@ -237,6 +245,8 @@ class PointRenderer(Renderer):
     def sample(self, sample, maps, title):
         plt = _pyplot()
         points = sample.display["points"]
+        # No maps (a prediction drawn without attributions): the cloud alone, in grey.
+        maps = maps or [("input", torch.zeros(len(points)))]
         fig = plt.figure(figsize=(2.4 * len(self.VIEWS) * len(maps), 2.6))
         column = 0
         for label, values in maps:

@@ -3,6 +3,7 @@ metric against trainable parameters and memory, run selection, and the Explain b
 
 >>> compare = comparison_view(); compare.show()      # doctest: +SKIP
 >>> await compare.explain(samples=4)                 # doctest: +SKIP
+>>> await compare.predict("new_photos/")              # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -80,10 +81,13 @@ class ComparisonView(widgets.VBox):
         self.report = widgets.HTML()
         self.picker.observe(lambda _: self._draw(), names="value")
         self.explain_button.on_click(lambda _: self.start_explain())
+        from adaptlab.widgets.predict_panel import PredictPanel
+
+        self.predict_panel = PredictPanel(lambda: self._explain_target(None, "predict"))
         super().__init__([self.table, self.picker, self.plot,
                           widgets.HBox([self.method, self.samples, self.checks,
                                         self.explain_button]),
-                          self.message, self.report])
+                          self.message, self.report, self.predict_panel])
         self.add_class("adaptlab-comparison-view")
         _VIEWS.add(self)
         self.refresh()
@@ -140,13 +144,13 @@ class ComparisonView(widgets.VBox):
         SavedOutput("adaptlab-compare").show(self.record_bundle())
 
     # -- explain --------------------------------------------------------------------------------
-    def _explain_target(self, run: str | Path | None) -> Path:
+    def _explain_target(self, run: str | Path | None, what: str = "explain") -> Path:
         if run is not None:
             return Path(run)
         finished = [Path(s.run_dir) for s in self.summaries if s.status == "finished"]
         picked = [p for p in map(Path, self.picker.value) if p in finished]
         if not (picked or finished):
-            raise AdaptlabError("Explain: no finished run to explain yet")
+            raise AdaptlabError(f"{what.capitalize()}: no finished run yet")
         return (picked or finished)[-1]
 
     def start_explain(self, run: str | Path | None = None, method: str | None = None,
@@ -190,6 +194,14 @@ class ComparisonView(widgets.VBox):
         if self._job.error:
             raise AdaptlabError(self._job.error)
         return self.explanation
+
+    async def predict(self, data: str | Path | None = None, run: str | Path | None = None,
+                      count: int = 4, method: str | None = None):
+        """Apply a run (the picked one, else the latest finished) to ``data`` (a file or
+        folder; None: the run's test split): the table, and the first ``count`` inputs drawn
+        beside their predictions, with ``method``'s attributions when named (``"default"``:
+        the domain's method)."""
+        return await self.predict_panel.predict(data, run, count, method)
 
     def _explain_events(self, events: list[dict]) -> None:
         if not any(e["event"] == FINISHED for e in events):
