@@ -39,8 +39,9 @@ class PredictionInputs:
             raise ValueError(f"{len(self.samples)} samples but {len(self.names)} names")
 
 
-def sample_name(item: Any) -> str:
-    """A split item's name: its path, or what the item says of itself (a series window)."""
+def sample_name(item: Any, fallback: str = "") -> str:
+    """A split item's name: its path, or what the item says of itself (a series window); an
+    array (a field in memory) says nothing of itself, so it takes ``fallback`` where given."""
     if isinstance(item, tuple) and item and isinstance(item[0], str | Path):
         item = item[0]  # (query, document) pairs: name the query
     if isinstance(item, Path):
@@ -51,6 +52,8 @@ def sample_name(item: Any) -> str:
     name = getattr(item, "name", None)
     if isinstance(name, str) and name:
         return name
+    if fallback and hasattr(item, "shape"):
+        return fallback
     text = str(item)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -63,7 +66,8 @@ def split_inputs(data: SplitDataset, split: str) -> PredictionInputs:
     samples = list(data.samples[split])
     if not samples:
         raise AdaptlabError(f"the {split} split of {data.source or 'the data'} is empty")
-    return PredictionInputs(samples=samples, names=[sample_name(item) for item, _ in samples],
+    names = [sample_name(item, f"{split} sample {i}") for i, (item, _) in enumerate(samples)]
+    return PredictionInputs(samples=samples, names=names,
                             modality=data.modality, source=f"{data.source} ({split} split)",
                             details={"coords": data.coords}, labels_known=True)
 

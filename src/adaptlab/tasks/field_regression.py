@@ -64,6 +64,7 @@ class FieldRegressionTask(Task):
     name = "field-regression"
     monitor = "rmse"
     higher_is_better = False
+    prediction_writer = "adaptlab.predict.fields:FieldWriter"
 
     def __init__(self, output_names: list[str], target_shape: tuple[int, ...],
                  coords: dict[str, list[float]], residual_channel: int | None = None) -> None:
@@ -164,9 +165,14 @@ class FieldRegressionTask(Task):
 
     @classmethod
     def from_data(cls, data, backbone, options: TaskOptions) -> FieldRegressionTask:
-        target = data.samples["train"][0][1]
-        return cls(data.class_names, target.shape, data.coords,
-                   data.task_options.get("residual_channel"))
+        if data.samples.get("train"):
+            shape = data.samples["train"][0][1].shape
+        else:  # a run rebuilt from data.json, without its data: its loader recorded the shape
+            shape = data.preprocessing.get("target_shape")
+            if not shape:
+                raise AdaptlabError("the data's description records no target shape; load the "
+                                    "run with its data")
+        return cls(data.class_names, shape, data.coords, data.task_options.get("residual_channel"))
 
     @classmethod
     def explain_reduction(cls, model: nn.Module, backbone) -> ScoreReduction:

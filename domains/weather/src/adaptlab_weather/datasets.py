@@ -10,6 +10,10 @@ a window plus the label's look-ahead, so no day feeds both training and testing.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from adaptlab.data.fields import check_field
 from adaptlab.data.splits import SplitDataset
 from adaptlab_weather import HISTORY
@@ -21,6 +25,20 @@ SCALE_M = 100.0  # metres per unit: fields are passed on as anomalies in hectome
 SOURCE = FlowConfig()
 TARGET = FlowConfig(wave_speed=0.25, block_amplitude=130.0, block_mean_days=8.0,
                     ridge_amplitude=140.0, width=3.0, noise=25.0, smoothing=1)
+
+
+def anomaly_record(variable: str | None, climatology: np.ndarray | None, scale: float,
+                   units: str | None, reference: str, shape: tuple[int, ...],
+                   **extra: Any) -> dict[str, Any]:
+    """What a loader took from the training data that new fields need the same way
+    (``SplitDataset.preprocessing``): inputs are ``(values - climatology) / scale``, windows of
+    ``history`` time steps of ``variable`` on a (lat, lon) grid of ``shape``. JSON-able: the
+    climatology (per grid point, or None where the fields are anomalies already) as nested
+    lists of the exact values training used."""
+    return {"variable": variable, "units": units, "reference": reference,
+            "climatology": None if climatology is None else np.asarray(climatology).tolist(),
+            "scale": float(scale), "history": HISTORY, "shape": [int(n) for n in shape],
+            **extra}
 
 
 def windows(fields, labels, history: int = HISTORY, where: str = "fields",
@@ -47,7 +65,10 @@ def _dataset(config: FlowConfig, days: int, seed: int, source: str) -> SplitData
     items = windows(fields, labels, where=source)
     return SplitDataset(class_names=list(CLASSES),
                         samples=chronological_splits(items, config.persistence_days),
-                        source=source, modality="field")
+                        source=source, modality="field",
+                        preprocessing=anomaly_record(None, None, SCALE_M, "m",
+                                                     "the simulator's fields are anomalies",
+                                                     fields.shape[1:]))
 
 
 def blocking_simulated(options: dict) -> SplitDataset:

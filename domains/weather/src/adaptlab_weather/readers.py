@@ -15,7 +15,7 @@ import numpy as np
 
 from adaptlab.data.splits import SplitDataset
 from adaptlab.errors import AdaptlabError
-from adaptlab_weather.datasets import HISTORY, chronological_splits, windows
+from adaptlab_weather.datasets import HISTORY, anomaly_record, chronological_splits, windows
 
 LAT_NAMES = ("lat", "latitude")
 LON_NAMES = ("lon", "longitude")
@@ -86,4 +86,8 @@ def read_event_fields(path: str | Path, seed: int = 0, **_: object) -> SplitData
               (("lat", lat), ("lon", lon)) if dim in data.coords}
     return SplitDataset(class_names=["no event", "event"],
                         samples=chronological_splits(items, lookahead=0),
-                        source=str(path), modality="field", coords=coords)
+                        source=str(path), modality="field", coords=coords,
+                        preprocessing=anomaly_record(
+                            fields[0], mean, spread, field.attrs.get("units"),
+                            "the training period's mean per grid point (the first 60% of the "
+                            "time steps), divided by their standard deviation", mean.shape))

@@ -20,6 +20,7 @@ from adaptlab.data.fields import check_field
 from adaptlab.data.splits import SplitDataset
 from adaptlab.errors import AdaptlabError
 from adaptlab_weather import HISTORY
+from adaptlab_weather.datasets import anomaly_record
 from adaptlab_weather.readers import LAT_NAMES, LON_NAMES, grid_dim, open_fields
 
 VARIABLE = "air_temperature"
@@ -91,12 +92,18 @@ def _scenario(name: str, first_year: int, source: str) -> SplitDataset:
     path = sample_file(f"{name}_north_america.nc")
     years, fields, coords = read_scenario(path)
     reference = (years >= REFERENCE_YEARS[0]) & (years <= REFERENCE_YEARS[1])
-    anomalies = fields - fields[reference].mean(axis=0, keepdims=True)
+    climatology = fields[reference].mean(axis=0)
+    anomalies = fields - climatology[None]
     items = windows(years, anomalies, first_year)
+    period = f"{REFERENCE_YEARS[0]}-{REFERENCE_YEARS[1]}"
+    # The target shape lets a run be rebuilt from data.json alone, without these files.
+    record = anomaly_record(VARIABLE, climatology, 1.0, "K",
+                            f"the {period} mean per grid point", climatology.shape,
+                            lead=1, target_shape=[1, *climatology.shape])
     return SplitDataset(class_names=["air temperature anomaly (K)"],
                         samples=chronological(items), source=source, modality="field",
                         task="field-regression", coords=coords,
-                        task_options={"residual_channel": HISTORY - 1})
+                        task_options={"residual_channel": HISTORY - 1}, preprocessing=record)
 
 
 def scenario_a1b(options: dict) -> SplitDataset:
