@@ -94,6 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--set", dest="assignments", action="append", default=[],
                          metavar="KEY=VALUE", help="a task's prediction option (top_k=5, ...)")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    export = sub.add_parser("export", help="a finished run as a Hub-compatible folder "
+                                           "(safetensors, ONNX or TorchScript), checked")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--out", required=True, help="a new folder to write")
+    export.add_argument("--format", default="safetensors",
+                        help="safetensors (default), onnx or torchscript")
+    export.add_argument("--merge", action="store_true",
+                        help="fold a LoRA adapter into the weights (ONNX and TorchScript always do)")
+    export.add_argument("--device", default="cpu", help="where the run's reference outputs are "
+                                                       "computed (default cpu)")
     compare = sub.add_parser("compare", help="runs side by side: costs and metrics")
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR",
                          help="run folders, or folders holding run folders")
@@ -197,6 +207,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if result.skipped:
         print(f"skipped {len(result.skipped)} unreadable inputs, e.g. {result.skipped[0]['file']}: "
               f"{result.skipped[0]['reason']}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from adaptlab.export import export_run
+
+    summary = export_run(args.run_dir, args.out, format=args.format, merge=args.merge,
+                         device=args.device)
+    print(f"exported ({'merged' if summary['merged'] else 'base weights + adapter/'}): "
+          f"{summary['out_dir']}")
+    for name, difference in summary["max_abs_diff"].items():
+        print(f"{name}: max abs difference from the run's outputs {difference:.2g} "
+              f"(allowed {summary['allowed_diff']:.2g})")
     return 0
 
 
@@ -313,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"domains": cmd_domains, "run": cmd_run, "template": cmd_template,
                "new-notebook": cmd_template, "explain": cmd_explain,
-               "compare": cmd_compare, "transfer": cmd_transfer, "predict": cmd_predict}[args.command]
+               "compare": cmd_compare, "transfer": cmd_transfer, "predict": cmd_predict,
+               "export": cmd_export}[args.command]
     try:
         return handler(args)
     except AdaptlabError as exc:

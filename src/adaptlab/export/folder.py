@@ -1,0 +1,144 @@
+"""The exported folder in the Hugging Face Hub's layout: ``config.json``, ``model.safetensors``,
+``README.md`` (the model card), plus ``preprocessing.json`` and, for an unmerged peft run,
+``adapter/``; ``push_to_hub``-style uploads take the folder as it is.
+
+``config.json`` follows the Hub's conventions where they apply (``architectures``,
+``model_type``, ``id2label``/``label2id``) and keeps what adaptlab needs to rebuild the model
+under ``adaptlab``. ``preprocessing.json`` is what a user needs to turn raw inputs into the
+model's inputs without adaptlab: no notebook re-types mean and std.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from adaptlab.export.model_card import model_card
+from adaptlab.export.model_io import LOGIT_TASKS
+from adaptlab.export.rebuild import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    backbone_options,
+    head_options,
+    task_spec,
+)
+
+PREPROCESSING_FILE = "preprocessing.json"
+CARD_FILE = "README.md"
+ADAPTER_DIR = "adapter"
+TOKENIZER_DIR = "tokenizer"
+FORMAT_VERSION = 1
+
+
+def is_peft_model(model: nn.Module) -> bool:
+    """A model a peft strategy wrapped: it can be exported as base weights plus adapter."""
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def hf_config(loaded, merged: bool, architecture: str, inputs: list[str],
+              outputs: list[str]) -> dict[str, Any]:
+    """``config.json``: the Hub's keys, then ``adaptlab``'s recipe to rebuild the model."""
+    data, config = loaded.data, loaded.config
+    task = data.task
+    built = backbone_options(loaded)
+    payload: dict[str, Any] = {"architectures": [architecture], "model_type": f"adaptlab-{task}",
+                               "torch_dtype": "float32"}
+    if task in LOGIT_TASKS:
+        payload["num_labels"] = len(data.class_names)
+        payload["id2label"] = {str(i): name for i, name in enumerate(data.class_names)}
+        payload["label2id"] = {name: i for i, name in enumerate(data.class_names)}
+    payload["adaptlab"] = {
+        "format_version": FORMAT_VERSION, "domain": config.domain, "task": task,
+        "modality": data.modality, "backbone": loaded.backbone.name,
+        "backbone_builder": built["builder"], "backbone_options": built["options"],
+        "strategy": config.strategy, "merged": merged,
+        # peft alone loads it: PeftModel.from_pretrained(base model, "adapter")
+        "adapter": None if merged else ADAPTER_DIR,
+        "inputs": inputs, "outputs": outputs,
+        "head_options": head_options(loaded.strategy.config), "task_spec": task_spec(data),
+        "run_config": dataclasses.asdict(config),
+    }
+    return payload
+
+
+def _image_preprocessing(backbone, image_size: int | None, modality: str) -> dict[str, Any]:
+    pre = dataclasses.asdict(backbone.preprocessing)
+    size = image_size or pre["input_size"][-1]
+    pre["image_size"] = size
+    if modality == "image":
+        # What adaptlab's evaluation transform does (torchvision): resize, centre-crop, scale.
+        pre["steps"] = [f"resize shorter side to {round(size / pre['crop_pct'])} "
+                        f"({pre['interpolation']})", f"centre-crop {size}x{size}",
+                        "RGB to [0, 1]", "subtract mean, divide by std (per channel)"]
+    return pre
+
+
+def preprocessing(loaded, inputs: list[str]) -> dict[str, Any]:
+    """``preprocessing.json``: how raw inputs become the model's inputs, per modality."""
+    data, backbone = loaded.data, loaded.backbone
+    out: dict[str, Any] = {"modality": data.modality, "task": data.task,
+                           "class_names": list(data.class_names), "inputs": inputs}
+    if dataclasses.is_dataclass(backbone.preprocessing):
+        out["image"] = _image_preprocessing(backbone, loaded.config.image_size, data.modality)
+    if backbone.tokenizer is not None:
+        out["text"] = {"tokenizer": TOKENIZER_DIR, "tokenizer_source": backbone.source,
+                       "max_length": backbone.max_length, "padding": "longest",
+                       "truncation": True}
+    if backbone.series is not None:
+        out["series"] = {**dataclasses.asdict(backbone.series),
+                         "task_horizon": task_spec(data)["horizon"],
+                         "context": "left-padded to context_length with an observed mask"}
+    if backbone.num_points is not None:
+        out["points"] = {"num_points": backbone.num_points}
+    if data.coords:
+        out["grid"] = data.coords
+    derived = getattr(data, "preprocessing", None)
+    if derived:  # taken from the training data (a climatology): new inputs need the same
+        out["from_training_data"] = derived
+    return out
+
+
+def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A peft model's base task model without its adapters (peft's ``unload``, on a copy):
+    the wrapped layers back to their pre-trained weights, saved modules (the head) as
+    trained."""
+    base = copy.deepcopy(model).unload()
+    return base.state_dict()
+
+
+def write_weights(folder: Path, loaded, merged: bool) -> None:
+    """``model.safetensors`` (merged, or the base weights beside ``adapter/``)."""
+    from safetensors.torch import save_file
+
+    model = loaded.model
+    state = loaded.strategy.merged_state_dict(model) if merged else base_state_dict(model)
+    # Own contiguous copies: safetensors refuses tensors sharing storage (tied weights).
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    if not merged:
+        model.save_pretrained(str(folder / ADAPTER_DIR))
+
+
+def write_folder(folder: Path, loaded, merged: bool, architecture: str, inputs: list[str],
+                 outputs: list[str]) -> None:
+    """Every file the Hub folder holds, whatever the format."""
+    write_weights(folder, loaded, merged)
+    config = hf_config(loaded, merged, architecture, inputs, outputs)
+    write_json(folder / CONFIG_FILE, config)
+    write_json(folder / PREPROCESSING_FILE, preprocessing(loaded, inputs))
+    if loaded.backbone.tokenizer is not None:
+        loaded.backbone.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
+    facts = {**config["adaptlab"], "license": None}
+    (folder / CARD_FILE).write_text(model_card(loaded.run_dir, facts))
