@@ -55,8 +55,15 @@ class SeriesWindow:
         return self.series.values[self.origin:self.origin + self.horizon]
 
     def describe(self) -> str:
-        label = self.series.times[self.origin] if self.series.times else f"step {self.origin}"
-        return f"{self.series.name} from {label}"
+        """A forecast window by its first forecast step, a clip by its span (a clip or a
+        forecast from the series' end has an origin past the last time stamp)."""
+        if self.horizon == 0:
+            return f"{self.series.name} {self._label(self.start)}..{self._label(self.origin - 1)}"
+        return f"{self.series.name} from {self._label(self.origin)}"
+
+    def _label(self, step: int) -> str:
+        times = self.series.times
+        return times[step] if 0 <= step < len(times) else f"step {step}"
 
 
 @dataclass

@@ -73,6 +73,7 @@ def median_level(outputs: torch.Tensor, inputs: torch.Tensor, median: int) -> to
 @register_task
 class ForecastingTask(Task):
     name = "forecasting"
+    prediction_writer = "adaptlab.predict.forecasting:ForecastWriter"
     monitor = "mase"
     higher_is_better = False
     initial_is_candidate = True
@@ -91,7 +92,13 @@ class ForecastingTask(Task):
         if backbone is None or backbone.series is None:
             raise AdaptlabError("forecasting needs a forecasting backbone (one with a series "
                                 "preprocessing and a pre-trained head)")
-        horizon = data.samples["train"][0][0].horizon
+        # A run read back without its data has its horizon from data.json; older runs
+        # recorded it only in their windows.
+        windows = data.samples.get("train") or data.samples.get("test") or []
+        horizon = data.task_options.get("horizon") or (windows[0][0].horizon if windows else None)
+        if horizon is None:
+            raise AdaptlabError(f"the forecasting data {data.source!r} records no horizon (a run "
+                                "made before data.json kept it); load the run with its data")
         return cls(backbone.series.quantiles, horizon, options.forecast_loss)
 
     @classmethod

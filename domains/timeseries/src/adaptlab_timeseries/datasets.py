@@ -31,16 +31,22 @@ HELD_OUT_MONTHS = 60
 MIN_CONTEXT_SEASONS = 4  # a window sees at least four seasonal cycles before its origin
 
 
+def min_context(season: int) -> int:
+    """The shortest context a training window sees: a forecast needs at least as much."""
+    return max(MIN_CONTEXT_SEASONS * season, 16)
+
+
 def to_split_dataset(series: list[Series], horizon: int, val_steps: int, test_steps: int,
                      log: ReadLog, source: str, eval_names: set[str] | None = None,
                      train_stride: int = 1) -> SplitDataset:
-    min_context = max(MIN_CONTEXT_SEASONS * max(s.season for s in series), 16)
-    windows = walk_forward_windows(series, horizon, val_steps, test_steps, min_context,
+    shortest = min_context(max(s.season for s in series))
+    windows = walk_forward_windows(series, horizon, val_steps, test_steps, shortest,
                                    train_stride=train_stride, eval_names=eval_names)
     index = {id(item): i for i, item in enumerate(series)}
     samples = {split: [(w, index[id(w.series)]) for w in items] for split, items in windows.items()}
     return SplitDataset(class_names=[], samples=samples, skipped=log.skipped, source=source,
-                        modality="series-windows", task="forecasting", notes=log.notes)
+                        modality="series-windows", task="forecasting", notes=log.notes,
+                        task_options={"horizon": horizon})
 
 
 def load_cmip6_arctic(options: dict) -> SplitDataset:
@@ -86,7 +92,9 @@ def load_cmip6_warming(options: dict) -> SplitDataset:
     return SplitDataset(class_names=list(WARMING_PERIODS), samples=samples, skipped=log.skipped,
                         source=f"CMIP6 Arctic ta, {CLIP_STEPS // 12}-year clips, target "
                                f"{WARMING_TARGET}", modality="series-labelled",
-                        notes=log.notes)
+                        notes=log.notes,
+                        # New series are cut into the same clips to be classified.
+                        preprocessing={"clip_steps": CLIP_STEPS, "clip_stride": CLIP_STRIDE})
 
 
 def _demo_series(log: ReadLog, max_gap: int | None, name: str = DEMO_FILE) -> list[Series]:
@@ -139,10 +147,12 @@ def read_labelled_series(root: Path, seed: int, max_gap: int = MAX_GAP_DEFAULT) 
             groups.append(item.origin.rsplit(" [", 1)[0])
     if len(items) < 2:
         raise AdaptlabError(f"{root}: found {len(items)} usable series in its class folders")
+    # The model never saw a shorter series: new ones that are shorter are refused by name.
+    shortest = min(len(window.series) for window, _ in items)
     return SplitDataset(class_names=class_names, samples=stratified_split(items, seed=seed,
                                                                           groups=groups),
                         skipped=log.skipped, source=str(root), modality="series-labelled",
-                        notes=log.notes)
+                        notes=log.notes, preprocessing={"min_steps": shortest})
 
 
 def read_series_data(path: str, seed: int = 0, horizon: int | None = None,
