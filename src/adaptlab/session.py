@@ -24,6 +24,7 @@ from adaptlab.engine.events import EventBus, JsonlEventWriter, TerminalProgress
 from adaptlab.engine.rng import seed_everything
 from adaptlab.engine.trainer import Trainer, TrainSettings
 from adaptlab.errors import AdaptlabError
+from adaptlab.model_card import try_write_model_card
 from adaptlab.plugins.spec import DomainSpec
 from adaptlab.strategies.roundtrip import check_round_trip
 from adaptlab.tasks.registry import make_task
@@ -160,6 +161,7 @@ class TrainingSession:
         costs = {**meter.to_dict(), **artefacts, "environment": _environment()}
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         atomic_write_text(run_dir / "costs.json", json.dumps(costs, indent=2) + "\n")
+        try_write_model_card(run_dir)  # reads the metrics and costs just written
         bus.emit("run_end", test=final["test"], baseline_test=metrics["baseline"]["test"])
         return RunResult(run_dir, metrics, costs, headline=self.task.headline(metrics))
 

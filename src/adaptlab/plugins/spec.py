@@ -54,6 +54,11 @@ class DatasetSpec:
     ``"benchmark"`` (downloads when online). ``source_dataset`` names another dataset of the
     domain with the same classes from a source domain (drawings for photos, a simulator for
     observations): the zero-shot baseline builds its class prototypes there.
+    ``licence`` says in one line under which terms the data may be used (the run's
+    ``MODEL_CARD.md`` quotes it); ``attribution`` names the per-item licence file the plugin
+    ships, as ``"package:path/in/package.json"``, optionally ``#selector`` to keep only this
+    set's part: a top-level key of a JSON object, or a ``file`` prefix of a JSON list's items.
+    It is read only when a model card is written.
     """
 
     name: str
@@ -67,6 +72,8 @@ class DatasetSpec:
     # The loaded SplitDataset's modality ("image", "text", "series-windows", ...), declared so
     # a run can check modality-bound options (a series' max_gap) before loading anything.
     modality: str = ""
+    licence: str = ""  # e.g. "CC0-1.0 and public domain (Wikimedia Commons), per file"
+    attribution: str = ""  # e.g. "adaptlab_wildlife:demo_data/ATTRIBUTION.json#photos/"
 
 
 @dataclass(frozen=True)

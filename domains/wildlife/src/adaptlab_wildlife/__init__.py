@@ -26,11 +26,17 @@ DOMAIN = DomainSpec(
     datasets=(
         DatasetSpec(name="animals", task="classification", modality="image",
                     source="demo", loader="adaptlab_wildlife.datasets:load_photos",
+                    licence="public domain, CC0-1.0, CC-BY and CC-BY-SA (Wikimedia Commons "
+                            "photos via GCompris), per file in ATTRIBUTION.json",
+                    attribution="adaptlab_wildlife:demo_data/ATTRIBUTION.json#photos/",
                     source_dataset="cartoons",
                     description="85 real animal photos (GCompris, CC0/CC-BY/PD) in 5 "
                                 "taxonomic classes, unequal in size"),
         DatasetSpec(name="cartoons", task="classification", modality="image",
                     source="demo", loader="adaptlab_wildlife.datasets:load_cartoons",
+                    licence="CC-BY-SA-3.0 (Art4Apps drawings via GCompris), per file in "
+                            "ATTRIBUTION.json",
+                    attribution="adaptlab_wildlife:demo_data/ATTRIBUTION.json#cartoons/",
                     description="42 cartoon drawings of the same 5 classes (Art4Apps, "
                                 "CC-BY-SA-3.0): a source domain for cartoon-to-photo transfer"),
     ),
