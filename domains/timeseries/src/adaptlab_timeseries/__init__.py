@@ -16,30 +16,45 @@ DOMAIN = DomainSpec(
     datasets=(
         DatasetSpec(name="cmip6-arctic", task="forecasting", modality="series-windows",
                     source="demo", loader="adaptlab_timeseries.datasets:load_cmip6_arctic",
+                    licence="CC-BY-SA-4.0 per CMIP6 model (ESMValTool sample data); the CMIP6 "
+                            "terms of use ask for citation",
+                    attribution="adaptlab_timeseries:demo_data/SOURCES.json#cmip6_arctic_ta_monthly.csv.gz",
                     description="monthly Arctic air temperature from 41 CMIP6 climate models; "
                                 "forecast 24 months of a held-out model (MIROC6), trained on "
                                 "the others, walk-forward over its last 10 years",
                     defaults={"epochs": 3, "lr": 3e-4, "train_samples": 512}),
         DatasetSpec(name="co2", task="forecasting", modality="series-windows",
                     source="demo", loader="adaptlab_timeseries.datasets:load_co2",
+                    licence="public domain (Scripps Mauna Loa record, via statsmodels' "
+                            "datasets)",
+                    attribution="adaptlab_timeseries:demo_data/SOURCES.json#co2_weekly.csv",
                     description="Mauna Loa weekly CO2, 1965-2001: one series, forecast 26 "
                                 "weeks, trained on its own earlier years (few-shot)",
                     defaults={"epochs": 3, "lr": 3e-4, "train_samples": 256}),
         DatasetSpec(name="elnino", task="forecasting", modality="series-windows",
                     source="demo", loader="adaptlab_timeseries.datasets:load_elnino",
+                    licence="public domain (NOAA ERSST, via statsmodels' datasets)",
+                    attribution="adaptlab_timeseries:demo_data/SOURCES.json#elnino_monthly.csv",
                     description="Nino 1+2 monthly sea-surface temperature, 1950-2010: forecast "
                                 "12 months",
                     defaults={"epochs": 3, "lr": 3e-4}),
         DatasetSpec(name="sunspots", task="forecasting", modality="series-windows",
                     source="demo", loader="adaptlab_timeseries.datasets:load_sunspots",
+                    licence="public domain (NOAA NGDC, via statsmodels' datasets)",
+                    attribution="adaptlab_timeseries:demo_data/SOURCES.json#sunspots_yearly.csv",
                     description="yearly sunspot numbers, 1700-2008: forecast 11 years",
                     defaults={"epochs": 3, "lr": 3e-4}),
         DatasetSpec(name="nile", task="forecasting", modality="series-windows",
                     source="demo", loader="adaptlab_timeseries.datasets:load_nile",
+                    licence="public domain (via statsmodels' datasets)",
+                    attribution="adaptlab_timeseries:demo_data/SOURCES.json#nile_yearly.csv",
                     description="yearly Nile flow at Aswan, 1871-1970: forecast 10 years",
                     defaults={"epochs": 3, "lr": 3e-4}),
         DatasetSpec(name="cmip6-warming", task="classification", modality="series-labelled",
                     source="demo", loader="adaptlab_timeseries.datasets:load_cmip6_warming",
+                    licence="CC-BY-SA-4.0 per CMIP6 model (ESMValTool sample data); the CMIP6 "
+                            "terms of use ask for citation",
+                    attribution="adaptlab_timeseries:demo_data/SOURCES.json#cmip6_arctic_ta_monthly.csv.gz",
                     backbone="fracast-features",
                     description="20-year Arctic temperature records, early industrial "
                                 "(1850-1899) or recent (1965-2014)? Trained on 9 CMIP6 models, "
@@ -68,6 +83,7 @@ DOMAIN = DomainSpec(
                "the adapted one, both against seasonal naive (MASE).",
     default_strategy="full",
     user_data_loader="adaptlab_timeseries.datasets:read_series_data",
+    predict_reader="adaptlab_timeseries.predict_inputs:read_prediction_series",
     data_help="a CSV or Parquet table with a time column and value columns, a NetCDF file "
               "with a time dimension, or a folder of them",
     template_cells=(
