@@ -58,6 +58,16 @@ def sample_name(item: Any, fallback: str = "") -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def input_files(path: Path) -> list[Path]:
+    """``path`` itself, or every file under the folder ``path`` in sorted order, hidden files
+    and folders left out (class sub-folders are read like any folder: their names are not
+    labels here)."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(path).parts))
+
+
 def split_inputs(data: SplitDataset, split: str) -> PredictionInputs:
     """A loaded dataset's split as inputs to predict, labels kept (the run's own test split:
     predictions recomputed into metrics must give the run's metrics)."""

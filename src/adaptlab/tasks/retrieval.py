@@ -60,6 +60,7 @@ class RetrievalTask(Task):
     name = "retrieval"
     monitor = "mrr"
     initial_is_candidate = True
+    prediction_writer = "adaptlab.predict.retrieval:TopKRetrievalWriter"
     explain_refusal = ("retrieval runs are not supported yet (they score pairs); explain a "
                        "classification run of the same data instead")
 

@@ -1,0 +1,141 @@
+"""New code to predict, read as ``--data`` reads training code, labels ignored.
+
+Classification runs (one row per input):
+
+- a source file, or every source file under a folder (class sub-folders or none: their names
+  are ignored), named by its path;
+- a JSONL of ``{"code"}`` records (a ``label`` is ignored), named by their ``id`` or
+  ``file:line``.
+
+Retrieval runs (queries, and the documents they search):
+
+- a JSONL whose records hold a ``query``, a ``code`` document, or both (a training pair: the
+  code is the query's known answer); named by their ``id`` or ``file:line``;
+- a ``.txt`` file: one query per non-empty line;
+- a source file or folder: documents only (give it as ``--set corpus=PATH``); a Python file
+  gives one document per function (its code without the docstring, as training pairs hold
+  it), named ``file:line``; another file is one document.
+
+Files that are not UTF-8 text (binary files, legacy encodings), empty, or not source files
+are skipped and listed, as training skips them.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from adaptlab.errors import AdaptlabError
+from adaptlab.predict.inputs import NO_LABEL, PredictionInputs, input_files
+from adaptlab_code.extract import strip_docstring
+from adaptlab_code.readers import SOURCE_SUFFIXES, _read_text
+
+if TYPE_CHECKING:
+    from adaptlab.run_loading import LoadedRun
+
+
+def read_code_inputs(path: Path, run: LoadedRun) -> PredictionInputs:
+    """The run's modality decides: code to classify, or queries and code to search."""
+    if run.data.modality == "text-pairs":
+        return _retrieval_inputs(path)
+    return _classification_inputs(path)
+
+
+def _classification_inputs(path: Path) -> PredictionInputs:
+    if path.suffix == ".jsonl":
+        records = [(name, record["code"]) for name, record in _jsonl_records(path, {"code"})]
+        skipped = []
+    else:
+        records, skipped = _source_texts(path)
+    return PredictionInputs(samples=[(code, NO_LABEL) for _, code in records],
+                            names=[name for name, _ in records], modality="text",
+                            skipped=skipped, source=str(path))
+
+
+def _retrieval_inputs(path: Path) -> PredictionInputs:
+    # Each query is paired with a document, as the runner's batches hold pairs: its own code
+    # where the record gives it, else nothing (only the query's embedding is ranked).
+    queries: list[tuple[str, str, str | None]] = []  # (name, query, its own code)
+    corpus: list[tuple[str, str]] = []  # (name, code)
+    skipped: list[dict[str, str]] = []
+    if path.suffix == ".jsonl":
+        for name, record in _jsonl_records(path, {"query", "code"}):
+            if "code" in record:
+                corpus.append((name, record["code"]))
+            if "query" in record:
+                queries.append((name, record["query"], record.get("code")))
+    elif path.suffix == ".txt":
+        text = _read_text(path, skipped) or ""
+        queries = [(f"{path}:{number}", line.strip(), None)
+                   for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    else:
+        for name, text in _source_texts(path, skipped)[0]:
+            corpus += _documents(Path(name), text, skipped)
+    return PredictionInputs(
+        samples=[((query, code or ""), NO_LABEL) for _, query, code in queries],
+        names=[name for name, _, _ in queries], modality="text-pairs", skipped=skipped,
+        source=str(path),
+        details={"corpus": corpus,
+                 "answers": [name if code is not None else None for name, _, code in queries]})
+
+
+def _jsonl_records(path: Path, keys: set[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``(name, record)`` for each record holding one of ``keys``; anything else is refused
+    by its line, as training refuses it."""
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AdaptlabError(f"{path} line {number}: not JSON ({exc.msg})") from exc
+        if not isinstance(record, dict) or not keys & set(record):
+            found = sorted(record) if isinstance(record, dict) else record
+            raise AdaptlabError(f"{path} line {number}: expected key "
+                                f"{' or '.join(map(repr, sorted(keys)))}, found {found!r}")
+        bad = [key for key in sorted(keys & set(record)) if not isinstance(record[key], str)]
+        if bad:
+            raise AdaptlabError(f"{path} line {number}: {bad[0]!r} is not text")
+        records.append((str(record.get("id", f"{path}:{number}")), record))
+    return records
+
+
+def _source_texts(path: Path, skipped: list[dict[str, str]] | None = None,
+                  ) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
+    """``(path, text)`` of one file or of every source file under a folder (hidden ones
+    left out), and the files skipped with the reason."""
+    skipped = [] if skipped is None else skipped
+    texts = []
+    for file in input_files(path):
+        if path.is_dir() and file.suffix not in SOURCE_SUFFIXES:
+            skipped.append({"file": str(file),
+                            "reason": f"not a source file (suffix {file.suffix or 'none'!r})"})
+            continue
+        text = _read_text(file, skipped)
+        if text is None:
+            continue
+        if "\0" in text:  # valid UTF-8 can still be binary (NUL bytes)
+            skipped.append({"file": str(file), "reason": "binary (holds NUL bytes)"})
+        elif not text.strip():
+            skipped.append({"file": str(file), "reason": "empty"})
+        else:
+            texts.append((str(file), text))
+    return texts, skipped
+
+
+def _documents(path: Path, text: str, skipped: list[dict[str, str]]) -> list[tuple[str, str]]:
+    """A Python file's functions (code without docstring), or the whole file; a Python file
+    that does not parse is skipped and listed."""
+    if path.suffix != ".py":
+        return [(str(path), text)]
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as exc:
+        skipped.append({"file": str(path), "reason": f"SyntaxError: {exc.msg} (line {exc.lineno})"})
+        return []
+    functions = [(f"{path}:{node.lineno}", strip_docstring(node)) for node in ast.walk(tree)
+                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
+    return functions or [(str(path), text)]
