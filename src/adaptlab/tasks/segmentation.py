@@ -61,6 +61,7 @@ def segmentation_metrics(truth: np.ndarray, predicted: np.ndarray, class_names: 
 class SegmentationTask(Task):
     name = "segmentation"
     monitor = "miou"
+    prediction_writer = "adaptlab.predict.segmentation:PointLabelWriter"
 
     def __init__(self, class_names: list[str], weights: torch.Tensor | None = None) -> None:
         self.class_names = class_names
