@@ -21,11 +21,14 @@ DOMAIN = DomainSpec(
     datasets=(
         DatasetSpec(name="stdlib-modules", task="classification", modality="text",
                     source="demo", loader="adaptlab_code.datasets:load_stdlib_modules",
+                    licence="PSF-2.0 (the Python standard library's source)",
                     description="930 documented standard-library functions, code without "
                                 "docstring, labelled by their module (31 classes)",
                     defaults={"epochs": 5, "lr": 1e-3}),
         DatasetSpec(name="docstring-to-code", task="retrieval", modality="text-pairs",
                     source="demo", loader="adaptlab_code.datasets:load_docstring_to_code",
+                    licence="PSF-2.0 (Python standard library, training) and MIT (OpenAI's "
+                            "HumanEval, test)",
                     description="train on Python standard-library docstring/code pairs, test "
                                 "on all 164 HumanEval problems (docstring -> solution)",
                     defaults={"epochs": 2, "lr": 5e-5}),
@@ -48,6 +51,7 @@ DOMAIN = DomainSpec(
                "K on the slider) and compares it with full fine-tuning and LoRA.",
     default_strategy="freeze",
     user_data_loader="adaptlab_code.readers:read_code_data",
+    predict_reader="adaptlab_code.predict_inputs:read_code_inputs",
     data_help="a folder with one sub-folder of source files per label, a JSONL of "
               "{code, label} or {query, code} records, or a git working tree",
     explain_defaults={"method": "layer_integrated_gradients", "layer": "embeddings",

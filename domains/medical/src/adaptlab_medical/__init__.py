@@ -22,11 +22,17 @@ DOMAIN = DomainSpec(
     datasets=(
         DatasetSpec(name="brain-regions", task="classification", modality="array-image",
                     source="demo", loader="adaptlab_medical.datasets:load_colin27",
+                    licence="BSD-3-Clause (Colin27 and the AAL atlas from Debian's "
+                            "mricron-data); cite the AAL atlas (Tzourio-Mazoyer et al. 2002)",
+                    attribution="adaptlab_medical:demo_data/SOURCES.json#colin27_aal_patches.npz",
                     source_dataset="brain-regions-icbm152",
                     description="Colin27 T1 MRI, 24 mm axial patches labelled by AAL lobe (6 "
                                 "classes); train on the left hemisphere, test on the right"),
         DatasetSpec(name="brain-regions-icbm152", task="classification", modality="array-image",
                     source="demo", loader="adaptlab_medical.datasets:load_icbm152",
+                    licence="MNI ICBM 2009a template: free use with its copyright notice (via "
+                            "nilearn)",
+                    attribution="adaptlab_medical:demo_data/SOURCES.json#icbm152_aal_patches.npz",
                     description="MNI ICBM152 average brain, same patches and labels: a source "
                                 "domain (an average of 152 brains, not one scan)"),
     ),
@@ -43,6 +49,7 @@ DOMAIN = DomainSpec(
                "with Kappa in every run's metrics; prompt tuning is not yet a strategy here.",
     default_strategy="freeze",
     user_data_loader="adaptlab_medical.readers:read_medical_data",
+    predict_reader="adaptlab_medical.predict_inputs:read_scan_inputs",
     data_help="a MedMNIST .npz, or a folder with one sub-folder per class of DICOM files, "
               "NIfTI images/volumes or PNG/JPEG images",
     explain_defaults={"method": "integrated_gradients", "renderer": "image"},
