@@ -52,6 +52,14 @@ def test_point_files_and_scans_keep_their_coordinates_and_labels(tmp_path):
                                                                      strict=True))
     ply = "\n".join(lines + ["property int label", "end_header", body]) + "\n"
     (tmp_path / "a.ply").write_text(ply)
+    # The same in binary, as most scanners and our own part labels write PLY.
+    record = np.zeros(len(points), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+                                          ("label", "<i4")])
+    record["x"], record["y"], record["z"], record["label"] = *points.T, labels
+    (tmp_path / "b.ply").write_bytes(
+        f"ply\nformat binary_little_endian 1.0\nelement vertex {len(points)}\nproperty float x\n"
+        "property float y\nproperty float z\nproperty int label\nend_header\n".encode()
+        + record.tobytes())
     las = laspy.create(point_format=3, file_version="1.2")
     las.header.scales = (0.001, 0.001, 0.001)
     las.header.offsets = points.min(axis=0)
@@ -59,7 +67,7 @@ def test_point_files_and_scans_keep_their_coordinates_and_labels(tmp_path):
     las.classification = labels.astype(np.uint8)
     las.write(tmp_path / "a.las")
     las.write(tmp_path / "a.laz")
-    for name in ("a.xyz", "a.pts", "a.npy", "a.ply", "a.las", "a.laz"):
+    for name in ("a.xyz", "a.pts", "a.npy", "a.ply", "b.ply", "a.las", "a.laz"):
         read = readers.read_points(tmp_path / name, labels=True)
         np.testing.assert_allclose(read.points, points, atol=2e-3, err_msg=name)
         np.testing.assert_array_equal(read.point_labels, labels, err_msg=name)

@@ -50,7 +50,9 @@ def _mesh(path: Path, labels: bool, sampled: int, seed: int) -> Cloud:
         raw = loaded.metadata.get("_ply_raw", {}).get("vertex", {}).get("data", {})
         point_labels = None
         if labels:
-            name = next((n for n in PLY_LABELS if n in raw), None)
+            # ASCII PLY comes as a dict of columns, binary PLY as one structured array.
+            fields = raw.dtype.names or () if isinstance(raw, np.ndarray) else tuple(raw)
+            name = next((n for n in PLY_LABELS if n in fields), None)
             if name is None:
                 raise AdaptlabError(f"{path}: PLY vertex element has no per-point label "
                                     f"property (one of {list(PLY_LABELS)})")
