@@ -38,6 +38,21 @@ def colour_folder(tmp_path: Path) -> Path:
     return write_colour_folder(tmp_path / "data")
 
 
+@pytest.fixture(scope="session")
+def wildlife_lora_run(tmp_path_factory) -> Path:
+    """One small finished LoRA run on generated colour photos (``ROOT/data``, ``ROOT/run``),
+    shared by the test modules that only read a finished run (predict, export): training it
+    once saves a run per module. Tests leave it as they found it."""
+    from adaptlab.config import RunConfig
+    from adaptlab.run import run
+
+    root = tmp_path_factory.mktemp("wildlife-lora")
+    data = write_colour_folder(root / "data", per_class=10)
+    config = RunConfig(domain="wildlife", data=str(data), strategy="lora", out=str(root / "run"),
+                       device="cpu", epochs=2, image_size=64, batch_size=8, lr=3e-3)
+    return run(config, progress=False).run_dir
+
+
 def tree_digest(root: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*")):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli, write_colour_folder
+from conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -24,15 +24,8 @@ TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    from adaptlab.config import RunConfig
-    from adaptlab.run import run
-
-    root = tmp_path_factory.mktemp("export")
-    data = write_colour_folder(root / "data")
-    config = RunConfig(domain="wildlife", data=str(data), strategy="lora", out=str(root / "run"),
-                       device="cpu", epochs=1, image_size=64, batch_size=4, lr=3e-3)
-    return run(config, progress=False).run_dir
+def run_dir(wildlife_lora_run) -> Path:
+    return wildlife_lora_run
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score
 
-from adaptlab.config import RunConfig
 from adaptlab.errors import AdaptlabError
-from adaptlab.run import run
 from adaptlab.run_loading import load_run
 from conftest import run_cli, write_colour_folder
 
@@ -26,17 +24,12 @@ CLASSES = ("red", "green", "blue")
 
 
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("predict")
-    data = write_colour_folder(root / "data", classes=CLASSES, per_class=10)
-    config = RunConfig(domain="wildlife", data=str(data), strategy="lora", out=str(root / "run"),
-                       device="cpu", epochs=2, image_size=64, batch_size=8, lr=3e-3)
-    run(config, progress=False)
-    return root / "run"
+def lora_run(wildlife_lora_run) -> Path:
+    return wildlife_lora_run
 
 
-def test_own_test_split_gives_the_reported_metrics(lora_run: Path) -> None:
-    table = load_run(lora_run).predict(split="test", out=lora_run / "test.csv").table
+def test_own_test_split_gives_the_reported_metrics(lora_run: Path, tmp_path: Path) -> None:
+    table = load_run(lora_run).predict(split="test", out=tmp_path / "test.csv").table
     reported = json.loads((lora_run / "metrics.json").read_text())["final"]["test"]
     assert len(table) == reported["samples"]
     probabilities = table[[f"probability_{c}" for c in CLASSES]].to_numpy()
