@@ -17,8 +17,8 @@ import ipywidgets as widgets
 from adaptlab.compare import figure_png, find_runs, runs_table, summarise_run, tradeoff_figure
 from adaptlab.errors import AdaptlabError
 from adaptlab.summary import text_table
-from adaptlab.widgets.jobs import FINISHED, BackgroundJob, running_loop, wait_async
-from adaptlab.widgets.record import SavedOutput, esc, html_table, png_img
+from adaptlab.widgets.jobs import BackgroundJob, JobResultView, running_loop, wait_async
+from adaptlab.widgets.record import SavedOutput, html_table, message_html, png_img
 
 DEFAULT_METHOD = "(domain default)"
 
@@ -50,7 +50,7 @@ def report_iframe(page: str, height: int = 640) -> str:
             f'style="width:100%;height:{height}px;border:0"></iframe>')
 
 
-class ComparisonView(widgets.VBox):
+class ComparisonView(widgets.VBox, JobResultView):
     """``runs``: run folders to show; ``root``: a folder whose runs to show; neither: the
     runs of this session, updated as training views finish."""
 
@@ -204,31 +204,21 @@ class ComparisonView(widgets.VBox):
         return await self.predict_panel.predict(data, run, count, method)
 
     def _explain_events(self, events: list[dict]) -> None:
-        if not any(e["event"] == FINISHED for e in events):
-            return
-        job, self._pump = self._job, None
-        self.explain_button.disabled = False
-        if job.error:
-            self._say(job.error, error=True)
-            bundle = {"text/plain": f"explain failed: {job.error}"}
-        else:
-            self.explanation = job.result
-            page_path = self._explained / "report" / "index.html"
-            self.report_page = page_path.read_text()
-            used = job.result.result
-            line = (f"report: {page_path} | method: {used.method} | "
-                    f"{len(job.result.samples)} samples")
-            self._say(line)
-            self.report.value = report_iframe(self.report_page)
-            bundle = {"text/html": report_iframe(self.report_page), "text/plain": line}
-        if self._record is not None:
-            self._record.update(bundle)
-            self._record = None
+        self._job_finished(events, self.explain_button, "explain", self._show_explanation)
+
+    def _show_explanation(self, result) -> dict[str, str]:
+        self.explanation = result
+        page_path = self._explained / "report" / "index.html"
+        self.report_page = page_path.read_text()
+        line = (f"report: {page_path} | method: {result.result.method} | "
+                f"{len(result.samples)} samples")
+        self._say(line)
+        self.report.value = report_iframe(self.report_page)
+        return {"text/html": report_iframe(self.report_page), "text/plain": line}
 
     def _say(self, text: str, error: bool = False) -> None:
         self.message_text = text
-        style = " style='color:var(--jp-error-color1,#b00020)'" if error else ""
-        self.message.value = f"<span{style}>{esc(text)}</span>"
+        self.message.value = message_html(text, error)
 
 
 def comparison_view(runs: list | None = None, root: str | Path | None = None) -> ComparisonView:

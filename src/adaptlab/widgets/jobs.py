@@ -66,6 +66,29 @@ class BackgroundJob:
         return drain_queue(self.events)
 
 
+class JobResultView:
+    """A view that runs one job at a time (``self._job``, pumped by ``self._pump``) and shows
+    its outcome in place and in a saved output (``self._record``, when a cell awaits it).
+    ``_say(text, error)`` is the view's status line."""
+
+    def _job_finished(self, events: list[dict], button, what: str,
+                      show: Callable[[Any], dict[str, str]]) -> None:
+        """On the job's end: the button back, the error said or ``show(result)``'s bundle
+        saved."""
+        if not any(e["event"] == FINISHED for e in events):
+            return
+        job, self._pump = self._job, None
+        button.disabled = False
+        if job.error:
+            self._say(job.error, error=True)
+            bundle = {"text/plain": f"{what} failed: {job.error}"}
+        else:
+            bundle = show(job.result)
+        if self._record is not None:
+            self._record.update(bundle)
+            self._record = None
+
+
 def running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()

@@ -15,8 +15,8 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.widgets.jobs import FINISHED, BackgroundJob, running_loop, wait_async
-from adaptlab.widgets.record import SavedOutput, esc
+from adaptlab.widgets.jobs import BackgroundJob, JobResultView, running_loop, wait_async
+from adaptlab.widgets.record import SavedOutput, message_html
 
 TABLE_ROWS = 20  # rows of the table shown; the file holds them all
 NO_ATTRIBUTIONS = "(none)"
@@ -29,7 +29,7 @@ def table_html(table, rows: int = TABLE_ROWS) -> str:
     return shown + more
 
 
-class PredictPanel(widgets.VBox):
+class PredictPanel(widgets.VBox, JobResultView):
     """``choose_run()`` names the run to predict with (the comparison view's pick)."""
 
     def __init__(self, choose_run: Callable[[], Path]) -> None:
@@ -101,28 +101,18 @@ class PredictPanel(widgets.VBox):
         return self.predictions
 
     def _events(self, events: list[dict]) -> None:
-        if not any(e["event"] == FINISHED for e in events):
-            return
-        job, self._pump = self._job, None
-        self.button.disabled = False
-        if job.error:
-            self._say(job.error, error=True)
-            bundle = {"text/plain": f"predict failed: {job.error}"}
-        else:
-            self.predictions, gallery = job.result
-            line = f"{self.predictions.count} predictions: {self.predictions.table_path}"
-            if self.predictions.skipped:
-                line += f" ({len(self.predictions.skipped)} inputs skipped, listed beside it)"
-            self._say(line)
-            page = table_html(self.predictions.table) + gallery
-            self.output.value = page
-            bundle = {"text/html": f"<div class='adaptlab-record'>{page}</div>",
-                      "text/plain": line}
-        if self._record is not None:
-            self._record.update(bundle)
-            self._record = None
+        self._job_finished(events, self.button, "predict", self._show)
+
+    def _show(self, result) -> dict[str, str]:
+        self.predictions, gallery = result
+        line = f"{self.predictions.count} predictions: {self.predictions.table_path}"
+        if self.predictions.skipped:
+            line += f" ({len(self.predictions.skipped)} inputs skipped, listed beside it)"
+        self._say(line)
+        page = table_html(self.predictions.table) + gallery
+        self.output.value = page
+        return {"text/html": f"<div class='adaptlab-record'>{page}</div>", "text/plain": line}
 
     def _say(self, text: str, error: bool = False) -> None:
         self.message_text = text
-        style = " style='color:var(--jp-error-color1,#b00020)'" if error else ""
-        self.message.value = f"<span{style}>{esc(text)}</span>"
+        self.message.value = message_html(text, error)

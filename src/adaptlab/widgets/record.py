@@ -23,6 +23,12 @@ def esc(value: Any) -> str:
     return html.escape(str(value))
 
 
+def message_html(text: str, error: bool = False) -> str:
+    """One status line for a view; errors in the theme's error colour."""
+    style = " style='color:var(--jp-error-color1,#b00020)'" if error else ""
+    return f"<span{style}>{esc(text)}</span>"
+
+
 def png_img(png: bytes, alt: str, css_class: str = "") -> str:
     data = base64.b64encode(png).decode("ascii")
     cls = f' class="{css_class}"' if css_class else ""

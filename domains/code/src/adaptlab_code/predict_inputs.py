@@ -23,14 +23,13 @@ are skipped and listed, as training skips them.
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.predict.inputs import NO_LABEL, PredictionInputs, input_files
 from adaptlab_code.extract import strip_docstring
-from adaptlab_code.readers import SOURCE_SUFFIXES, _read_text
+from adaptlab_code.readers import SOURCE_SUFFIXES, _read_text, jsonl_lines
 
 if TYPE_CHECKING:
     from adaptlab.run_loading import LoadedRun
@@ -85,13 +84,7 @@ def _jsonl_records(path: Path, keys: set[str]) -> list[tuple[str, dict[str, Any]
     """``(name, record)`` for each record holding one of ``keys``; anything else is refused
     by its line, as training refuses it."""
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AdaptlabError(f"{path} line {number}: not JSON ({exc.msg})") from exc
+    for number, record in jsonl_lines(path):
         if not isinstance(record, dict) or not keys & set(record):
             found = sorted(record) if isinstance(record, dict) else record
             raise AdaptlabError(f"{path} line {number}: expected key "

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import subprocess
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from adaptlab.data.splits import SplitDataset, stratified_split
 from adaptlab.errors import AdaptlabError
@@ -64,15 +66,21 @@ def _retrieval(pairs: list[tuple[str, str]], seed: int, source: str,
                         modality="text-pairs", task="retrieval")
 
 
-def read_jsonl(path: Path, seed: int) -> SplitDataset:
-    records = []
+def jsonl_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """Each non-blank line's number and parsed value; a line that is not JSON is refused by
+    its number."""
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             raise AdaptlabError(f"{path} line {number}: not JSON ({exc.msg})") from exc
+
+
+def read_jsonl(path: Path, seed: int) -> SplitDataset:
+    records = []
+    for number, record in jsonl_lines(path):
         if not isinstance(record, dict) or "code" not in record or not (
                 {"label", "query"} & set(record)):
             raise AdaptlabError(f"{path} line {number}: expected keys 'code' and 'label' or "
