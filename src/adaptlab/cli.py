@@ -1,5 +1,5 @@
-"""``adaptlab`` command line: ``domains``, ``run``, ``explain``, ``compare``, ``transfer``
-and ``new-notebook`` (also called ``template``).
+"""``adaptlab`` command line: ``domains``, ``run``, ``explain``, ``predict``, ``export``,
+``compare``, ``transfer`` and ``new-notebook`` (also called ``template``).
 
 Bad input ends with one line naming the path, key or value, and exit status 2.
 """
