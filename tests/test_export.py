@@ -146,15 +146,20 @@ def test_cli_refuses_a_non_empty_out_and_an_unknown_format(run_dir, tmp_path, ca
     assert code == 2 and "'tflite'" in err and not (tmp_path / "new").exists()
 
 
-def test_a_runs_own_model_card_is_kept_and_given_front_matter(tmp_path):
-    from adaptlab.export.model_card import model_card
+def test_the_folders_card_is_the_runs_model_card(run_dir, tmp_path):
+    """README.md is the run's own card; an edited card without the Hub's front matter gets it
+    in front; a run from before model cards gets one written from its folder."""
+    import shutil
 
-    facts = {"domain": "wildlife", "task": "classification", "strategy": "lora",
-             "modality": "image"}
-    (tmp_path / "MODEL_CARD.md").write_text("# My model\n\nTrained on my photos.\n")
-    card = model_card(tmp_path, facts)
-    assert card.startswith("---\nlibrary_name: adaptlab\ntags:\n- adaptlab\n- wildlife\n")
-    assert card.endswith("# My model\n\nTrained on my photos.\n")
-    ready = "---\nlibrary_name: adaptlab\nlicense: cc0-1.0\n---\n\n# Mine\n"
-    (tmp_path / "MODEL_CARD.md").write_text(ready)
-    assert model_card(tmp_path, facts) == ready
+    from adaptlab.export.folder import hub_card
+
+    copy = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    written = (copy / "MODEL_CARD.md").read_text()
+    assert written.startswith("---\n") and hub_card(copy) == written
+    (copy / "MODEL_CARD.md").write_text("# My model\n\nTrained on my photos.\n")
+    card = hub_card(copy)
+    assert card.startswith("---\nlibrary_name: adaptlab\ntags:\n")
+    assert '- "wildlife"' in card and '- "lora"' in card
+    assert card.endswith("\n---\n\n# My model\n\nTrained on my photos.\n")
+    (copy / "MODEL_CARD.md").unlink()
+    assert hub_card(copy) == written  # the same card, written again from the run folder

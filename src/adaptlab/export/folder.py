@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from adaptlab.export.model_card import model_card
 from adaptlab.export.model_io import LOGIT_TASKS
 from adaptlab.export.rebuild import (
     CONFIG_FILE,
@@ -140,5 +139,17 @@ def write_folder(folder: Path, loaded, merged: bool, architecture: str, inputs: 
     write_json(folder / PREPROCESSING_FILE, preprocessing(loaded, inputs))
     if loaded.backbone.tokenizer is not None:
         loaded.backbone.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
-    facts = {**config["adaptlab"], "license": None}
-    (folder / CARD_FILE).write_text(model_card(loaded.run_dir, facts))
+    (folder / CARD_FILE).write_text(hub_card(Path(loaded.run_dir)))
+
+
+def hub_card(run_dir: Path) -> str:
+    """The folder's README: the run's ``MODEL_CARD.md`` as it is (written with the Hub's
+    front matter at the run's end; given it in front if an edit removed it), or for a run
+    older than model cards, the card written now from its folder."""
+    from adaptlab import model_card
+
+    own = run_dir / model_card.CARD_FILE
+    if not own.is_file():
+        return model_card.model_card_text(run_dir)
+    text = own.read_text(encoding="utf-8")
+    return text if text.startswith("---\n") else model_card.front_matter(run_dir) + text

@@ -7,10 +7,11 @@ from __future__ import annotations
 from adaptlab.model_card.write import (
     CARD_FILE,
     ModelCardWarning,
+    front_matter,
     model_card_text,
     try_write_model_card,
     write_model_card,
 )
 
-__all__ = ["CARD_FILE", "ModelCardWarning", "model_card_text", "try_write_model_card",
+__all__ = ["CARD_FILE", "ModelCardWarning", "front_matter", "model_card_text", "try_write_model_card",
            "write_model_card"]

@@ -42,6 +42,12 @@ def _title(card: CardInputs) -> list[str]:
             "it and why, your data's licence) before sharing the model.", ""]
 
 
+def front_matter(run_dir: str | Path) -> str:
+    """The Hub's metadata block for the run in ``run_dir`` (what a card edited without it,
+    exported as a Hub folder's README, is given)."""
+    return "\n".join(_front_matter(read_inputs(run_dir))) + "\n"
+
+
 def model_card_text(run_dir: str | Path) -> str:
     """The card's markdown for the finished run in ``run_dir``."""
     card = read_inputs(run_dir)
