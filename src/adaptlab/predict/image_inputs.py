@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adaptlab.data.image_folder import IMAGE_SUFFIXES
-from adaptlab.predict.inputs import NO_LABEL, PredictionInputs
+from adaptlab.predict.inputs import NO_LABEL, PredictionInputs, input_files
 
 if TYPE_CHECKING:
     from adaptlab.run_loading import LoadedRun
@@ -16,14 +16,8 @@ if TYPE_CHECKING:
 def read_image_inputs(path: Path, run: LoadedRun) -> PredictionInputs:
     """Images are listed, not decoded, here: a folder of 100,000 photos starts at once, and
     one that does not decode is skipped and listed when its batch is read."""
-    if path.is_file():
-        files = [path]
-    else:
-        files = sorted(p for p in path.rglob("*")
-                       if p.is_file() and not any(part.startswith(".")
-                                                  for part in p.relative_to(path).parts))
     samples, names, skipped = [], [], []
-    for file in files:
+    for file in input_files(path):
         if file.suffix.lower() in IMAGE_SUFFIXES:
             samples.append((file, NO_LABEL))
             names.append(str(file))
