@@ -108,9 +108,6 @@ def test_a_folder_without_class_folders_gets_a_row_per_readable_cloud(runs, tmp_
     table = result.table
     assert sorted(table["path"]) == sorted(str(new / name) for name in
                                            ("a.ply", "b.xyz", "more/c.xyz", "d.off"))
-    assert set(table["prediction"]) <= {"long", "round"}
-    np.testing.assert_allclose(table[["probability_long", "probability_round"]].sum(axis=1), 1,
-                               atol=1e-5)
     reasons = {Path(s["file"]).name: s["reason"] for s in result.skipped}
     assert set(reasons) == {"broken.xyz", "tiny.xyz", "notes.txt"}
     assert "line 2: not numbers" in reasons["broken.xyz"]
