@@ -118,6 +118,15 @@ class Strategy:
         ones it will unfreeze."""
         return [name for name, p in model.named_parameters() if p.requires_grad]
 
+    def planned_trainable_sets(self, model: nn.Module, layer_map: LayerMap
+                               ) -> list[list[str]] | None:
+        """Parameter-name sets whose training cost bounds this strategy's steps, for the
+        memory planner (:mod:`adaptlab.costs.planner`), called after :meth:`setup`; None
+        means: the set after setup. A strategy whose trainable set changes during the run
+        returns the sets its steps can have (or the largest ones), so the planner's peak over
+        them is the run's peak."""
+        return None
+
     def train_mode(self, model: nn.Module) -> None:
         """Called after ``model.train()``: frozen norm layers keep their running statistics."""
         for module in model.modules():
