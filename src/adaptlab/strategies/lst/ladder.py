@@ -1,0 +1,128 @@
+"""The ladder: a frozen backbone run without autograd, its block outputs fed through
+down-projections and learned gates into a narrow side network (LST, Sung et al. 2022).
+
+Per backbone block ``i``: ``side = g_i * side_block_i(side) + (1 - g_i) * down_{i+1}(h_{i+1})``
+with ``g_i = sigmoid(alpha_i / T)``, ``alpha_i`` trainable from 0 and ``T = 0.1``; the side
+starts from ``down_0`` of block 0's input (the embeddings' output). Its last state is pooled as
+the backbone pools and up-projected to the backbone's feature size, so the task head reads it
+as it would read the backbone's pooled features.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from adaptlab.backbones.features import capture_block_outputs
+from adaptlab.backbones.layer_map import LayerMap
+from adaptlab.strategies.lst.families import SideDesign
+
+# LST's gate temperature: a small T makes the gates move quickly away from 0.5 once alpha moves.
+GATE_TEMPERATURE = 0.1
+
+
+def pool(x: torch.Tensor, rule: str, keep: torch.Tensor | None, prefix_tokens: int
+         ) -> torch.Tensor:
+    """Pool the side's last state as the backbone pools its own (``SideDesign.pool``)."""
+    if rule == "mask_mean":
+        mask = keep.unsqueeze(-1).to(x.dtype)
+        return (x * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    if rule == "cls":
+        return x[:, 0]
+    if rule == "token_mean":
+        return x[:, prefix_tokens:].mean(1)
+    if rule == "max_mean":
+        return torch.cat([x.amax(dim=1), x.mean(dim=1)], dim=-1)
+    if rule == "map_mean":
+        return x.mean(dim=(2, 3))
+    raise ValueError(f"unknown pooling rule {rule!r}")
+
+
+class SideNetwork(nn.Module):
+    """Everything that trains besides the task head: down-projections, gates, side blocks,
+    the final norm and the up-projection."""
+
+    def __init__(self, design: SideDesign, init_seed: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(design.blocks)
+        self.norm = design.norm
+        self.pool_rule, self.prefix_tokens = design.pool, design.prefix_tokens
+        self.takes_mask = design.mask_input is not None
+        self.gate_alpha = nn.Parameter(torch.zeros(len(design.blocks)))
+        pooled = design.side_widths[-1] * (2 if design.pool == "max_mean" else 1)
+        # Projections start random; drawn from their own seed, not the global RNG, so apply()
+        # on a fresh model builds the same side network every time (a reload, an export).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            self.down = nn.ModuleList(
+                nn.Conv2d(tap, side, 1) if design.layout == "map" else nn.Linear(tap, side)
+                for tap, side in zip(design.tap_widths, design.side_widths, strict=True))
+            self.up = nn.Linear(pooled, design.num_features)
+
+    def gates(self) -> torch.Tensor:
+        """``g_i = sigmoid(alpha_i / T)``: the share of the side's own state at block ``i``."""
+        return torch.sigmoid(self.gate_alpha / GATE_TEMPERATURE)
+
+    def forward(self, taps: list[torch.Tensor], keep: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """``taps``: block 0's input, then every block's output; returns pooled features."""
+        gates = self.gates()
+        side = self.down[0](taps[0])
+        for index, block in enumerate(self.blocks):
+            side = block(side, keep) if self.takes_mask else block(side)
+            side = gates[index] * side + (1 - gates[index]) * self.down[index + 1](
+                taps[index + 1])
+        return self.up(pool(self.norm(side), self.pool_rule, keep, self.prefix_tokens))
+
+
+class LadderBackbone(nn.Module):
+    """Takes the frozen backbone's place in the task model, with its call contract: inputs
+    in, pooled features ``[B, num_features]`` out.
+
+    In training mode the backbone runs under ``torch.no_grad()``: autograd saves nothing of
+    it, which is LST's memory saving. In eval mode grad mode is left as the caller set it:
+    evaluation runs without gradients anyway, and attribution methods need the gradient of
+    the output with respect to the input, through the backbone."""
+
+    def __init__(self, frozen: nn.Module, block_map: LayerMap, side: SideNetwork,
+                 mask_input: str | None) -> None:
+        super().__init__()
+        self.frozen = frozen
+        self.side = side
+        # The backbone's own map (names relative to ``frozen``): plain data, not state.
+        self.block_map = block_map
+        self.mask_input = mask_input
+
+    def train(self, mode: bool = True) -> LadderBackbone:
+        """The backbone stays in eval mode: frozen, its dropout off and its BatchNorm
+        statistics fixed, whatever mode the side trains in."""
+        super().train(mode)
+        self.frozen.eval()
+        return self
+
+    def taps(self, *args: Any, **kwargs: Any) -> list[torch.Tensor]:
+        """Block 0's input (a pre-hook on it) and every block's output, from one forward."""
+        first_input: list[torch.Tensor] = []
+
+        def record(_module: nn.Module, hook_args: tuple, hook_kwargs: dict) -> None:
+            first_input.append(hook_args[0] if hook_args else
+                               next(iter(hook_kwargs.values())))
+
+        first = self.frozen.get_submodule(self.block_map.blocks[0][0])
+        handle = first.register_forward_pre_hook(record, with_kwargs=True)
+        try:
+            outputs = capture_block_outputs(self.frozen, self.block_map, None,
+                                            lambda: self.frozen(*args, **kwargs))
+        finally:
+            handle.remove()
+        return [first_input[0], *outputs.blocks]
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        frozen_context = torch.no_grad() if self.training else contextlib.nullcontext()
+        with frozen_context:
+            taps = self.taps(*args, **kwargs)
+        keep = kwargs.get(self.mask_input) if self.mask_input else None
+        return self.side(taps, keep)

@@ -1,0 +1,98 @@
+"""The ``lst`` strategy: Ladder Side-Tuning (Sung et al. 2022; reference code
+ylsung/Ladder-Side-Tuning, ``modeling_side_t5.py``).
+
+The task model's backbone is replaced by a :class:`LadderBackbone`: the pre-trained backbone,
+frozen and run without autograd while training, plus a side network ``1/reduction`` as wide,
+initialised from the backbone's own blocks pruned to that width. Only the side network and the
+task head train, so neither gradients nor saved activations of the backbone are kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from adaptlab.backbones.layer_map import LayerMap
+from adaptlab.errors import AdaptlabError
+from adaptlab.strategies.base import Strategy, StrategyConfig, set_requires_grad
+from adaptlab.strategies.lst.families import design_side
+from adaptlab.strategies.lst.ladder import LadderBackbone, SideNetwork
+from adaptlab.strategies.registry import register_strategy
+
+
+@dataclass
+class LstConfig(StrategyConfig):
+    reduction: int = field(default=8, metadata={
+        "min": 1, "max": 64,
+        "help": "side network width = backbone width / reduction (1..64; LST uses 8)"})
+    init_seed: int = field(default=0, metadata={
+        "min": 0, "max": 2**31 - 1,
+        "help": "seed of the side network's random parts (down- and up-projections)"})
+
+
+def backbone_attribute(layer_map: LayerMap) -> str:
+    """The task model's attribute holding the backbone: the first name part every backbone
+    entry of the (prefixed) layer map shares."""
+    roots = {entry.split(".", 1)[0] for entry in layer_map.entries()}
+    if len(roots) != 1 or not all("." in entry for entry in layer_map.entries()):
+        raise AdaptlabError("strategy 'lst': the task model does not hold its backbone under "
+                            "one attribute; a side network needs it")
+    return roots.pop()
+
+
+def unprefixed(layer_map: LayerMap, prefix: str) -> LayerMap:
+    """``layer_map`` with ``prefix.`` removed from every entry (the backbone's own map)."""
+    def strip(name: str) -> str:
+        return name[len(prefix) + 1:]
+
+    return LayerMap(embeddings=[strip(n) for n in layer_map.embeddings],
+                    blocks=[[strip(n) for n in block] for block in layer_map.blocks],
+                    neck=[strip(n) for n in layer_map.neck],
+                    norms=[strip(n) for n in layer_map.norms if n.startswith(prefix + ".")])
+
+
+@register_strategy
+class LadderSideTuning(Strategy):
+    name = "lst"
+    config_class = LstConfig
+    description = ("ladder side-tuning: a narrow side network fed by the frozen backbone's "
+                   "blocks (run without gradients) trains with the head")
+
+    def check(self, layer_map: LayerMap) -> None:
+        if layer_map.num_blocks == 0:
+            raise AdaptlabError("strategy 'lst': the backbone's layer map has no blocks to "
+                                "tap")
+        backbone_attribute(layer_map)
+
+    def apply(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
+        attribute = backbone_attribute(layer_map)
+        frozen = getattr(model, attribute)
+        own_map = unprefixed(layer_map, attribute)
+        blocks = [_block_module(frozen, block) for block in own_map.blocks]
+        design = design_side(frozen, blocks, self.config.reduction, type(frozen).__name__)
+        side = SideNetwork(design, self.config.init_seed)
+        setattr(model, attribute, LadderBackbone(frozen, own_map, side, design.mask_input))
+        return model
+
+    def select_trainable(self, model: nn.Module, layer_map: LayerMap) -> None:
+        set_requires_grad([model], False)
+        ladder = getattr(model, backbone_attribute(layer_map))
+        set_requires_grad([ladder.side], True)
+        if layer_map.head:
+            set_requires_grad([model.get_submodule(layer_map.head)], True)
+
+    def merged_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        raise AdaptlabError("strategy 'lst': a ladder side network cannot be folded into the "
+                            "base model's weights (nothing to merge; export the run as it is)")
+
+
+def _block_module(frozen: nn.Module, entries: list[str]) -> nn.Module:
+    """A block's module: its single module entry (the families shadow whole blocks)."""
+    modules = dict(frozen.named_modules())
+    found = [modules[name] for name in entries if name in modules]
+    if len(found) != 1:
+        raise AdaptlabError(f"strategy 'lst': block {entries} is not one module; a side block "
+                            "shadows one backbone block")
+    return found[0]
