@@ -1,0 +1,142 @@
+"""SlimFit (Ardakani et al., arXiv 2305.18513; reference code arashardakani/SlimFit): dynamic
+freezing from training dynamics, plus smaller saved activations.
+
+Each optimizer step trains only the ``1 - freeze_ratio`` fraction of units (weight matrices
+and norm layers) whose weights moved most when they last trained (:mod:`.schedule`); the task
+head always trains. With ``compress`` the tensors the backward pass still needs are stored
+smaller (:mod:`.compress`, swapped in by :mod:`.patching`): 8-bit inputs of the MLP output
+layers and of both attention products, 4-bit GELU inputs, and the top 10 % of a frozen
+LayerNorm's normalised input.
+
+The per-step record of which units trained is written to ``slimfit_schedule.safetensors``
+in the run folder (:data:`SCHEDULE_FILE`): ``trained`` (bool ``[steps, units]``, unit order
+as in the metadata's ``units``), ``frozen_param_fraction`` (float ``[steps]``, the share of the
+backbone's parameters frozen at that step) and ``scores`` (the final scores); the metadata
+holds the unit names, their sizes and the freeze ratio (JSON), for a notebook heat-map.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from adaptlab.backbones.layer_map import LayerMap, parameters_under
+from adaptlab.strategies.base import Strategy, StrategyConfig, set_requires_grad
+from adaptlab.strategies.registry import register_strategy
+from adaptlab.strategies.slimfit.schedule import InterLayerSchedule, ScheduleState
+from adaptlab.strategies.slimfit.units import Unit, find_units, frozen_count, initial_scores
+
+SCHEDULE_FILE = "slimfit_schedule.safetensors"
+
+
+@dataclass
+class SlimFitConfig(StrategyConfig):
+    freeze_ratio: float = field(default=0.9, metadata={
+        "min": 0.0, "max": 0.95,
+        "help": "share of the backbone's units frozen at every step (the reference freezes "
+                "0.9; the paper reaches 0.95)"})
+    compress: bool = field(default=True, metadata={
+        "help": "store what backward still needs smaller: 8-bit linear and attention "
+                "inputs, 4-bit GELU inputs, top-10 % of frozen LayerNorm inputs"})
+
+
+@register_strategy
+class SlimFit(Strategy):
+    name = "slimfit"
+    config_class = SlimFitConfig
+    description = ("freeze the backbone units that changed least at every step "
+                   "(inter-layer scheduling) and compress saved activations")
+
+    def __init__(self, config: SlimFitConfig) -> None:
+        super().__init__(config)
+        self.units: list[Unit] = []
+        self.schedule: ScheduleState | None = None
+
+    def apply(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
+        """Swap in the compressing layers (``compress``); the parameters keep their names, so
+        weights load into a patched model as into the plain one."""
+        if self.config.compress:
+            from adaptlab.strategies.slimfit.patching import patch_model
+
+            patch_model(model, exclude=layer_map.head)
+        return model
+
+    def select_trainable(self, model: nn.Module, layer_map: LayerMap) -> None:
+        self.units = find_units(model, layer_map)
+        # The engine seeds torch with the run's seed just before setup; reading that seed
+        # (not drawing from the global stream) seeds the scores' own generator.
+        scores = initial_scores(len(self.units), torch.initial_seed())
+        self.schedule = ScheduleState(self.units, scores, self.config.freeze_ratio)
+        set_requires_grad([model], True)
+        self.schedule.apply(model)
+
+    def trainable_candidates(self, model: nn.Module, layer_map: LayerMap) -> list[str]:
+        """Every unit may train at some step, and the head always does."""
+        return [name for name, _ in model.named_parameters()]
+
+    def train_mode(self, model: nn.Module) -> None:
+        """Every module stays in training mode: a norm layer frozen for a step is a memory
+        decision for that step, not a return to its pre-trained statistics (the base class
+        would switch a frozen BatchNorm to eval and make the forward change with the mask)."""
+
+    def planned_trainable_sets(self, model: nn.Module, layer_map: LayerMap
+                               ) -> list[list[str]] | None:
+        """One set bounding every step's cost: the head plus the largest units a step can
+        train (the ``units - floor(freeze_ratio * units)`` biggest by parameter count)."""
+        units = find_units(model, layer_map)
+        trained = len(units) - frozen_count(self.config.freeze_ratio, len(units))
+        largest = sorted(units, key=lambda unit: unit.numel, reverse=True)[:trained]
+        head = [name for name, _ in parameters_under(model, [layer_map.head])] \
+            if layer_map.head else []
+        return [head + [name for unit in largest for name in unit.params]]
+
+    def callbacks(self) -> list:
+        if self.schedule is None:
+            raise RuntimeError("strategy 'slimfit': setup() has not run")
+        return [InterLayerSchedule(self.schedule)]
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.schedule is not None:
+            state["schedule"] = self.schedule.to_json()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.schedule is not None and "schedule" in state:
+            self.schedule.load_json(state["schedule"])
+
+    def tensor_state(self) -> dict[str, torch.Tensor]:
+        return self.schedule.tensors() if self.schedule is not None else {}
+
+    def load_tensor_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.schedule is not None and tensors:
+            self.schedule.load_tensors(tensors)
+
+    def save_final(self, model: nn.Module, out_dir: Path) -> dict[str, Any]:
+        facts = super().save_final(model, out_dir)
+        if self.schedule is not None:
+            facts["schedule_file"] = write_schedule_log(self.schedule, out_dir / SCHEDULE_FILE)
+        return facts
+
+
+def write_schedule_log(state: ScheduleState, path: Path) -> str:
+    """The per-step record (see the module docstring); returns the file's name."""
+    from safetensors.torch import save_file
+
+    from adaptlab.engine.atomic import atomic_write_with
+
+    sizes = torch.tensor([unit.numel for unit in state.units], dtype=torch.float64)
+    frozen = (~state.log).double() @ sizes / max(float(sizes.sum()), 1.0)
+    tensors = {"trained": state.log.contiguous(), "frozen_param_fraction": frozen.float(),
+               "scores": state.scores.clone()}
+    metadata = {"units": json.dumps([unit.name for unit in state.units]),
+                "unit_params": json.dumps([unit.numel for unit in state.units]),
+                "freeze_ratio": json.dumps(state.freeze_ratio)}
+    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return path.name
