@@ -1,0 +1,463 @@
+"""Training memory predicted without training: ``adaptlab plan`` and the setup panel's line.
+
+Per strategy, the task model is built as a run builds it (:func:`adaptlab.assembly.assemble`,
+the task's ``build_model``, the strategy's ``setup``) and the four kinds of ``costs.json``
+``memory_bytes`` are counted as :class:`adaptlab.costs.meter.CostMeter` counts them:
+
+- ``parameters``: every parameter, a shared one once;
+- ``gradients``: the trainable parameters the loss reaches (the engine's AdamW step and the
+  meter see a gradient only on those);
+- ``optimizer``: AdamW's state of those tensors, as a real AdamW holds it after one step;
+- ``activations``: the bytes autograd saves in the forward and loss of the run's first batch,
+  counted with saved-tensor hooks while the model runs on fake tensors
+  (``FakeTensorMode``): shapes, dtypes and aliasing are those of a real forward, but nothing is
+  computed or allocated, so a large backbone at a large batch plans in about a second.
+
+A strategy whose trainable set changes during a run names its sets
+(``Strategy.planned_trainable_sets``); each kind is planned as its peak over them, as
+``costs.json`` keeps the peak over steps, and the total is the sum of the four peaks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import difflib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_map
+
+from adaptlab.config import RunConfig
+from adaptlab.costs.meter import SavedActivationCounter, optimizer_state_bytes
+from adaptlab.costs.sizes import format_size
+from adaptlab.errors import AdaptlabError
+
+KINDS = ("parameters", "gradients", "optimizer", "activations")
+
+
+@dataclass
+class StrategyPlan:
+    """One strategy's predicted peak memory by kind (``costs.json`` ``memory_bytes`` keys)."""
+
+    strategy: str
+    memory_bytes: dict[str, int]
+    trainable_params: int
+    total_params: int
+    planned_sets: int  # trainable sets planned (1 unless the strategy's set changes)
+    forward: str  # "fake": counted on fake tensors; "real": a real forward (see _count_forward)
+    seconds: float
+    fits: bool | None = None  # within the budget; None when there is no budget
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.memory_bytes[kind] for kind in KINDS)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "memory_bytes": dict(self.memory_bytes),
+                "total_bytes": self.total_bytes, "fits": self.fits,
+                "trainable_params": self.trainable_params, "total_params": self.total_params,
+                "planned_sets": self.planned_sets, "forward": self.forward,
+                "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class MemoryPlan:
+    """Every planned strategy for one domain, data, backbone, batch and input size."""
+
+    domain: str
+    dataset: str | None
+    backbone: str
+    batch_size: int
+    input_shape: Any  # the first batch's input shape (a dict of shapes for text inputs)
+    device: str
+    mixed_precision: str
+    budget_bytes: int | None
+    plans: list[StrategyPlan] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # strategies that do not apply
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"domain": self.domain, "dataset": self.dataset, "backbone": self.backbone,
+                "batch_size": self.batch_size, "input_shape": self.input_shape,
+                "device": self.device, "mixed_precision": self.mixed_precision,
+                "budget_bytes": self.budget_bytes, "plans": [p.to_dict() for p in self.plans],
+                "skipped": self.skipped, "seconds": round(self.seconds, 3)}
+
+    def text(self) -> str:
+        """A table for a terminal."""
+        from adaptlab.summary import text_table
+
+        rows = [["strategy", *KINDS, "total", "fits", "plan s"]]
+        for plan in self.plans:
+            fits = "-" if plan.fits is None else ("yes" if plan.fits else "NO")
+            rows.append([plan.strategy, *(format_size(plan.memory_bytes[k]) for k in KINDS),
+                         format_size(plan.total_bytes), fits, f"{plan.seconds:.2f}"])
+        budget = format_size(self.budget_bytes) if self.budget_bytes else "none"
+        lines = [f"{self.domain}: {self.backbone}, batch {self.batch_size}, input "
+                 f"{self.input_shape}, {self.device} ({self.mixed_precision} mixed precision), "
+                 f"budget {budget}", text_table(rows)]
+        lines += [f"skipped {s['strategy']}: {s['reason']}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+# -- what the engine would use -------------------------------------------------------------------
+def planned_device(config: RunConfig) -> tuple[str, str]:
+    """(device type, mixed precision) the run would train with, chosen as the engine chooses."""
+    from adaptlab.engine.accelerator import choose_mixed_precision
+
+    on_cuda = config.device in ("auto", "cuda") and torch.cuda.is_available()
+    if config.device == "cuda" and not on_cuda:
+        raise AdaptlabError("device 'cuda' requested but no CUDA device is available")
+    # MPS has no fake-tensor device of its own here: planned as the CPU (same dtypes).
+    return ("cuda" if on_cuda else "cpu"), choose_mixed_precision(config.mixed_precision, on_cuda)
+
+
+def device_memory_bytes(device: str) -> int | None:
+    """The device's total memory, the default budget; None on the CPU (no budget)."""
+    if device != "cuda":
+        return None
+    return int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+
+
+_ADAMW_STATE: dict[tuple[torch.dtype, str], tuple[int, int]] = {}
+
+
+def adamw_state_bytes(param: torch.Tensor) -> int:
+    """Bytes a real AdamW keeps for ``param`` after a step: the per-element state (two moments)
+    and the per-tensor state (the step count), measured once per dtype and device type on a
+    one- and a two-element tensor with :func:`optimizer_state_bytes`, not assumed."""
+    key = (param.dtype, param.device.type)
+    if key not in _ADAMW_STATE:
+        device = "cpu" if param.device.type == "meta" else param.device
+        sizes = []
+        for numel in (1, 2):
+            probe = nn.Parameter(torch.zeros(numel, dtype=param.dtype, device=device))
+            optimizer = torch.optim.AdamW([probe])
+            probe.grad = torch.zeros_like(probe)
+            optimizer.step()
+            sizes.append(optimizer_state_bytes(optimizer))
+        per_element = sizes[1] - sizes[0]
+        _ADAMW_STATE[key] = (per_element, sizes[0] - per_element)
+    per_element, per_tensor = _ADAMW_STATE[key]
+    return per_element * param.numel() + per_tensor
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+# -- saved activations on fake tensors -------------------------------------------------------------
+def _storage_id(tensor: torch.Tensor) -> int:
+    """The storage's identity, for real and fake tensors alike (a fake tensor's data pointer is
+    0 for every storage, so the meter's key would merge them all)."""
+    from torch.multiprocessing.reductions import StorageWeakRef
+
+    return StorageWeakRef(tensor.untyped_storage()).cdata
+
+
+class PlannedActivationCounter(SavedActivationCounter):
+    """:class:`SavedActivationCounter`, keyed by storage identity so it counts fake tensors:
+    distinct storages autograd saves, parameters' excluded."""
+
+    def __init__(self, model: nn.Module) -> None:  # noqa: D107 -- the meter's keys left out
+        self._exclude = {_storage_id(p) for p in model.parameters()}
+        self._seen: set[int] = set()
+        self.bytes = 0
+        self._hooks = None
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        key = _storage_id(tensor)
+        if key not in self._exclude and key not in self._seen:
+            self._seen.add(key)
+            self.bytes += tensor.untyped_storage().nbytes()
+        return tensor
+
+
+class _FakeModel:
+    """Context manager: ``model``'s parameters and buffers replaced by fake tensors on
+    ``device`` (the same names, shapes, dtypes and ``requires_grad``; shared tensors stay
+    shared), the real ones put back on exit."""
+
+    def __init__(self, model: nn.Module, mode, device: str) -> None:
+        self.model, self.mode, self.device = model, mode, device
+        self._saved: list[tuple[nn.Module, dict, dict]] = []
+
+    def _fake(self, tensor: torch.Tensor, memo: dict[int, torch.Tensor]) -> torch.Tensor:
+        if id(tensor) not in memo:
+            fake = self.mode.from_tensor(tensor.detach())
+            with self.mode:
+                fake = fake.to(self.device)
+            memo[id(tensor)] = (nn.Parameter(fake, requires_grad=tensor.requires_grad)
+                                if isinstance(tensor, nn.Parameter) else fake)
+        return memo[id(tensor)]
+
+    def __enter__(self) -> nn.Module:
+        memo: dict[int, torch.Tensor] = {}
+        for module in self.model.modules():
+            self._saved.append((module, dict(module._parameters), dict(module._buffers)))
+            for store in (module._parameters, module._buffers):
+                for name, tensor in store.items():
+                    if tensor is not None:
+                        store[name] = self._fake(tensor, memo)
+        return self.model
+
+    def __exit__(self, *exc) -> None:
+        for module, parameters, buffers in self._saved:
+            module._parameters.clear()
+            module._parameters.update(parameters)
+            module._buffers.clear()
+            module._buffers.update(buffers)
+        self._saved = []
+
+
+def _graph_leaves(loss: torch.Tensor) -> set[int]:
+    """ids of the leaf tensors the loss's graph accumulates gradients into."""
+    leaves: set[int] = set()
+    stack, seen = [loss.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # AccumulateGrad: the leaf it writes to
+        if variable is not None:
+            leaves.add(id(variable))
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return leaves
+
+
+@dataclass
+class _SetCount:
+    gradients: int
+    optimizer: int
+    activations: int
+    trainable_params: int
+
+
+def _count_set(model, task, strategy, batch, device: str, precision: str) -> _SetCount:
+    """One trainable set (already on the model): a forward and loss of ``batch`` under the
+    saved-tensor counter, then the gradients and optimizer state of what the loss reaches."""
+    inputs, labels = batch
+    model.train()
+    strategy.train_mode(model)  # frozen norm layers keep their statistics, as in a run
+    autocast = (torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16"
+                               else torch.float16)
+                if precision in ("bf16", "fp16") else contextlib.nullcontext())
+    with PlannedActivationCounter(model) as counter, autocast:
+        outputs = model(inputs)
+        loss = task.loss(outputs, labels)
+    leaves = _graph_leaves(loss)
+    stepped = [p for _, p in strategy.candidates(model) if p.requires_grad and id(p) in leaves]
+    return _SetCount(gradients=sum(_tensor_bytes(p) for p in stepped),
+                     optimizer=sum(adamw_state_bytes(p) for p in stepped),
+                     activations=counter.bytes,
+                     trainable_params=sum(p.numel() for _, p in strategy.candidates(model)
+                                          if p.requires_grad))
+
+
+def _set_trainable(model: nn.Module, names: set[str]) -> None:
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in names)
+
+
+# -- the planner ---------------------------------------------------------------------------------
+def check_strategy_names(names: list[str]) -> None:
+    """Refuse unknown strategy names, naming the nearest known ones."""
+    from adaptlab.strategies.registry import strategy_names
+
+    known = strategy_names()
+    for name in names:
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(near)}? " if near else ""
+            raise AdaptlabError(f"--strategy {name!r}: unknown strategy; {hint}known: "
+                                f"{', '.join(known)}")
+
+
+class MemoryPlanner:
+    """Plans strategies for one config's data and backbone (loaded once); the strategy, its
+    options, the batch size and the input size may change between calls.
+
+    >>> planner = MemoryPlanner(RunConfig(domain="wildlife", batch_size=32))  # doctest: +SKIP
+    >>> planner.plan("lora").total_bytes  # doctest: +SKIP
+    """
+
+    def __init__(self, config: RunConfig) -> None:
+        from adaptlab.assembly import assemble
+        from adaptlab.tasks.registry import make_task
+
+        parts = assemble(config)
+        self.config, self.domain, self.data, self.backbone = (parts.config, parts.domain,
+                                                              parts.data, parts.backbone)
+        self.task = make_task(parts.data, self.config.class_weighting, parts.backbone,
+                              self.config.forecast_loss)
+        self._batches: dict[tuple, Any] = {}
+
+    def first_batch(self, config: RunConfig):
+        """The run's first training batch: the loader built as the session builds it, shuffled
+        as Accelerate shuffles it for epoch 1 (text pads to each batch's longest, so which
+        samples come first sets the activations' size)."""
+        from accelerate.data_loader import prepare_data_loader
+        from torch.utils.data import DataLoader
+
+        from adaptlab.data.torch_datasets import make_torch_dataset
+
+        key = (config.batch_size, config.image_size, config.seed)
+        if key not in self._batches:
+            dataset = make_torch_dataset(self.data, "train", self.backbone, True,
+                                         {"image_size": config.image_size, "seed": config.seed})
+            loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
+                                collate_fn=getattr(dataset, "collate", None),
+                                generator=torch.Generator().manual_seed(config.seed))
+            # The run seeds torch with config.seed before Accelerate wraps its loader, and
+            # Accelerate's seedable sampler starts from that seed.
+            loader = prepare_data_loader(loader, num_processes=1, process_index=0,
+                                         put_on_device=False, use_seedable_sampler=True,
+                                         data_seed=config.seed)
+            for target in (loader, getattr(loader, "dataset", None)):
+                if hasattr(target, "set_epoch"):
+                    target.set_epoch(1)
+            self._batches = {key: next(iter(loader))}
+        return self._batches[key]
+
+    def _fresh_model(self, strategy):
+        """A task model from an untouched copy of the backbone (a strategy's apply changes the
+        model it is given)."""
+        module, head = copy.deepcopy((self.backbone.module, self.backbone.pretrained_head))
+        backbone = dataclasses.replace(self.backbone, module=module, pretrained_head=head)
+        model, layer_map = self.task.build_model(backbone, strategy.config)
+        strategy.check(layer_map)
+        return strategy.setup(model, layer_map), layer_map
+
+    def plan(self, name: str, options: dict[str, Any] | None = None,
+             config: RunConfig | None = None) -> StrategyPlan:
+        """Plan strategy ``name`` with ``options`` at ``config``'s batch and input size
+        (default: the config this planner was built with)."""
+        from adaptlab.strategies.registry import get_strategy_class
+
+        started = time.perf_counter()
+        config = config or self.config
+        check_strategy_names([name])
+        strategy = get_strategy_class(name).from_options(options or {})
+        model, layer_map = self._fresh_model(strategy)
+        sets = strategy.planned_trainable_sets(model, layer_map) or [
+            [n for n, p in model.named_parameters() if p.requires_grad]]
+        batch = self.first_batch(config)
+        device, precision = planned_device(config)
+        counts, forward = self._count_sets(model, strategy, sets, batch, device, precision)
+        params = list({id(p): p for p in model.parameters()}.values())
+        memory = {"parameters": sum(_tensor_bytes(p) for p in params),
+                  **{kind: max(getattr(c, kind) for c in counts)
+                     for kind in ("gradients", "optimizer", "activations")}}
+        return StrategyPlan(strategy=name, memory_bytes=memory,
+                            trainable_params=max(c.trainable_params for c in counts),
+                            total_params=sum(p.numel() for p in params),
+                            planned_sets=len(sets), forward=forward,
+                            seconds=time.perf_counter() - started)
+
+    def _count_sets(self, model, strategy, sets, batch, device, precision):
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        # Real tensors outside the model (a task's class weights) join as fake ones.
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+        try:
+            with _FakeModel(model, mode, device):
+                with mode:
+                    fake_batch = tree_map(lambda t: mode.from_tensor(t).to(device)
+                                          if torch.is_tensor(t) else t, batch)
+                counts = []
+                for names in sets:
+                    _set_trainable(model, set(names))
+                    with mode:
+                        counts.append(_count_set(model, self.task, strategy, fake_batch,
+                                                 device, precision))
+                return counts, "fake"
+        except (RuntimeError, NotImplementedError, TypeError) as error:
+            if not _fake_unsupported(error):
+                raise
+        # A model that reads values, not only shapes (``.item()``, data-dependent shapes, numpy)
+        # cannot run on fake tensors: one real forward of the batch on the CPU instead (real
+        # time and memory, the same counts on the CPU; autocast left out there).
+        counts = []
+        for names in sets:
+            _set_trainable(model, set(names))
+            counts.append(_count_set(model, self.task, strategy, batch, "cpu", "no"))
+        return counts, "real"
+
+
+def _fake_unsupported(error: Exception) -> bool:
+    """Whether ``error`` says fake tensors cannot run this model (then a real forward is
+    tried), not that the model is wrong."""
+    from torch._subclasses import fake_tensor
+
+    unsupported = tuple(getattr(fake_tensor, name) for name in (
+        "DataDependentOutputException", "DynamicOutputShapeException",
+        "UnsupportedOperatorException") if hasattr(fake_tensor, name))
+    if isinstance(error, unsupported):
+        return True
+    text = str(error).lower()
+    return any(part in text for part in ("fake", "meta", "data-dependent", "numpy()",
+                                         "cannot access data pointer", ".item()"))
+
+
+def _input_shape(inputs: Any) -> Any:
+    if torch.is_tensor(inputs):
+        return list(inputs.shape)
+    if isinstance(inputs, dict):
+        return {key: _input_shape(value) for key, value in inputs.items()}
+    if isinstance(inputs, list | tuple):
+        return [_input_shape(value) for value in inputs]
+    return None
+
+
+def plan_memory(config: RunConfig, strategies: list[str] | None = None,
+                options: dict[str, dict[str, Any]] | None = None,
+                budget_bytes: int | None = None) -> MemoryPlan:
+    """Plan ``strategies`` (default: every registered one that applies to this backbone;
+    one that does not is listed in ``skipped`` with the reason) for ``config``.
+
+    ``options[name]`` are strategy ``name``'s options (default: ``config.strategy_options``
+    for ``config.strategy``); ``budget_bytes`` defaults to the CUDA device's memory, and
+    without either no plan says whether it fits.
+
+    >>> plan_memory(RunConfig(domain="code", batch_size=8), ["head", "lora"])  # doctest: +SKIP
+    """
+    from adaptlab.strategies.registry import strategy_names
+
+    started = time.perf_counter()
+    named = list(strategies or [])
+    check_strategy_names(named)
+    planner = MemoryPlanner(config)
+    device, precision = planned_device(planner.config)
+    budget = budget_bytes if budget_bytes is not None else device_memory_bytes(device)
+    options = dict(options or {})
+    if planner.config.strategy not in options:
+        options[planner.config.strategy] = planner.config.strategy_options
+    inputs, _ = planner.first_batch(planner.config)
+    result = MemoryPlan(domain=planner.config.domain, dataset=planner.config.dataset,
+                        backbone=planner.config.backbone,
+                        batch_size=planner.config.batch_size, input_shape=_input_shape(inputs),
+                        device=device, mixed_precision=precision, budget_bytes=budget)
+    for name in named or strategy_names():
+        try:
+            plan = planner.plan(name, options.get(name, {}))
+        except AdaptlabError as error:
+            if named:  # asked for by name: its refusal is the answer
+                raise
+            result.skipped.append({"strategy": name, "reason": str(error)})
+            continue
+        except Exception as error:  # noqa: BLE001 -- one broken strategy plugin must not
+            if named:  # stop the plans of the others (as a broken domain plugin is skipped)
+                raise
+            result.skipped.append({"strategy": name,
+                                   "reason": f"failed: {type(error).__name__}: {error}"})
+            continue
+        plan.fits = None if budget is None else plan.total_bytes <= budget
+        result.plans.append(plan)
+    result.seconds = time.perf_counter() - started
+    return result
