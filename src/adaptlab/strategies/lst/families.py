@@ -151,8 +151,7 @@ def timm_cnn_design(frozen: nn.Module, blocks: list[nn.Module], reduction: int
                       pool="map_mean", num_features=int(frozen.num_features), layout="map")
 
 
-def design_side(frozen: nn.Module, blocks: list[nn.Module], reduction: int,
-                backbone_name: str) -> SideDesign:
+def design_side(frozen: nn.Module, blocks: list[nn.Module], reduction: int) -> SideDesign:
     """The first family that recognises ``frozen``; refuses a backbone none does."""
     from adaptlab.errors import AdaptlabError
 
@@ -160,6 +159,5 @@ def design_side(frozen: nn.Module, blocks: list[nn.Module], reduction: int,
         design = builder(frozen, blocks, reduction)
         if design is not None:
             return design
-    raise AdaptlabError(f"strategy 'lst': backbone {backbone_name!r} "
-                        f"({type(frozen).__name__}) has no ladder side network; families that "
-                        f"work: {', '.join(FAMILIES)}")
+    raise AdaptlabError(f"strategy 'lst': backbone {type(frozen).__name__} has no ladder side "
+                        f"network; families that work: {', '.join(FAMILIES)}")

@@ -71,7 +71,7 @@ class LadderSideTuning(Strategy):
         frozen = getattr(model, attribute)
         own_map = unprefixed(layer_map, attribute)
         blocks = [_block_module(frozen, block) for block in own_map.blocks]
-        design = design_side(frozen, blocks, self.config.reduction, type(frozen).__name__)
+        design = design_side(frozen, blocks, self.config.reduction)
         side = SideNetwork(design, self.config.init_seed)
         setattr(model, attribute, LadderBackbone(frozen, own_map, side, design.mask_input))
         return model

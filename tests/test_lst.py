@@ -1,0 +1,273 @@
+"""Ladder side-tuning (lst): the frozen backbone saves nothing for backward, exactly the side
+network and the head train, the side starts from the backbone's own weights at the indices
+magnitude pruning selects, a run resumed mid-epoch ends bit-identical, bad options and
+backbones are refused by name."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from adaptlab.config import RunConfig
+from adaptlab.costs.meter import SavedActivationCounter
+from adaptlab.engine.callbacks import EngineCallback
+from adaptlab.errors import AdaptlabError
+from adaptlab.run import run
+from adaptlab.strategies.registry import get_strategy_class
+from adaptlab.tasks.classification import build_model
+from conftest import write_colour_folder
+
+pytestmark = pytest.mark.slow
+
+SNIPPETS = [f"def f{i}(x):\n    return x * {i} + sum(range({i}))  # helper {'n' * i}"
+            for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def minilm_backbone():
+    from adaptlab.backbones.hf_encoders import minilm
+
+    return minilm()
+
+
+@pytest.fixture(scope="module")
+def text_batch(minilm_backbone):
+    tokens = minilm_backbone.tokenizer(SNIPPETS, padding=True, return_tensors="pt")
+    assert (tokens["attention_mask"] == 0).any()  # padding present: the mask matters
+    return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+
+def _prepared(backbone, strategy: str = "lst", **options):
+    """A 3-class task model with ``strategy`` set up, in training mode, and the backbone
+    module it was built from (the module whose parameters must stay frozen)."""
+    backbone = copy.deepcopy(backbone)
+    chosen = get_strategy_class(strategy).from_options(options)
+    model, layer_map = build_model(backbone, 3, chosen.config)
+    chosen.check(layer_map)
+    model = chosen.setup(model, layer_map)
+    model.train()
+    chosen.train_mode(model)
+    return model, backbone.module, chosen
+
+
+def _saved_bytes(model: nn.Module, run_forward) -> int:
+    with SavedActivationCounter(model) as counter:
+        run_forward()
+    return counter.bytes
+
+
+def test_backbone_saves_nothing_for_backward(minilm_backbone, text_batch):
+    model, frozen, _ = _prepared(minilm_backbone)
+    inside: list[nn.Module] = []
+    saved_inside, outputs_with_grad = [], []
+
+    def enter(module, _args):
+        inside.append(module)
+
+    def leave(module, _args, output):
+        inside.pop()
+        tensors = [output] if isinstance(output, torch.Tensor) else [
+            t for t in (output if isinstance(output, tuple) else getattr(output, "values",
+                                                                         lambda: [])())
+            if isinstance(t, torch.Tensor)]
+        outputs_with_grad.extend(t for t in tensors if t.requires_grad or t.grad_fn)
+
+    def pack(tensor):
+        if inside:
+            saved_inside.append(tuple(tensor.shape))
+        return tensor
+
+    handles = [m.register_forward_pre_hook(enter) for m in frozen.modules()]
+    handles += [m.register_forward_hook(leave) for m in frozen.modules()]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            logits = model(text_batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert logits.requires_grad
+    assert saved_inside == [] and outputs_with_grad == []
+
+    # Everything saved is the side network's and the head's: run those alone on the
+    # backbone's block outputs (taken here with forward hooks, without autograd) and count.
+    blocks = frozen.encoder.encoder.layer
+    taps: list[torch.Tensor] = []
+    handles = [blocks[0].register_forward_pre_hook(lambda _m, args: taps.append(args[0]))]
+    handles += [b.register_forward_hook(lambda _m, _a, out: taps.append(out)) for b in blocks]
+    with torch.no_grad():
+        frozen(**text_batch)
+    for handle in handles:
+        handle.remove()
+    side = next(m for m in model.modules() if m not in set(frozen.modules())
+                and hasattr(m, "gate_alpha"))
+    alone = _saved_bytes(model, lambda: model.task_head(
+        side(taps, text_batch["attention_mask"])))
+    whole = _saved_bytes(model, lambda: model(text_batch))
+    assert whole == alone > 0
+
+
+def test_saved_activations_far_below_full_and_lora(minilm_backbone, text_batch):
+    measured = {}
+    for strategy in ("full", "lora", "lst"):
+        model, _, _ = _prepared(minilm_backbone, strategy)
+        measured[strategy] = _saved_bytes(model, lambda m=model: m(text_batch).sum())
+    assert measured["lst"] * 3 < measured["lora"] <= measured["full"], measured
+
+
+def _top(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    return torch.topk(scores, keep).indices.sort().values
+
+
+def test_gates_start_at_one_half_and_side_blocks_are_the_pruned_backbone(minilm_backbone):
+    reduction = 8
+    model, frozen, _ = _prepared(minilm_backbone, reduction=reduction)
+    layers = list(frozen.encoder.encoder.layer)
+    side = next(m for m in model.modules() if hasattr(m, "gate_alpha"))
+    gates = torch.sigmoid(side.gate_alpha / 0.1)
+    assert torch.equal(gates, torch.full((len(layers),), 0.5))
+
+    def weights(layer):
+        a = layer.attention
+        return (a.self.query.weight, a.self.key.weight, a.self.value.weight,
+                a.output.dense.weight, layer.intermediate.dense.weight, layer.output.dense.weight)
+
+    # Residual units: L1 of the columns reading them and the rows writing them, all layers.
+    width = layers[0].attention.output.dense.out_features
+    scores = sum(q.abs().sum(0) + k.abs().sum(0) + v.abs().sum(0) + fc1.abs().sum(0)
+                 + o.abs().sum(1) + fc2.abs().sum(1)
+                 for q, k, v, o, fc1, fc2 in map(weights, layers))
+    hidden = _top(scores.detach(), width // reduction)
+    side_blocks = [m for m in side.modules() if hasattr(m, "query") and hasattr(m, "fc1")]
+    assert len(side_blocks) == len(layers)
+    heads = layers[0].attention.self.num_attention_heads
+    for layer, block in zip(layers, side_blocks, strict=True):
+        q, k, v, o, fc1, fc2 = (w.detach() for w in weights(layer))
+        head_dim = q.shape[0] // heads
+        unit = (q.abs().sum(1) + k.abs().sum(1) + v.abs().sum(1) + o.abs().sum(0))
+        attention = torch.cat([_top(unit[h * head_dim:(h + 1) * head_dim],
+                                    head_dim // reduction) + h * head_dim for h in range(heads)])
+        ffn = _top(fc1.abs().sum(1) + fc2.abs().sum(0), fc1.shape[0] // reduction)
+        assert torch.equal(block.query.weight, q[attention][:, hidden])
+        assert torch.equal(block.value.weight, v[attention][:, hidden])
+        assert torch.equal(block.proj.weight, o[hidden][:, attention])
+        assert torch.equal(block.fc1.weight, fc1[ffn][:, hidden])
+        assert torch.equal(block.fc2.weight, fc2[hidden][:, ffn])
+        assert torch.equal(block.norm2.weight, layer.output.LayerNorm.weight.detach()[hidden])
+
+    # apply() on a fresh model builds the same side network whatever the global RNG says.
+    torch.manual_seed(12345)
+    again, _, _ = _prepared(minilm_backbone, reduction=reduction)
+    first = {k: v for k, v in model.state_dict().items() if "side" in k}
+    second = {k: v for k, v in again.state_dict().items() if "side" in k}
+    assert first.keys() == second.keys() and first
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_refusals_name_the_option_and_the_backbone(tmp_path):
+    data = write_colour_folder(tmp_path / "data", per_class=2)
+    out = tmp_path / "refused"
+    with pytest.raises(AdaptlabError, match=r"reduction=0 .*minimum 1"):
+        run(RunConfig(domain="wildlife", data=str(data), strategy="lst", out=str(out),
+                      device="cpu", strategy_options={"reduction": 0}), progress=False)
+    assert not out.exists()
+
+    from adaptlab.backbones.point_nets import dgcnn
+
+    with pytest.raises(AdaptlabError, match=r"backbone DGCNN .*families that work: hf-encoder, "
+                                            r"timm-vit, point-transformer, timm-cnn$"):
+        _prepared(dgcnn({"num_points": 64}))
+
+
+# -- one trained run (efficientnet_lite0, images), shared by the tests below -------------------
+class TrainableSetProbe(EngineCallback):
+    """At every optimizer step: which parameters train, hold a gradient, sit in the optimizer."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict] = []
+
+    def on_before_optimizer_step(self, ctx) -> None:
+        frozen = next(m for m in ctx.model.modules() if type(m).__name__ == "EfficientNet")
+        frozen_ids = {id(p) for p in frozen.parameters()}
+        self.steps.append({
+            "frozen": [(p.requires_grad, p.grad is not None) for p in frozen.parameters()],
+            "others": [(n, p.requires_grad, p.grad is not None)
+                       for n, p in ctx.model.named_parameters() if id(p) not in frozen_ids],
+            "optimized": {id(p) for p in ctx.optimizer.parameters()} & frozen_ids,
+        })
+
+
+def _config(data, out) -> RunConfig:
+    return RunConfig(domain="wildlife", data=str(data), strategy="lst", out=str(out),
+                     device="cpu", epochs=1, image_size=32, batch_size=2, lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def image_data(tmp_path_factory):
+    return write_colour_folder(tmp_path_factory.mktemp("lst") / "data", per_class=4)
+
+
+@pytest.fixture(scope="module")
+def trained(image_data, tmp_path_factory):
+    probe = TrainableSetProbe()
+    holder = {}
+
+    def attach(trainer):
+        trainer.callbacks.append(probe)
+        holder["trainer"] = trainer
+
+    result = run(_config(image_data, tmp_path_factory.mktemp("lst") / "ref"), progress=False,
+                 on_trainer=attach)
+    return result, probe, holder["trainer"]
+
+
+def test_exactly_the_side_network_and_head_train_at_every_step(trained):
+    result, probe, _ = trained
+    assert len(probe.steps) == result.costs["optimizer_steps"] >= 3
+    for step in probe.steps:
+        assert step["frozen"] and not any(rg or g for rg, g in step["frozen"])
+        assert step["optimized"] == set()
+        untrained = [n for n, rg, g in step["others"] if not (rg and g)]
+        assert untrained == [] and any(n.startswith("task_head.") for n, _, _ in step["others"])
+    memory = result.costs["memory_bytes"]
+    assert 0 < memory["activations"] and memory["gradients"] < memory["parameters"] / 10
+
+
+def test_reloads_to_its_logits_and_refuses_a_merge(trained):
+    from adaptlab import load_run
+    from adaptlab.tasks.base import move_to
+
+    result, _, trainer = trained
+    batch = move_to(next(iter(trainer.eval_loaders["test"]))[0], "cpu")
+    with torch.no_grad():
+        expected = trainer.unwrapped.eval()(batch)
+    loaded = load_run(result.run_dir, device="cpu")
+    with torch.no_grad():
+        assert torch.equal(loaded.model(batch), expected)
+    with pytest.raises(AdaptlabError, match="cannot be folded into the base model"):
+        loaded.strategy.merged_state_dict(loaded.model)
+
+
+def test_resume_mid_epoch_is_bit_identical(trained, image_data, tmp_path):
+    reference, _, _ = trained
+    holder = {}
+
+    def stop_early(event):
+        if event["event"] == "step" and event["global_step"] == 2:
+            holder["trainer"].request_stop()
+
+    stopped = run(_config(image_data, tmp_path / "stopped"), progress=False,
+                  subscribers=[stop_early], on_trainer=lambda t: holder.setdefault("trainer", t))
+    assert stopped.metrics == {}
+    assert reference.costs["optimizer_steps"] > 2  # the stop fell mid-epoch
+    resumed = run(RunConfig(domain="wildlife", out=str(tmp_path / "stopped")), resume=True,
+                  progress=False)
+    final = load_file(str(reference.run_dir / "weights.safetensors"))
+    again = load_file(str(resumed.run_dir / "weights.safetensors"))
+    assert final.keys() == again.keys() and any("side" in k for k in final)
+    for name in final:
+        assert torch.equal(final[name], again[name]), name
+    assert resumed.metrics["final"] == reference.metrics["final"]
