@@ -59,6 +59,7 @@ class LadderSideTuning(Strategy):
     config_class = LstConfig
     description = ("ladder side-tuning: a narrow side network fed by the frozen backbone's "
                    "blocks (run without gradients) trains with the head")
+    keeps_structure = True  # an export holds the side network, rebuilt by apply()
 
     def check(self, layer_map: LayerMap) -> None:
         if layer_map.num_blocks == 0:
