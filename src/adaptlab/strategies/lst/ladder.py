@@ -120,6 +120,15 @@ class LadderBackbone(nn.Module):
             handle.remove()
         return [first_input[0], *outputs.blocks]
 
+    def forward_features(self, *_args: Any, **_kwargs: Any) -> torch.Tensor:
+        """Not given: the side network ends in pooled features (a task reading per-token or
+        per-point features, such as segmentation, cannot use this strategy)."""
+        from adaptlab.errors import AdaptlabError
+
+        raise AdaptlabError("strategy 'lst' gives pooled features only; this task reads the "
+                            "backbone's unpooled features (use it for classification or "
+                            "retrieval)")
+
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         frozen_context = torch.no_grad() if self.training else contextlib.nullcontext()
         with frozen_context:
