@@ -32,10 +32,10 @@ CHECKED_STEPS = (1, 3, 6)
 
 
 def _config(data: Path, out: Path, **options) -> RunConfig:
-    # Small images in batches of 2 over 6 training images: 3 steps an epoch, so a stop at
-    # step 2 is mid-epoch and 2 epochs reach step 6.
+    # Small images in batches of 2 over 12 training images: 6 steps in one epoch, so a stop
+    # at step 2 is mid-epoch.
     return RunConfig(domain="wildlife", data=str(data), strategy="slimfit", out=str(out),
-                     device="cpu", epochs=2, image_size=32, batch_size=2, lr=3e-3,
+                     device="cpu", epochs=1, image_size=32, batch_size=2, lr=3e-3,
                      strategy_options={"freeze_ratio": RATIO, **options})
 
 
@@ -85,7 +85,7 @@ def _traced(config: RunConfig, stop_at: int | None = None, resume: bool = False)
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("slimfit")
-    data = write_colour_folder(root / "data", per_class=4)
+    data = write_colour_folder(root / "data", per_class=8)
     result, trainer, observer = _traced(_config(data, root / "reference"))
     return root, data, result, trainer, observer
 
@@ -231,11 +231,18 @@ def test_compressed_gradients_match_full_precision_layer_by_layer(backbones, nam
     from adaptlab.strategies.slimfit.patching import PrunedLayerNorm
 
     plain, call = backbones[name]
-    plain = plain.eval()  # no dropout: the two backward passes see the same forward
+    plain = copy.deepcopy(plain).eval()
     patched, counts = _patched(plain)
     assert {"attention", "gelu", "linear_int8", "layer_norm"} <= set(counts)
     with torch.no_grad():  # patching changes no output
         assert (call(plain) - call(patched.eval())).abs().max().item() < 1e-5
+    # Compression is a training-mode measure: train mode, with dropout off so both backward
+    # passes see the same forward.
+    for model in (plain, patched):
+        model.train()
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
     layers = _compressed_layers(patched)
     references = dict(plain.named_modules())
     inputs, upstream = {}, {}
@@ -312,6 +319,8 @@ def test_frozen_and_compressed_layers_save_what_they_claim():
     assert _saved_bytes(layer, lambda m: m(x)) == 0
     odd = torch.randn(3, 5, 7, requires_grad=True)
     assert _saved_bytes(CompressedGELU(), lambda m: m(odd)) == math.ceil(odd.numel() / 2)
+    # In eval mode (an explanation's gradients) nothing is compressed.
+    assert _saved_bytes(CompressedGELU().eval(), lambda m: m(odd)) == odd.numel() * 4
     assert _saved_bytes(nn.GELU(), lambda m: m(odd)) == odd.numel() * 4
 
 

@@ -36,17 +36,21 @@ from adaptlab.strategies.slimfit.compress import (
 )
 
 
-def _saving(*tensors: torch.Tensor | None) -> bool:
-    """Whether autograd will keep anything for these tensors (no: inference, or nothing
-    below or inside needs a gradient)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+def _saving(training: bool, *tensors: torch.Tensor | None) -> bool:
+    """Whether to store compressed: only in training mode (compression saves training
+    memory; gradients taken in eval mode, an explanation's, stay exact) and only when
+    autograd will keep anything (not under ``no_grad``, not when nothing needs a gradient)."""
+    return training and torch.is_grad_enabled() and \
+        any(t is not None and t.requires_grad for t in tensors)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-              mask: torch.Tensor | None = None, dropout: float = 0.0) -> torch.Tensor:
-    """``dropout(softmax(q k^T * scale + mask)) v`` with compressed saved operands. ``mask``:
-    additive (float) or which keys to attend (bool), broadcast over the scores."""
-    saving = _saving(q, k, v)
+              mask: torch.Tensor | None = None, dropout: float = 0.0,
+              training: bool = True) -> torch.Tensor:
+    """``dropout(softmax(q k^T * scale + mask)) v``, with compressed saved operands when
+    ``training``. ``mask``: additive (float) or which keys to attend (bool), broadcast over
+    the scores."""
+    saving = _saving(training, q, k, v)
     q = q * scale
     scores = QKProduct.apply(q, k) if saving else q @ k.transpose(-2, -1)
     if mask is not None:
@@ -61,14 +65,14 @@ class CompressedGELU(nn.Module):
     """Exact GELU whose backward keeps a 4-bit code of the input."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return Int4GELU.apply(x) if _saving(x) else F.gelu(x)
+        return Int4GELU.apply(x) if _saving(self.training, x) else F.gelu(x)
 
 
 class CompressedLinear(nn.Linear):
     """A Linear that keeps its input as int8 while its weight trains."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _saving(x, self.weight, self.bias):
+        if _saving(self.training, x, self.weight, self.bias):
             return Int8InputLinear.apply(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
@@ -78,7 +82,7 @@ class PrunedLayerNorm(nn.LayerNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frozen = all(p is None or not p.requires_grad for p in (self.weight, self.bias))
-        if frozen and len(self.normalized_shape) == 1 and _saving(x):
+        if frozen and len(self.normalized_shape) == 1 and _saving(self.training, x):
             return TopKLayerNorm.apply(x, self.weight, self.bias, self.eps)
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
@@ -97,7 +101,7 @@ def _timm_attention_class():
             q, k = self.q_norm(q), self.k_norm(k)
             bias = resolve_self_attn_mask(tokens, q, attn_mask, is_causal)  # additive or None
             out = attention(q, k, v, self.scale, bias,
-                            self.attn_drop.p if self.training else 0.0)
+                            self.attn_drop.p if self.training else 0.0, self.training)
             out = self.norm(out.transpose(1, 2).reshape(batch, tokens, self.attn_dim))
             if gate is not None:
                 out = out * gate
@@ -121,7 +125,7 @@ def _bert_classes():
             q, k, v = (layer(hidden_states).view(*shape).transpose(1, 2)
                        for layer in (self.query, self.key, self.value))
             out = attention(q, k, v, self.scaling, attention_mask,
-                            self.dropout.p if self.training else 0.0)
+                            self.dropout.p if self.training else 0.0, self.training)
             return out.transpose(1, 2).reshape(*hidden_states.shape[:-1], -1), None
 
     return BertSelfAttention, CompressedBertSelfAttention, BertOutput, GELUActivation
@@ -137,7 +141,7 @@ def _point_classes():
             batch, tokens, dim = x.shape
             q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.heads, dim // self.heads) \
                 .permute(2, 0, 3, 1, 4)
-            out = attention(q, k, v, (dim // self.heads) ** -0.5)
+            out = attention(q, k, v, (dim // self.heads) ** -0.5, training=self.training)
             return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
 
     return point_nets.Attention, CompressedPointAttention, point_nets.Mlp
