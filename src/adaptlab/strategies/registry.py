@@ -13,6 +13,8 @@ STRATEGIES: LazyRegistry = LazyRegistry("strategy", "adaptlab.strategies", {
     "head": "adaptlab.strategies.head",
     "freeze": "adaptlab.strategies.freeze",
     "lora": "adaptlab.strategies.lora",
+    "lst": "adaptlab.strategies.lst",
+    "slimfit": "adaptlab.strategies.slimfit",
 })
 
 
