@@ -350,3 +350,17 @@ def test_slimfit_saves_less_than_full_and_compression_less_again(backbones, name
         measured[label] = _saved_bytes(model, lambda m: call(m.backbone))
     print(name, {k: f"{v / 2**20:.2f} MiB" for k, v in measured.items()})
     assert measured["compressed"] < measured["slimfit"] < measured["full"]
+
+
+@pytest.mark.parametrize("name", ["vit", "minilm", "point_transformer"])
+def test_units_cover_the_backbone_once_by_the_reference_rule(backbones, name):
+    from adaptlab.backbones.layer_map import LayerMap
+    from adaptlab.strategies.slimfit.units import find_units
+
+    model = nn.Module()
+    model.backbone, model.task_head = backbones[name][0], nn.Linear(4, 2)
+    units = find_units(model, LayerMap(embeddings=[], blocks=[], head="task_head"))
+    expected = _expected_units(model)
+    assert {unit.name: list(unit.params) for unit in units} == expected
+    names = [p for unit in units for p in unit.params]
+    assert sorted(names) == sorted(n for n, _ in model.backbone.named_parameters(prefix="backbone"))

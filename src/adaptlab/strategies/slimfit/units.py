@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adaptlab.backbones.layer_map import NORM_TYPES, LayerMap
+from adaptlab.backbones.layer_map import LayerMap
 
 
 @dataclass(frozen=True)
@@ -35,25 +35,18 @@ def _under(name: str, prefix: str | None) -> bool:
 
 
 def find_units(model: nn.Module, layer_map: LayerMap) -> list[Unit]:
-    """The backbone's units in parameter order (the task head, ``layer_map.head``, left out)."""
+    """The backbone's units in parameter order (the task head, ``layer_map.head``, left out):
+    a module's ``weight`` with its ``bias`` (a matrix, a convolution, an embedding, a norm
+    layer), and every other tensor on its own (a class token, a position embedding)."""
     units: list[Unit] = []
     for module_name, module in model.named_modules():
         own = dict(module.named_parameters(recurse=False))
         full = {key: f"{module_name}.{key}" if module_name else key for key in own}
         own = {key: p for key, p in own.items() if not _under(full[key], layer_map.head)}
-        taken: set[str] = set()
-        if isinstance(module, NORM_TYPES) and "weight" in own:
-            taken = {"weight", *(("bias",) if "bias" in own else ())}
+        if "weight" in own:
             units.append(_unit(full, own, ["weight", "bias"]))
-        for key, param in own.items():
-            if key in taken:
-                continue
-            if param.ndim > 1 and key == "weight" and "bias" in own and own["bias"].ndim == 1:
-                taken |= {"weight", "bias"}
-                units.append(_unit(full, own, ["weight", "bias"]))
-            elif param.ndim > 1 or key != "bias" or "weight" not in own:
-                taken.add(key)
-                units.append(_unit(full, own, [key]))
+        units += [_unit(full, own, [key]) for key in own
+                  if key != "weight" and not (key == "bias" and "weight" in own)]
     return units
 
 
