@@ -1,5 +1,5 @@
 """``adaptlab`` command line: ``domains``, ``run``, ``explain``, ``predict``, ``export``,
-``compare``, ``transfer`` and ``new-notebook`` (also called ``template``).
+``compare``, ``transfer``, ``plan`` and ``new-notebook`` (also called ``template``).
 
 Bad input ends with one line naming the path, key or value, and exit status 2.
 """
@@ -104,6 +104,20 @@ def _parser() -> argparse.ArgumentParser:
                         help="fold a LoRA adapter into the weights (ONNX and TorchScript always do)")
     export.add_argument("--device", default="cpu", help="where the run's reference outputs are "
                                                        "computed (default cpu)")
+    plan = sub.add_parser("plan", help="predict each strategy's training memory, without "
+                                       "training")
+    plan.add_argument("domain")
+    plan_source = plan.add_mutually_exclusive_group()
+    plan_source.add_argument("--dataset", help="a dataset the domain ships")
+    plan_source.add_argument("--data", help="your own data, as for run")
+    plan.add_argument("--backbone")
+    plan.add_argument("--strategy", dest="strategies", action="append", default=[],
+                      help="a strategy to plan (repeatable; default: every one that applies)")
+    plan.add_argument("--set", dest="assignments", action="append", default=[],
+                      metavar="KEY=VALUE", help="a training setting or strategy option")
+    plan.add_argument("--budget", help="memory to fit in: 8GiB, 512MB, 1.5G (default: the "
+                                       "CUDA device's memory; none on the CPU)")
+    plan.add_argument("--json", action="store_true", help="print JSON")
     compare = sub.add_parser("compare", help="runs side by side: costs and metrics")
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR",
                          help="run folders, or folders holding run folders")
@@ -135,6 +149,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
         png = figure_png(tradeoff_figure(summaries), dpi=100)
         atomic_write_with(Path(args.plot), lambda tmp: Path(tmp).write_bytes(png))
         print(f"plot: {args.plot}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from adaptlab.costs.planner import plan_config, plan_memory
+    from adaptlab.costs.sizes import parse_size
+
+    budget = parse_size(args.budget) if args.budget else None
+    config, options = plan_config(args.domain, args.assignments, args.strategies,
+                                  dataset=args.dataset, data=args.data, backbone=args.backbone)
+    result = plan_memory(config, args.strategies, options, budget)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.text())
     return 0
 
 
@@ -337,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"domains": cmd_domains, "run": cmd_run, "template": cmd_template,
                "new-notebook": cmd_template, "explain": cmd_explain,
                "compare": cmd_compare, "transfer": cmd_transfer, "predict": cmd_predict,
-               "export": cmd_export}[args.command]
+               "export": cmd_export, "plan": cmd_plan}[args.command]
     try:
         return handler(args)
     except AdaptlabError as exc:

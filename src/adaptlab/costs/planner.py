@@ -461,3 +461,31 @@ def plan_memory(config: RunConfig, strategies: list[str] | None = None,
         result.plans.append(plan)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def plan_config(domain: str, assignments: list[str], strategies: list[str] | None = None,
+                **identity: Any) -> tuple[RunConfig, dict[str, dict[str, Any]]]:
+    """The config and per-strategy options ``adaptlab plan`` means: the domain's defaults,
+    then ``--set KEY=VALUE`` items, each a training setting or an option of any strategy
+    planned (it goes to every planned strategy that has it); a key none knows is refused."""
+    from adaptlab.run import config_for
+    from adaptlab.strategies.registry import get_strategy_class, strategy_names
+
+    check_strategy_names(list(strategies or []))
+    keys: dict[str, set[str]] = {}
+    for name in strategies or strategy_names():
+        try:
+            keys[name] = get_strategy_class(name).option_names()
+        except Exception:  # noqa: BLE001 -- a strategy that fails to import plans as skipped
+            keys[name] = set()
+    config = config_for(domain, **{k: v for k, v in identity.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(RunConfig)} | set().union(*keys.values())
+    for item in assignments:
+        key = item.partition("=")[0].strip().removeprefix("strategy.")
+        if key and "=" in item and key not in known:
+            raise AdaptlabError(f"--set {key}: unknown key; not a training setting nor an "
+                                f"option of {', '.join(keys)}")
+    config = config.with_overrides(assignments, set().union(*keys.values()))
+    options = {name: {k: v for k, v in config.strategy_options.items() if k in names}
+               for name, names in keys.items()}
+    return dataclasses.replace(config, strategy_options={}), options

@@ -15,6 +15,7 @@ from adaptlab.config import RunConfig
 from adaptlab.errors import AdaptlabError
 from adaptlab.schema import describe
 from adaptlab.widgets.controls import bounded_int_slider, control_for, raw_value
+from adaptlab.widgets.memory_view import MemoryPlanView
 
 OWN_DATA = "(your own data)"
 TRAINING_FIELDS = ("epochs", "batch_size", "lr", "schedule", "warmup_ratio", "weight_decay",
@@ -63,10 +64,11 @@ class SetupPanel(widgets.VBox):
                                              layout=widgets.Layout(width="95%", height="60px"))
         self.strategy_controls: dict[str, widgets.Widget] = {}
         self.training_controls: dict[str, widgets.Widget] = {}
+        self.memory = MemoryPlanView()  # the predicted training memory of this setup
         super().__init__([self.domain, self.dataset, self.data_path, self.backbone,
                           self.backbone_info, self.strategy, self.strategy_box,
                           widgets.HTML("<b>training</b>"), self.training_box, self.message,
-                          self.command_text])
+                          self.command_text, self.memory])
         self.add_class("adaptlab-setup-panel")
         self.domain.observe(lambda _: self._domain_changed(), names="value")
         for control in (self.dataset, self.backbone):
@@ -265,11 +267,13 @@ class SetupPanel(widgets.VBox):
         try:
             self.command_text.value = self.command()
             self.message.value = self._error = ""
+            self.memory.config_changed(self.config())
         except AdaptlabError as exc:
             self._error = str(exc)
             self.message.value = ("<span style='color:var(--jp-error-color1,#b00020)'>"
                                   f"{html.escape(str(exc))}</span>")
             self.command_text.value = ""
+            self.memory.config_changed(None)
 
     @property
     def error(self) -> str:
