@@ -72,7 +72,10 @@ class LadderSideTuning(Strategy):
         frozen = getattr(model, attribute)
         own_map = unprefixed(layer_map, attribute)
         blocks = [_block_module(frozen, block) for block in own_map.blocks]
-        design = design_side(frozen, blocks, self.config.reduction)
+        # New layers draw their (overwritten) initial weights from the RNG: keep the global
+        # stream untouched, so applying the strategy changes nothing about training's draws.
+        with torch.random.fork_rng(devices=[]):
+            design = design_side(frozen, blocks, self.config.reduction)
         side = SideNetwork(design, self.config.init_seed)
         setattr(model, attribute, LadderBackbone(frozen, own_map, side, design.mask_input))
         return model
