@@ -276,7 +276,6 @@ def test_resume_mid_epoch_is_bit_identical(trained, image_data, tmp_path):
 def test_export_holds_the_side_network_and_reproduces_the_run(trained, tmp_path):
     import json
 
-    from adaptlab import load_run
     from adaptlab.export.api import export_run
     from adaptlab.export.rebuild import load_exported
 
@@ -288,9 +287,9 @@ def test_export_holds_the_side_network_and_reproduces_the_run(trained, tmp_path)
     config = json.loads((tmp_path / "export" / "config.json").read_text())["adaptlab"]
     assert config["strategy"] == "lst" and config["strategy_structure"] is True
     assert any("side" in k for k in load_file(str(tmp_path / "export" / "model.safetensors")))
-    # The folder alone, rebuilt as a user would, gives the run's own outputs.
+    # The folder alone, rebuilt as a user would, gives the trained model's outputs.
     batch = next(iter(trainer.eval_loaders["test"]))[0]
     with torch.no_grad():
-        expected = load_run(result.run_dir, device="cpu").model.eval()(batch)
+        expected = trainer.unwrapped.eval()(batch)
         assert torch.equal(load_exported(tmp_path / "export")(batch), expected)
     assert summary["max_abs_diff"]["safetensors"] == 0.0
