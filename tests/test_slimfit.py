@@ -121,6 +121,11 @@ def test_each_step_trains_exactly_the_highest_scoring_units(reference):
     assert result.costs["optimizer_steps"] >= max(CHECKED_STEPS)
     assert log["trained"].shape == (result.costs["optimizer_steps"], count)
 
+    # Step 1 chooses from the initial scores: random and large, from a generator seeded by
+    # the run's seed (0), not from the global stream.
+    drawn = torch.rand(count, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.equal(observer.steps[1]["scores"], drawn * 1e7)
+
     for step in CHECKED_STEPS:
         record = observer.steps[step]
         scores = record["scores"]
