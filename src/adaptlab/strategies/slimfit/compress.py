@@ -27,8 +27,11 @@ precision is tested per layer on MiniLM, a timm ViT and our point transformer):
   mean slope. Measured on MiniLM's GELU inputs the reference's uniform code (step 0.5, range
   -4..3.5) gives gradient cosines of 0.982-0.984; these intervals give 0.994-0.995.
 - :class:`TopKLayerNorm` (a LayerNorm whose weight is frozen this step): only the largest 10 %
-  of its normalised input by magnitude (values and int32 indices) and one inverse standard
-  deviation per row, enough for the input gradient (the reference's pruning, after DropIT).
+  of its normalised input by magnitude (float32 values, int32 indices) and one inverse
+  standard deviation per row, enough for the input gradient (the reference's pruning, after
+  DropIT). Gradient cosines: >= 0.998 on MiniLM, whose normalised inputs are heavy-tailed;
+  0.985-0.995 on near-Gaussian inputs (a randomly initialised ViT), where the dropped 90 %
+  hold about half the energy.
 """
 
 from __future__ import annotations
@@ -211,7 +214,9 @@ class TopKLayerNorm(torch.autograd.Function):
         indices = normalised.abs().topk(keep, sorted=False).indices
         values = normalised[indices]
         ctx.shape, ctx.dtype = x.shape, x.dtype
-        tensors = [values, indices.to(torch.int32), rstd]
+        # int32 indices halve the index bytes; a tensor past 2**31 values needs int64.
+        index_type = torch.int32 if normalised.numel() < 2**31 else torch.int64
+        tensors = [values, indices.to(index_type), rstd]
         ctx.has_weight = weight is not None
         ctx.save_for_backward(*tensors, *([weight] if weight is not None else []))
         return out
