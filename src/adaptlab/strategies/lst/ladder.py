@@ -111,7 +111,8 @@ class LadderBackbone(nn.Module):
             first_input.append(hook_args[0] if hook_args else
                                next(iter(hook_kwargs.values())))
 
-        first = self.frozen.get_submodule(self.block_map.blocks[0][0])
+        modules = dict(self.frozen.named_modules())
+        first = next(modules[name] for name in self.block_map.blocks[0] if name in modules)
         handle = first.register_forward_pre_hook(record, with_kwargs=True)
         try:
             outputs = capture_block_outputs(self.frozen, self.block_map, None,
