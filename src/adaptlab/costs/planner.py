@@ -131,16 +131,19 @@ def adamw_state_bytes(param: torch.Tensor) -> int:
     """Bytes a real AdamW keeps for ``param`` after a step: the per-element state (two moments)
     and the per-tensor state (the step count), measured once per dtype and device type on a
     one- and a two-element tensor with :func:`optimizer_state_bytes`, not assumed."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
     key = (param.dtype, param.device.type)
     if key not in _ADAMW_STATE:
         device = "cpu" if param.device.type == "meta" else param.device
         sizes = []
-        for numel in (1, 2):
-            probe = nn.Parameter(torch.zeros(numel, dtype=param.dtype, device=device))
-            optimizer = torch.optim.AdamW([probe])
-            probe.grad = torch.zeros_like(probe)
-            optimizer.step()
-            sizes.append(optimizer_state_bytes(optimizer))
+        with unset_fake_temporarily():  # a real optimizer on real tensors, even mid-plan
+            for numel in (1, 2):
+                probe = nn.Parameter(torch.zeros(numel, dtype=param.dtype, device=device))
+                optimizer = torch.optim.AdamW([probe])
+                probe.grad = torch.zeros_like(probe)
+                optimizer.step()
+                sizes.append(optimizer_state_bytes(optimizer))
         per_element = sizes[1] - sizes[0]
         _ADAMW_STATE[key] = (per_element, sizes[0] - per_element)
     per_element, per_tensor = _ADAMW_STATE[key]
@@ -279,6 +282,15 @@ def check_strategy_names(names: list[str]) -> None:
                                 f"{', '.join(known)}")
 
 
+def _warm_fake_tensors() -> None:
+    """One fake operation: the first in a process imports torch's compiler stack (seconds),
+    which would otherwise be charged to the first strategy planned."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        torch.empty(1) + 1
+
+
 class MemoryPlanner:
     """Plans strategies for one config's data and backbone (loaded once); the strategy, its
     options, the batch size and the input size may change between calls.
@@ -297,6 +309,7 @@ class MemoryPlanner:
         self.task = make_task(parts.data, self.config.class_weighting, parts.backbone,
                               self.config.forecast_loss)
         self._batches: dict[tuple, Any] = {}
+        _warm_fake_tensors()
 
     def first_batch(self, config: RunConfig):
         """The run's first training batch: the loader built as the session builds it, shuffled
