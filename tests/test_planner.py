@@ -234,3 +234,27 @@ def test_setup_panel_shows_the_plan_and_warns_when_it_will_not_fit(tmp_path):
     replanned = panel.memory.plan()
     assert replanned.memory_bytes["activations"] > expected.memory_bytes["activations"]
     assert panel.memory.fits is False and "will not fit" in panel.memory.summary.value
+
+
+@pytest.mark.slow
+def test_a_model_that_reads_values_is_planned_with_a_real_forward(tmp_path, monkeypatch):
+    """Fake tensors have no values: a loss that reads one (``.item()``) makes the planner fall
+    back to one real forward, which counts the same bytes as the fake one does."""
+    from adaptlab.costs.planner import MemoryPlanner
+
+    config = RunConfig(domain="wildlife", data=str(write_colour_folder(tmp_path / "d",
+                                                                       per_class=4)),
+                       device="cpu", image_size=64, batch_size=2)
+    planner = MemoryPlanner(config)
+    fake = planner.plan("lora")
+    loss = planner.task.loss
+
+    def reading_loss(outputs, labels):
+        value = loss(outputs, labels)
+        return value * 1.0 if value.item() >= 0 else value
+
+    monkeypatch.setattr(planner.task, "loss", reading_loss)
+    real = planner.plan("lora")
+    assert (fake.forward, real.forward) == ("fake", "real")
+    assert real.memory_bytes == fake.memory_bytes
+

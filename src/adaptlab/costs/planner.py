@@ -11,7 +11,8 @@ the task's ``build_model``, the strategy's ``setup``) and the four kinds of ``co
 - ``activations``: the bytes autograd saves in the forward and loss of the run's first batch,
   counted with saved-tensor hooks while the model runs on fake tensors
   (``FakeTensorMode``): shapes, dtypes and aliasing are those of a real forward, but nothing is
-  computed or allocated, so a large backbone at a large batch plans in about a second.
+  computed or allocated, so a large backbone at a large batch plans in about a second
+  (the counting: :mod:`adaptlab.costs.fake_count`).
 
 A strategy whose trainable set changes during a run names its sets
 (``Strategy.planned_trainable_sets``); each kind is planned as its peak over them, as
@@ -20,7 +21,6 @@ A strategy whose trainable set changes during a run names its sets
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import difflib
@@ -29,11 +29,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 from torch.utils._pytree import tree_map
 
 from adaptlab.config import RunConfig
-from adaptlab.costs.meter import SavedActivationCounter, optimizer_state_bytes
+from adaptlab.costs.fake_count import (
+    FakeModel,
+    count_set,
+    fake_unsupported,
+    set_trainable,
+    tensor_bytes,
+    warm_fake_tensors,
+)
 from adaptlab.costs.sizes import format_size
 from adaptlab.errors import AdaptlabError
 
@@ -124,150 +130,6 @@ def device_memory_bytes(device: str) -> int | None:
     return int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
 
 
-_ADAMW_STATE: dict[tuple[torch.dtype, str], tuple[int, int]] = {}
-
-
-def adamw_state_bytes(param: torch.Tensor) -> int:
-    """Bytes a real AdamW keeps for ``param`` after a step: the per-element state (two moments)
-    and the per-tensor state (the step count), measured once per dtype and device type on a
-    one- and a two-element tensor with :func:`optimizer_state_bytes`, not assumed."""
-    from torch._subclasses.fake_tensor import unset_fake_temporarily
-
-    key = (param.dtype, param.device.type)
-    if key not in _ADAMW_STATE:
-        device = "cpu" if param.device.type == "meta" else param.device
-        sizes = []
-        with unset_fake_temporarily():  # a real optimizer on real tensors, even mid-plan
-            for numel in (1, 2):
-                probe = nn.Parameter(torch.zeros(numel, dtype=param.dtype, device=device))
-                optimizer = torch.optim.AdamW([probe])
-                probe.grad = torch.zeros_like(probe)
-                optimizer.step()
-                sizes.append(optimizer_state_bytes(optimizer))
-        per_element = sizes[1] - sizes[0]
-        _ADAMW_STATE[key] = (per_element, sizes[0] - per_element)
-    per_element, per_tensor = _ADAMW_STATE[key]
-    return per_element * param.numel() + per_tensor
-
-
-def _tensor_bytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
-
-
-# -- saved activations on fake tensors -------------------------------------------------------------
-def _storage_id(tensor: torch.Tensor) -> int:
-    """The storage's identity, for real and fake tensors alike (a fake tensor's data pointer is
-    0 for every storage, so the meter's key would merge them all)."""
-    from torch.multiprocessing.reductions import StorageWeakRef
-
-    return StorageWeakRef(tensor.untyped_storage()).cdata
-
-
-class PlannedActivationCounter(SavedActivationCounter):
-    """:class:`SavedActivationCounter`, keyed by storage identity so it counts fake tensors:
-    distinct storages autograd saves, parameters' excluded."""
-
-    def __init__(self, model: nn.Module) -> None:  # noqa: D107 -- the meter's keys left out
-        self._exclude = {_storage_id(p) for p in model.parameters()}
-        self._seen: set[int] = set()
-        self.bytes = 0
-        self._hooks = None
-
-    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        key = _storage_id(tensor)
-        if key not in self._exclude and key not in self._seen:
-            self._seen.add(key)
-            self.bytes += tensor.untyped_storage().nbytes()
-        return tensor
-
-
-class _FakeModel:
-    """Context manager: ``model``'s parameters and buffers replaced by fake tensors on
-    ``device`` (the same names, shapes, dtypes and ``requires_grad``; shared tensors stay
-    shared), the real ones put back on exit."""
-
-    def __init__(self, model: nn.Module, mode, device: str) -> None:
-        self.model, self.mode, self.device = model, mode, device
-        self._saved: list[tuple[nn.Module, dict, dict]] = []
-
-    def _fake(self, tensor: torch.Tensor, memo: dict[int, torch.Tensor]) -> torch.Tensor:
-        if id(tensor) not in memo:
-            fake = self.mode.from_tensor(tensor.detach())
-            with self.mode:
-                fake = fake.to(self.device)
-            memo[id(tensor)] = (nn.Parameter(fake, requires_grad=tensor.requires_grad)
-                                if isinstance(tensor, nn.Parameter) else fake)
-        return memo[id(tensor)]
-
-    def __enter__(self) -> nn.Module:
-        memo: dict[int, torch.Tensor] = {}
-        for module in self.model.modules():
-            self._saved.append((module, dict(module._parameters), dict(module._buffers)))
-            for store in (module._parameters, module._buffers):
-                for name, tensor in store.items():
-                    if tensor is not None:
-                        store[name] = self._fake(tensor, memo)
-        return self.model
-
-    def __exit__(self, *exc) -> None:
-        for module, parameters, buffers in self._saved:
-            module._parameters.clear()
-            module._parameters.update(parameters)
-            module._buffers.clear()
-            module._buffers.update(buffers)
-        self._saved = []
-
-
-def _graph_leaves(loss: torch.Tensor) -> set[int]:
-    """ids of the leaf tensors the loss's graph accumulates gradients into."""
-    leaves: set[int] = set()
-    stack, seen = [loss.grad_fn], set()
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        variable = getattr(node, "variable", None)  # AccumulateGrad: the leaf it writes to
-        if variable is not None:
-            leaves.add(id(variable))
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return leaves
-
-
-@dataclass
-class _SetCount:
-    gradients: int
-    optimizer: int
-    activations: int
-    trainable_params: int
-
-
-def _count_set(model, task, strategy, batch, device: str, precision: str) -> _SetCount:
-    """One trainable set (already on the model): a forward and loss of ``batch`` under the
-    saved-tensor counter, then the gradients and optimizer state of what the loss reaches."""
-    inputs, labels = batch
-    model.train()
-    strategy.train_mode(model)  # frozen norm layers keep their statistics, as in a run
-    autocast = (torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16"
-                               else torch.float16)
-                if precision in ("bf16", "fp16") else contextlib.nullcontext())
-    with PlannedActivationCounter(model) as counter, autocast:
-        outputs = model(inputs)
-        loss = task.loss(outputs, labels)
-    leaves = _graph_leaves(loss)
-    stepped = [p for _, p in strategy.candidates(model) if p.requires_grad and id(p) in leaves]
-    return _SetCount(gradients=sum(_tensor_bytes(p) for p in stepped),
-                     optimizer=sum(adamw_state_bytes(p) for p in stepped),
-                     activations=counter.bytes,
-                     trainable_params=sum(p.numel() for _, p in strategy.candidates(model)
-                                          if p.requires_grad))
-
-
-def _set_trainable(model: nn.Module, names: set[str]) -> None:
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in names)
-
-
 # -- the planner ---------------------------------------------------------------------------------
 def check_strategy_names(names: list[str]) -> None:
     """Refuse unknown strategy names, naming the nearest known ones."""
@@ -280,15 +142,6 @@ def check_strategy_names(names: list[str]) -> None:
             hint = f"did you mean {', '.join(near)}? " if near else ""
             raise AdaptlabError(f"--strategy {name!r}: unknown strategy; {hint}known: "
                                 f"{', '.join(known)}")
-
-
-def _warm_fake_tensors() -> None:
-    """One fake operation: the first in a process imports torch's compiler stack (seconds),
-    which would otherwise be charged to the first strategy planned."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    with FakeTensorMode():
-        torch.empty(1) + 1
 
 
 class MemoryPlanner:
@@ -309,7 +162,7 @@ class MemoryPlanner:
         self.task = make_task(parts.data, self.config.class_weighting, parts.backbone,
                               self.config.forecast_loss)
         self._batches: dict[tuple, Any] = {}
-        _warm_fake_tensors()
+        warm_fake_tensors()
 
     def first_batch(self, config: RunConfig):
         """The run's first training batch: the loader built as the session builds it, shuffled
@@ -364,7 +217,7 @@ class MemoryPlanner:
         device, precision = planned_device(config)
         counts, forward = self._count_sets(model, strategy, sets, batch, device, precision)
         params = list({id(p): p for p in model.parameters()}.values())
-        memory = {"parameters": sum(_tensor_bytes(p) for p in params),
+        memory = {"parameters": sum(tensor_bytes(p) for p in params),
                   **{kind: max(getattr(c, kind) for c in counts)
                      for kind in ("gradients", "optimizer", "activations")}}
         return StrategyPlan(strategy=name, memory_bytes=memory,
@@ -379,43 +232,28 @@ class MemoryPlanner:
         # Real tensors outside the model (a task's class weights) join as fake ones.
         mode = FakeTensorMode(allow_non_fake_inputs=True)
         try:
-            with _FakeModel(model, mode, device):
+            with FakeModel(model, mode, device):
                 with mode:
                     fake_batch = tree_map(lambda t: mode.from_tensor(t).to(device)
                                           if torch.is_tensor(t) else t, batch)
                 counts = []
                 for names in sets:
-                    _set_trainable(model, set(names))
+                    set_trainable(model, set(names))
                     with mode:
-                        counts.append(_count_set(model, self.task, strategy, fake_batch,
+                        counts.append(count_set(model, self.task, strategy, fake_batch,
                                                  device, precision))
                 return counts, "fake"
         except (RuntimeError, NotImplementedError, TypeError) as error:
-            if not _fake_unsupported(error):
+            if not fake_unsupported(error):
                 raise
         # A model that reads values, not only shapes (``.item()``, data-dependent shapes, numpy)
         # cannot run on fake tensors: one real forward of the batch on the CPU instead (real
         # time and memory, the same counts on the CPU; autocast left out there).
         counts = []
         for names in sets:
-            _set_trainable(model, set(names))
-            counts.append(_count_set(model, self.task, strategy, batch, "cpu", "no"))
+            set_trainable(model, set(names))
+            counts.append(count_set(model, self.task, strategy, batch, "cpu", "no"))
         return counts, "real"
-
-
-def _fake_unsupported(error: Exception) -> bool:
-    """Whether ``error`` says fake tensors cannot run this model (then a real forward is
-    tried), not that the model is wrong."""
-    from torch._subclasses import fake_tensor
-
-    unsupported = tuple(getattr(fake_tensor, name) for name in (
-        "DataDependentOutputException", "DynamicOutputShapeException",
-        "UnsupportedOperatorException") if hasattr(fake_tensor, name))
-    if isinstance(error, unsupported):
-        return True
-    text = str(error).lower()
-    return any(part in text for part in ("fake", "meta", "data-dependent", "numpy()",
-                                         "cannot access data pointer", ".item()"))
 
 
 def _input_shape(inputs: Any) -> Any:
