@@ -133,6 +133,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, format: str = "safetens
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     loaded = load_run(run_dir, device=device)
+    if merge and loaded.strategy.keeps_structure:
+        loaded.strategy.merged_state_dict(loaded.model)  # refuses, in the strategy's words
     merged = merge or format != "safetensors" or not is_peft_model(loaded.model)
     tmp = out_dir.parent / f".{out_dir.name}.export-{os.getpid()}"
     try:

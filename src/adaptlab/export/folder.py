@@ -65,6 +65,8 @@ def hf_config(loaded, merged: bool, architecture: str, inputs: list[str],
         "strategy": config.strategy, "merged": merged,
         # peft alone loads it: PeftModel.from_pretrained(base model, "adapter")
         "adapter": None if merged else ADAPTER_DIR,
+        # the strategy's apply() rebuilds the structure the weights are for (lst's side network)
+        "strategy_structure": loaded.strategy.keeps_structure,
         "inputs": inputs, "outputs": outputs,
         "head_options": head_options(loaded.strategy.config), "task_spec": task_spec(data),
         "run_config": dataclasses.asdict(config),
@@ -122,7 +124,10 @@ def write_weights(folder: Path, loaded, merged: bool) -> None:
     from safetensors.torch import save_file
 
     model = loaded.model
-    state = loaded.strategy.merged_state_dict(model) if merged else base_state_dict(model)
+    if loaded.strategy.keeps_structure:
+        state = model.state_dict()  # nothing to fold in: the model as the strategy built it
+    else:
+        state = loaded.strategy.merged_state_dict(model) if merged else base_state_dict(model)
     # Own contiguous copies: safetensors refuses tensors sharing storage (tied weights).
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})

@@ -69,8 +69,9 @@ def _stand_in_data(spec: dict[str, Any]):
 
 
 def build_plain_model(section: dict[str, Any]) -> nn.Module:
-    """The task model, as the run built it before its strategy applied, with the backbone's
-    starting weights (replaced by the caller)."""
+    """The task model, as the run built it before its strategy applied (after it, for a
+    strategy whose structure stays: ``strategy_structure``), with the backbone's starting
+    weights (replaced by the caller)."""
     from adaptlab.plugins.spec import resolve_reference
     from adaptlab.strategies.base import StrategyConfig
     from adaptlab.tasks.registry import make_task
@@ -79,7 +80,13 @@ def build_plain_model(section: dict[str, Any]) -> nn.Module:
     run_config = section["run_config"]
     task = make_task(_stand_in_data(section["task_spec"]), "none", backbone,
                      run_config.get("forecast_loss", "quantile"))
-    model, _ = task.build_model(backbone, StrategyConfig(**section["head_options"]))
+    model, layer_map = task.build_model(backbone, StrategyConfig(**section["head_options"]))
+    if section.get("strategy_structure"):
+        from adaptlab.strategies.registry import get_strategy_class
+
+        strategy = get_strategy_class(section["strategy"]).from_options(
+            run_config.get("strategy_options") or {})
+        model = strategy.apply(model, layer_map)
     return model
 
 

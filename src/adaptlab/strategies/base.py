@@ -82,6 +82,9 @@ class Strategy:
     name: ClassVar[str] = ""
     config_class: ClassVar[type[StrategyConfig]] = StrategyConfig
     description: ClassVar[str] = ""
+    # True where the adaptation cannot be folded into the base model's weights (a side
+    # network): an export then holds the adapted model's own state, rebuilt with apply().
+    keeps_structure: ClassVar[bool] = False
 
     def __init__(self, config: StrategyConfig) -> None:
         self.config = config
