@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -175,11 +176,18 @@ def test_refusals_name_the_option_and_the_backbone(tmp_path):
                       device="cpu", strategy_options={"reduction": 0}), progress=False)
     assert not out.exists()
 
-    from adaptlab.backbones.point_nets import dgcnn
-
+    # A backbone no family fits is refused from the built model, also before the folder.
+    rng = np.random.default_rng(0)
+    clouds = tmp_path / "clouds"
+    for name in ("a", "b"):
+        (clouds / name).mkdir(parents=True)
+        for i in range(3):
+            np.savetxt(clouds / name / f"{i}.xyz", rng.normal(size=(300, 3)), fmt="%.4f")
     with pytest.raises(AdaptlabError, match=r"backbone DGCNN .*families that work: hf-encoder, "
                                             r"timm-vit, point-transformer, timm-cnn$"):
-        _prepared(dgcnn({"num_points": 64}))
+        run(RunConfig(domain="pointcloud", data=str(clouds), backbone="dgcnn", strategy="lst",
+                      out=str(out), device="cpu"), progress=False)
+    assert not out.exists()
 
 
 # -- one trained run (efficientnet_lite0, images), shared by the tests below -------------------

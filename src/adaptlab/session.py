@@ -53,6 +53,7 @@ class TrainingSession:
     def check(self) -> None:
         model, layer_map = self.task.build_model(self.backbone, self.strategy.config)
         self.strategy.check(layer_map)
+        self.strategy.check_model(model, layer_map)
         self._start_from_source(model, layer_map, dry_run=True)  # a misfit fails here
 
     def _build_model(self):

@@ -105,6 +105,11 @@ class Strategy:
     def check(self, layer_map: LayerMap) -> None:
         """Refuse options that do not fit this backbone (raise AdaptlabError)."""
 
+    def check_model(self, model: nn.Module, layer_map: LayerMap) -> None:
+        """Refuse a backbone whose modules this strategy cannot adapt (raise AdaptlabError),
+        from a task model built for the check only, before the run folder exists; must not
+        change ``model``, whose backbone the run goes on to use."""
+
     def apply(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
         """Give a freshly built model this strategy's structure; return the model to use.
 

@@ -67,7 +67,7 @@ class LadderSideTuning(Strategy):
                                 "tap")
         backbone_attribute(layer_map)
 
-    def apply(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
+    def _design(self, model: nn.Module, layer_map: LayerMap):
         attribute = backbone_attribute(layer_map)
         frozen = getattr(model, attribute)
         own_map = unprefixed(layer_map, attribute)
@@ -76,6 +76,13 @@ class LadderSideTuning(Strategy):
         # stream untouched, so applying the strategy changes nothing about training's draws.
         with torch.random.fork_rng(devices=[]):
             design = design_side(frozen, blocks, self.config.reduction)
+        return attribute, frozen, own_map, design
+
+    def check_model(self, model: nn.Module, layer_map: LayerMap) -> None:
+        self._design(model, layer_map)  # a backbone no family recognises is refused here
+
+    def apply(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
+        attribute, frozen, own_map, design = self._design(model, layer_map)
         side = SideNetwork(design, self.config.init_seed)
         setattr(model, attribute, LadderBackbone(frozen, own_map, side, design.mask_input))
         return model
