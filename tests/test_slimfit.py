@@ -160,11 +160,16 @@ def test_each_step_trains_exactly_the_highest_scoring_units(reference):
     frozen_share = (~log["trained"]).double() @ sizes / sizes.sum()
     assert torch.allclose(log["frozen_param_fraction"].double(), frozen_share, atol=1e-6)
 
-    # The planner's bound: the head plus the largest units a step may train.
+    # The planner's sets are the first rotation's: each step of it trains exactly the set
+    # planned for it (the log says what trained), and every unit is in one of them.
     layer_map = layer_map_from_timm(model.backbone).prefixed("backbone", head="task_head")
-    (planned,) = trainer.strategy.planned_trainable_sets(model, layer_map)
-    biggest = sorted(order, key=lambda n: -sizes[order.index(n)].item())[:trained_count]
-    assert set(planned) == set(head) | {p for n in biggest for p in units[n]}
+    planned = trainer.strategy.planned_trainable_sets(model, layer_map)
+    assert len(planned) == math.ceil(count / trained_count)
+    for step, names in enumerate(planned[:-1][:len(log["trained"])]):
+        logged = {p for index, name in enumerate(order) if log["trained"][step, index]
+                  for p in units[name]}
+        assert set(names) == logged | set(head), step + 1
+    assert set().union(*planned) == covered | set(head)
 
 
 def test_a_run_stopped_mid_epoch_resumes_bit_identical(reference):

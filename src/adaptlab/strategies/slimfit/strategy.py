@@ -56,6 +56,7 @@ class SlimFit(Strategy):
         super().__init__(config)
         self.units: list[Unit] = []
         self.schedule: ScheduleState | None = None
+        self.first_scores: torch.Tensor | None = None
 
     def apply(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
         """Swap in the compressing layers (``compress``); the parameters keep their names, so
@@ -71,6 +72,7 @@ class SlimFit(Strategy):
         # The engine seeds torch with the run's seed just before setup; reading that seed
         # (not drawing from the global stream) seeds the scores' own generator.
         scores = initial_scores(len(self.units), torch.initial_seed())
+        self.first_scores = scores.clone()  # what the planner's first rotation follows
         self.schedule = ScheduleState(self.units, scores, self.config.freeze_ratio)
         set_requires_grad([model], True)
         self.schedule.apply(model)
@@ -86,14 +88,29 @@ class SlimFit(Strategy):
 
     def planned_trainable_sets(self, model: nn.Module, layer_map: LayerMap
                                ) -> list[list[str]] | None:
-        """One set bounding every step's cost: the head plus the largest units a step can
-        train (the ``units - floor(freeze_ratio * units)`` biggest by parameter count)."""
-        units = find_units(model, layer_map)
+        """The sets the first rotation trains, each with the head: the initial scores are
+        random and far above any real relative change, so step 1 trains the highest-scoring
+        units, step 2 (their scores now real and small) the next ones, and so on until every
+        unit has trained once; the last, partial group is topped up, here with the largest
+        units (its real top-up depends on the data). Every unit trains in that rotation,
+        with a random set of others: its peak (where the lowest unit trains, activations are
+        kept from there up; where the word embeddings train, their gradient and moments) is
+        the run's, as far as the schedule is predictable before training. Called after
+        :meth:`setup`, which drew the initial scores from the run's seed."""
+        if self.first_scores is None:
+            raise RuntimeError("strategy 'slimfit': setup() has not run")
+        units = self.units
         trained = len(units) - frozen_count(self.config.freeze_ratio, len(units))
-        largest = sorted(units, key=lambda unit: unit.numel, reverse=True)[:trained]
+        order = torch.sort(self.first_scores, descending=True, stable=True).indices.tolist()
+        largest = sorted(range(len(units)), key=lambda i: units[i].numel, reverse=True)
         head = [name for name, _ in parameters_under(model, [layer_map.head])] \
             if layer_map.head else []
-        return [head + [name for unit in largest for name in unit.params]]
+        sets = []
+        for start in range(0, len(order), max(trained, 1)):
+            group = order[start:start + trained]
+            group += [i for i in largest if i not in group][:trained - len(group)]
+            sets.append(head + [name for i in group for name in units[i].params])
+        return sets
 
     def callbacks(self) -> list:
         if self.schedule is None:
