@@ -197,7 +197,8 @@ class MemoryPlanner:
         module, head = copy.deepcopy((self.backbone.module, self.backbone.pretrained_head))
         backbone = dataclasses.replace(self.backbone, module=module, pretrained_head=head)
         model, layer_map = self.task.build_model(backbone, strategy.config)
-        strategy.check(layer_map)
+        strategy.check(layer_map)  # the refusals a run makes before it starts
+        strategy.check_model(model, layer_map)
         return strategy.setup(model, layer_map), layer_map
 
     def plan(self, name: str, options: dict[str, Any] | None = None,
