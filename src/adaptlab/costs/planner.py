@@ -191,7 +191,7 @@ class MemoryPlanner:
             self._batches = {key: next(iter(loader))}
         return self._batches[key]
 
-    def _fresh_model(self, strategy):
+    def _fresh_model(self, strategy, seed: int):
         """A task model from an untouched copy of the backbone (a strategy's apply changes the
         model it is given)."""
         module, head = copy.deepcopy((self.backbone.module, self.backbone.pretrained_head))
@@ -199,7 +199,11 @@ class MemoryPlanner:
         model, layer_map = self.task.build_model(backbone, strategy.config)
         strategy.check(layer_map)  # the refusals a run makes before it starts
         strategy.check_model(model, layer_map)
-        return strategy.setup(model, layer_map), layer_map
+        # A run seeds torch with its seed just before setup, and a strategy may read it
+        # (SlimFit's initial scores, which set the steps it plans); the caller's stream is kept.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return strategy.setup(model, layer_map), layer_map
 
     def plan(self, name: str, options: dict[str, Any] | None = None,
              config: RunConfig | None = None) -> StrategyPlan:
@@ -211,7 +215,7 @@ class MemoryPlanner:
         config = config or self.config
         check_strategy_names([name])
         strategy = get_strategy_class(name).from_options(options or {})
-        model, layer_map = self._fresh_model(strategy)
+        model, layer_map = self._fresh_model(strategy, config.seed)
         sets = strategy.planned_trainable_sets(model, layer_map) or [
             [n for n, p in model.named_parameters() if p.requires_grad]]
         batch = self.first_batch(config)

@@ -110,6 +110,13 @@ class SlimFit(Strategy):
             group = order[start:start + trained]
             group += [i for i in largest if i not in group][:trained - len(group)]
             sets.append(head + [name for i in group for name in units[i].params])
+        # After the rotation the scores are real: AdamW moves every weight by about the
+        # learning rate per step whatever its size, so a unit's relative change is about
+        # lr * mean(1 / |w|) and the units of smallest weights keep training. That set too.
+        params = dict(model.named_parameters())
+        steady = sorted(range(len(units)), reverse=True,
+                        key=lambda i: _inverse_magnitude(params[units[i].params[0]]))[:trained]
+        sets.append(head + [name for i in steady for name in units[i].params])
         return sets
 
     def callbacks(self) -> list:
@@ -157,3 +164,10 @@ def write_schedule_log(state: ScheduleState, path: Path) -> str:
                 "freeze_ratio": json.dumps(state.freeze_ratio)}
     atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return path.name
+
+
+def _inverse_magnitude(weight: torch.Tensor) -> float:
+    """mean(1 / |w|), an exact zero counting 1: the relative change a same-sized step of
+    every entry gives, by the score's own rule for zeros."""
+    magnitude = weight.detach().abs().double()
+    return float(torch.where(magnitude == 0, torch.ones_like(magnitude), 1 / magnitude).mean())
