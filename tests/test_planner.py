@@ -75,9 +75,9 @@ def _within(predicted: int, measured: int) -> bool:
 # Where a strategy's planned trainable sets do not bound what a short run measures (the
 # planner plans the sets a strategy names; the sets are the strategy's to choose).
 KNOWN_GAPS = {
-    "slimfit": "planned_trainable_sets names the largest units a step can train: a bound on "
-               "gradients and optimizer state loose by up to 10x on a CNN, and not a bound on "
-               "saved activations, which follow the depth of the lowest unit trained",
+    "slimfit": "its planned_trainable_sets bound a whole run's steps, not the few steps of a "
+               "one-epoch run: gradients and optimizer state planned at 3.8x the measured on "
+               "EfficientNet-Lite0 and 1.2x on the point transformer (within 15 % on MiniLM)",
 }
 
 
