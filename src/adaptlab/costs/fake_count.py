@@ -57,18 +57,8 @@ class PlannedActivationCounter(SavedActivationCounter):
     """:class:`SavedActivationCounter`, keyed by storage identity so it counts fake tensors:
     distinct storages autograd saves, parameters' excluded."""
 
-    def __init__(self, model: nn.Module) -> None:  # the meter's data-pointer keys left out
-        self._exclude = {_storage_id(p) for p in model.parameters()}
-        self._seen: set[int] = set()
-        self.bytes = 0
-        self._hooks = None
-
-    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        key = _storage_id(tensor)
-        if key not in self._exclude and key not in self._seen:
-            self._seen.add(key)
-            self.bytes += tensor.untyped_storage().nbytes()
-        return tensor
+    def _key(self, tensor: torch.Tensor) -> int:  # fake storages have no data pointer
+        return _storage_id(tensor)
 
 
 class FakeModel:

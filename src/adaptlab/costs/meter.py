@@ -30,13 +30,17 @@ class SavedActivationCounter:
     """Context manager: bytes of distinct tensors autograd saves inside the block."""
 
     def __init__(self, model: nn.Module) -> None:
-        self._exclude = {_storage_key(p) for p in model.parameters()}
-        self._seen: set[tuple[str, int]] = set()
+        self._exclude = {self._key(p) for p in model.parameters()}
+        self._seen: set = set()
         self.bytes = 0
         self._hooks = None
 
+    def _key(self, tensor: torch.Tensor):
+        """What identifies a storage (one counted once)."""
+        return _storage_key(tensor)
+
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        key = _storage_key(tensor)
+        key = self._key(tensor)
         if key not in self._exclude and key not in self._seen:
             self._seen.add(key)
             self.bytes += tensor.untyped_storage().nbytes()
