@@ -82,6 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     domain = get_domain(args.domain)
     dataset = domain.dataset(args.dataset or domain.default_dataset)
+    args.backbone_name = args.backbone or dataset.backbone or domain.default_backbone
     training = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
                                   "train_samples": args.train_samples}.items() if v is not None}
 
@@ -139,7 +140,7 @@ def _section(args, dataset, measured: dict, metric: str, source: str | None) -> 
             f"{statistics.pstdev(scores):.3f} | {delta} |")
     body = (f"## Memory-efficient fine-tuning on the {args.domain} demo `{dataset.name}` "
             f"({args.device})\n\n"
-            f"{machine()}. {config.backbone} on `{dataset.name}`: {dataset.description}. "
+            f"{machine()}. {args.backbone_name} on `{dataset.name}`: {dataset.description}. "
             f"{config.epochs} epochs, batch {config.batch_size}, training samples "
             f"{config.train_samples or 'all'}, seeds {args.seeds}"
             + (f"; every run starts from one source run (`{dataset.source_dataset}`, `full`)"
