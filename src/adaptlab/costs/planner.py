@@ -55,7 +55,7 @@ class StrategyPlan:
     trainable_params: int
     total_params: int
     planned_sets: int  # trainable sets planned (1 unless the strategy's set changes)
-    forward: str  # "fake": counted on fake tensors; "real": a real forward (see _count_forward)
+    forward: str  # "fake": counted on fake tensors; "real": a real forward (see MemoryPlanner._count_sets)
     seconds: float
     fits: bool | None = None  # within the budget; None when there is no budget
 
