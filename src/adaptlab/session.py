@@ -54,6 +54,7 @@ class TrainingSession:
         model, layer_map = self.task.build_model(self.backbone, self.strategy.config)
         self.strategy.check(layer_map)
         self.strategy.check_model(model, layer_map)
+        self.strategy.check_shared_options(model, layer_map)
         self._start_from_source(model, layer_map, dry_run=True)  # a misfit fails here
 
     def _build_model(self):

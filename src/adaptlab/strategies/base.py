@@ -43,6 +43,15 @@ class StrategyConfig:
     head_hidden: int = field(default=256, metadata={"min": 1, "max": 65_536,
                                                     "help": "MLP head hidden width"})
     head_dropout: float = field(default=0.2, metadata={"min": 0.0, "max": 0.95})
+    layer_decay: float = field(default=1.0, metadata={
+        "min": 0.05, "max": 1.0,
+        "help": "layer-wise learning-rate decay: the top block trains at lr, each block below "
+                "at lr * layer_decay**depth, the embeddings lowest, neck and head at lr "
+                "(1 = off; AutoGluon uses 0.9)"})
+    reinit_top: int = field(default=0, metadata={
+        "min": 0, "max": 10_000, "bound": "num_blocks",
+        "help": "re-initialise the top N blocks before training, seeded by the run's seed "
+                "(they must train: their new weights are saved)"})
 
 
 def set_requires_grad(modules: list[nn.Module], flag: bool) -> None:
@@ -85,11 +94,17 @@ class Strategy:
     # True where the adaptation cannot be folded into the base model's weights (a side
     # network): an export then holds the adapted model's own state, rebuilt with apply().
     keeps_structure: ClassVar[bool] = False
+    # The learning rate an unset ``lr`` means for this strategy, and the range outside which
+    # a run is warned (allowed: the range is where the literature and our demos found it
+    # works). Subclasses set their own; these are the engine's old single default.
+    default_lr: ClassVar[float] = 1e-3
+    lr_range: ClassVar[tuple[float, float]] = (1e-5, 1e-1)
 
     def __init__(self, config: StrategyConfig) -> None:
         self.config = config
         self._declared: list[str] | None = None
         self._candidates: list[str] | None = None
+        self._layer_map: LayerMap | None = None  # the map param_groups places parameters by
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Strategy:
@@ -174,12 +189,46 @@ class Strategy:
 
     # -- the lifecycle the engine and the loaders call ---------------------------------------
     def setup(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
-        """A new run: :meth:`apply`, :meth:`select_trainable`, then record what is declared."""
+        """A new run: :meth:`apply`, the shared ``reinit_top`` re-initialisation,
+        :meth:`select_trainable`, then record what is declared."""
         model = self.apply(model, layer_map)
+        self._layer_map = layer_map
+        reinitialised = self._reinitialise_top(model, layer_map)
         self.select_trainable(model, layer_map)
         self._candidates = list(self.trainable_candidates(model, layer_map))
         self._declared = self.declared_names(model, layer_map)
+        lost = sorted(set(reinitialised) - set(self._candidates) - set(self._declared))
+        if lost:
+            raise AdaptlabError(
+                f"strategy {self.name!r}: reinit_top={self.config.reinit_top} needs the "
+                f"re-initialised blocks trained and saved, and this strategy leaves {lost[0]!r} "
+                "frozen; use full, llrd or freeze with the top blocks trainable")
         return model
+
+    def _reinitialise_top(self, model: nn.Module, layer_map: LayerMap) -> list[str]:
+        k = getattr(self.config, "reinit_top", 0)
+        if not k:
+            return []
+        from adaptlab.strategies.reinit import reinitialise_top_blocks
+
+        # torch.initial_seed() is the seed the run set (seed_everything): the same run seed
+        # draws the same new weights, whatever the RNG has drawn since.
+        return reinitialise_top_blocks(model, layer_map, k, torch.initial_seed())
+
+    def check_shared_options(self, model: nn.Module, layer_map: LayerMap) -> None:
+        """Refuse ``layer_decay`` / ``reinit_top`` values this backbone and strategy cannot
+        honour, before the run folder exists; ``model`` is left as it is (a reinit is tried
+        on a copy)."""
+        k = getattr(self.config, "reinit_top", 0)
+        if not k:
+            return
+        if k > layer_map.num_blocks:
+            raise AdaptlabError(f"reinit_top={k} is out of range for a backbone with "
+                                f"{layer_map.num_blocks} blocks (use 0..{layer_map.num_blocks})")
+        import copy
+
+        with torch.random.fork_rng(devices=[]):
+            type(self)(self.config).setup(copy.deepcopy(model), layer_map)
 
     def candidates(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
         """(name, parameter) of every parameter that may train (after :meth:`setup`)."""
@@ -205,8 +254,15 @@ class Strategy:
 
     def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         """The optimizer's groups, each ``{"name", "params": [(name, parameter)],
-        "weight_decay", optional "lr"}`` over :meth:`candidates`."""
-        return decay_groups(self.candidates(model), weight_decay)
+        "weight_decay", optional "lr" or "lr_scale"}`` over :meth:`candidates`; with
+        ``layer_decay`` below 1, one pair of groups per depth in the layer map
+        (:mod:`adaptlab.strategies.layer_rates`)."""
+        decay = getattr(self.config, "layer_decay", 1.0)
+        if decay == 1.0 or self._layer_map is None:
+            return decay_groups(self.candidates(model), weight_decay)
+        from adaptlab.strategies.layer_rates import layer_decay_groups
+
+        return layer_decay_groups(self.candidates(model), self._layer_map, decay, weight_decay)
 
     # -- weights ---------------------------------------------------------------------------
     def saved_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:

@@ -15,6 +15,8 @@ STRATEGIES: LazyRegistry = LazyRegistry("strategy", "adaptlab.strategies", {
     "lora": "adaptlab.strategies.lora",
     "lst": "adaptlab.strategies.lst",
     "slimfit": "adaptlab.strategies.slimfit",
+    "svfit": "adaptlab.strategies.svfit",
+    "llrd": "adaptlab.strategies.llrd",
 })
 
 
