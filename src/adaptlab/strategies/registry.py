@@ -12,11 +12,20 @@ STRATEGIES: LazyRegistry = LazyRegistry("strategy", "adaptlab.strategies", {
     "full": "adaptlab.strategies.full",
     "head": "adaptlab.strategies.head",
     "freeze": "adaptlab.strategies.freeze",
-    "lora": "adaptlab.strategies.lora",
+    "lora": "adaptlab.strategies.peft_family.lora",
+    "ia3": "adaptlab.strategies.peft_family.ia3",
+    "loha": "adaptlab.strategies.peft_family.loha",
+    "lokr": "adaptlab.strategies.peft_family.lokr",
+    "oft": "adaptlab.strategies.peft_family.oft",
+    "vera": "adaptlab.strategies.peft_family.vera",
+    "adalora": "adaptlab.strategies.peft_family.adalora",
     "lst": "adaptlab.strategies.lst",
     "slimfit": "adaptlab.strategies.slimfit",
     "svfit": "adaptlab.strategies.svfit",
     "llrd": "adaptlab.strategies.llrd",
+    "vpt": "adaptlab.strategies.prompts.vpt",
+    "dvpt": "adaptlab.strategies.prompts.dvpt",
+    "idpt": "adaptlab.strategies.prompts.idpt",
 })
 
 
