@@ -1,0 +1,39 @@
+"""OFT through peft: each target's weight is rotated by a learned block-diagonal orthogonal
+matrix (Cayley parametrisation of skew-symmetric blocks), which keeps the angles between its
+neurons, the pre-trained model's hyperspherical energy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from adaptlab.strategies.peft_family.base import PeftStrategy, PeftStrategyConfig
+from adaptlab.strategies.registry import register_strategy
+
+
+@dataclass
+class OftStrategyConfig(PeftStrategyConfig):
+    block_size: int = field(default=32, metadata={
+        "min": 2, "max": 4096,
+        "help": "size of each orthogonal block (peft moves it to a divisor of the layer's "
+                "input width)"})
+    dropout: float = field(default=0.0, metadata={"min": 0.0, "max": 0.95,
+                                                  "help": "module dropout"})
+
+
+@register_strategy
+class OftStrategy(PeftStrategy):
+    name = "oft"
+    config_class = OftStrategyConfig
+    description = "orthogonal fine-tuning (peft): block-diagonal rotations of the blocks' weights"
+    # peft 0.21's OFT dispatch: Linear, Conv2d, Embedding.
+    layer_types = (nn.Linear, nn.Conv2d, nn.Embedding)
+
+    def method_config(self, model: nn.Module, plan: dict[str, list[str]]):
+        from peft import OFTConfig
+
+        return OFTConfig(r=0, oft_block_size=self.config.block_size,
+                         module_dropout=self.config.dropout,
+                         target_modules=plan["target_modules"],
+                         modules_to_save=plan["modules_to_save"])
