@@ -17,7 +17,7 @@ DOMAIN = DomainSpec(
     title="Source code",
     description="Classify functions (module, topic, defect) or retrieve code from a "
                 "natural-language query, adapting a sentence encoder to code.",
-    tasks=("classification", "retrieval"),
+    tasks=("classification", "retrieval", "generation"),
     datasets=(
         DatasetSpec(name="stdlib-modules", task="classification", modality="text",
                     source="demo", loader="adaptlab_code.datasets:load_stdlib_modules",
@@ -32,6 +32,13 @@ DOMAIN = DomainSpec(
                     description="train on Python standard-library docstring/code pairs, test "
                                 "on all 164 HumanEval problems (docstring -> solution)",
                     defaults={"epochs": 2, "lr": 5e-5}),
+        DatasetSpec(name="docstring-generation", task="generation", modality="text-to-text",
+                    source="demo", loader="adaptlab_code.docstring_data:load_docstring_generation",
+                    licence="PSF-2.0 (the Python standard library's source)",
+                    description="write a standard-library function's docstring summary from "
+                                "its code (930 functions; test modules never seen in training), "
+                                "with a small docstring LM the plugin pre-trains and caches",
+                    defaults={"epochs": 5, "lr": 3e-3, "batch_size": 16}),
     ),
     backbones=(
         BackboneSpec(name="minilm", weights="offline-package",
