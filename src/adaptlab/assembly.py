@@ -5,6 +5,7 @@ read back (:mod:`adaptlab.run_loading`) and the checks before either."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,46 @@ class RunResult:
 
 
 def complete_config(config: RunConfig, domain: DomainSpec) -> RunConfig:
-    """Fill unset choices with the domain's defaults and range-check the training fields."""
+    """Fill unset choices with the domain's defaults (an unset ``lr`` with
+    :func:`default_lr`) and range-check the training fields; the result is what
+    ``config.json`` records, so a replay does not depend on defaults that may change."""
     dataset = config.dataset or (None if config.data else domain.default_dataset)
     preferred = domain.dataset(dataset).backbone if dataset else None
+    strategy = config.strategy or domain.default_strategy
     changes: dict[str, Any] = {
         "dataset": dataset,
         "backbone": config.backbone or preferred or domain.default_backbone,
-        "strategy": config.strategy or domain.default_strategy,
+        "strategy": strategy,
+        "lr": config.lr if config.lr is not None else default_lr(domain, dataset, strategy),
     }
-    return dataclasses.replace(config, **changes).validated()
+    completed = dataclasses.replace(config, **changes).validated()
+    _warn_lr_outside_range(strategy, completed.lr)
+    return completed
+
+
+def default_lr(domain: DomainSpec, dataset: str | None, strategy: str) -> float:
+    """The learning rate of a run that sets none: the domain's (or its dataset's) recipe when
+    the strategy is the domain's default strategy, whose recipe it is; for any other strategy
+    the strategy's own ``default_lr`` (LoRA's rate is not full fine-tuning's)."""
+    if strategy == domain.default_strategy:
+        recipe = {**domain.defaults, **(domain.dataset(dataset).defaults if dataset else {})}
+        if recipe.get("lr") is not None:
+            return float(recipe["lr"])
+    return float(get_strategy_class(strategy).default_lr)
+
+
+_WARNED_LR: set[tuple[str, float]] = set()
+
+
+def _warn_lr_outside_range(strategy: str, lr: float) -> None:
+    """Warn once per (strategy, lr) when the rate is outside the strategy's usual range: a
+    setup panel completes its config at every change, a run once per check and start."""
+    low, high = get_strategy_class(strategy).lr_range
+    if low <= lr <= high or (strategy, lr) in _WARNED_LR:
+        return
+    _WARNED_LR.add((strategy, lr))
+    warnings.warn(f"lr={lr:g} is outside strategy {strategy!r}'s usual range "
+                  f"{low:g}..{high:g}; the run goes ahead with it", stacklevel=3)
 
 
 def _loader_options(config: RunConfig, tasks: tuple[str, ...], modalities: list[str],

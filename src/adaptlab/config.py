@@ -36,7 +36,9 @@ class RunConfig:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     epochs: int = field(default=5, metadata={"min": 1, "max": 10_000, "help": "training epochs"})
     batch_size: int = field(default=16, metadata={"min": 1, "max": 65_536})
-    lr: float = field(default=1e-3, metadata={"min": 1e-9, "max": 10.0, "help": "peak learning rate"})
+    lr: float | None = field(default=None, metadata={
+        "min": 1e-9, "max": 10.0,
+        "help": "peak learning rate (unset = the strategy's default; the run records it)"})
     weight_decay: float = field(default=0.01, metadata={"min": 0.0, "max": 1.0})
     warmup_ratio: float = field(default=0.1, metadata={"min": 0.0, "max": 0.9,
                                                        "help": "fraction of steps warming up"})

@@ -33,6 +33,10 @@ def config_for(domain_name: str, **fields: Any) -> RunConfig:
         domain.dataset(identity.get("dataset") or domain.default_dataset).defaults
     defaults = {k: v for k, v in {**domain.defaults, **dataset_defaults}.items()
                 if k in RunConfig.__dataclass_fields__}
+    if identity.get("strategy") not in (None, domain.default_strategy):
+        # The domain's rate is its recipe for its own default strategy; another strategy
+        # starts from its own default (assembly.default_lr), filled in when completed.
+        defaults.pop("lr", None)
     config = RunConfig(domain=domain_name, **identity)
     return config.validated({**defaults, **training})
 

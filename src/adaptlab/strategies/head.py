@@ -15,6 +15,10 @@ from adaptlab.strategies.registry import register_strategy
 class HeadOnly(Strategy):
     name = "head"
     description = "freeze the backbone, train a new Linear or MLP head"
+    # A new head on frozen features: nothing pre-trained to disturb, so a high rate. The
+    # demos' benchmarks found 1e-3..3e-2 (3e-3 on four of six domains, bench/strategies.py).
+    default_lr = 3e-3
+    lr_range = (1e-4, 1e-1)
 
     def select_trainable(self, model: nn.Module, layer_map: LayerMap) -> None:
         set_requires_grad([model], False)

@@ -60,6 +60,10 @@ class LadderSideTuning(Strategy):
     description = ("ladder side-tuning: a narrow side network fed by the frozen backbone's "
                    "blocks (run without gradients) trains with the head")
     keeps_structure = True  # an export holds the side network, rebuilt by apply()
+    # Sung et al. (2022) train the side network at 3e-3 (T5 on GLUE): it is small and
+    # partly new, like an adapter, not like the backbone.
+    default_lr = 3e-3
+    lr_range = (3e-4, 1e-2)
 
     def check(self, layer_map: LayerMap) -> None:
         if layer_map.num_blocks == 0:

@@ -51,6 +51,10 @@ class SlimFit(Strategy):
     config_class = SlimFitConfig
     description = ("freeze the backbone units that changed least at every step "
                    "(inter-layer scheduling) and compress saved activations")
+    # SlimFit trains the backbone's own weights, a changing subset at a time: full
+    # fine-tuning's rate (the paper keeps each model's usual fine-tuning recipe).
+    default_lr = 1e-4
+    lr_range = (1e-5, 5e-3)
 
     def __init__(self, config: SlimFitConfig) -> None:
         super().__init__(config)
