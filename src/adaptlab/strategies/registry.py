@@ -21,6 +21,7 @@ STRATEGIES: LazyRegistry = LazyRegistry("strategy", "adaptlab.strategies", {
     "adalora": "adaptlab.strategies.peft_family.adalora",
     "lst": "adaptlab.strategies.lst",
     "slimfit": "adaptlab.strategies.slimfit",
+    "bridge": "adaptlab.strategies.bridge",
     "svfit": "adaptlab.strategies.svfit",
     "llrd": "adaptlab.strategies.llrd",
     "vpt": "adaptlab.strategies.prompts.vpt",
