@@ -19,6 +19,9 @@ def _parser() -> argparse.ArgumentParser:
 
     domains = sub.add_parser("domains", help="list installed domains, datasets, backbones")
     domains.add_argument("--json", action="store_true", help="print JSON")
+    domains.add_argument("domain", nargs="?",
+                         help="with --backbone (default: the domain's), which strategies apply")
+    domains.add_argument("--backbone", help="a backbone of DOMAIN to check every strategy on")
 
     run = sub.add_parser("run", help="adapt a backbone to a domain's data")
     run.add_argument("domain")
@@ -256,8 +259,19 @@ def cmd_domains(args: argparse.Namespace) -> int:
     found = discover_domains()
     payload = {"domains": [spec.summary() for spec in found.domains.values()],
                "strategies": strategy_names(), "errors": found.errors}
+    verdicts = _strategies_for_backbone(args) if args.domain or args.backbone else None
+    if verdicts is not None:
+        payload["strategies_for_backbone"] = {
+            "domain": args.domain, "backbone": verdicts["backbone"],
+            "strategies": [{"name": name, "applies": reason is None, "reason": reason}
+                           for name, reason in verdicts["verdicts"].items()]}
     if args.json:
         print(json.dumps(payload, indent=2))
+        return 0
+    if verdicts is not None:
+        print(f"strategies for {args.domain} / {verdicts['backbone']}:")
+        for name, reason in verdicts["verdicts"].items():
+            print(f"  {name:10s} {'applies' if reason is None else reason}")
         return 0
     for spec in found.domains.values():
         print(f"{spec.name:12s} {spec.title}: {spec.description}")
@@ -267,6 +281,20 @@ def cmd_domains(args: argparse.Namespace) -> int:
     for error in found.errors:
         print(f"failed to load plugin {error['plugin']!r}: {error['error']}", file=sys.stderr)
     return 0
+
+
+def _strategies_for_backbone(args: argparse.Namespace) -> dict:
+    """Every strategy's verdict on DOMAIN's backbone (built: this imports torch)."""
+    from adaptlab.plugins.registry import get_domain
+    from adaptlab.plugins.spec import resolve_reference
+    from adaptlab.strategies.applicability import backbone_applicability
+
+    if not args.domain:
+        raise AdaptlabError("--backbone needs a domain: adaptlab domains DOMAIN --backbone NAME")
+    domain = get_domain(args.domain)
+    spec = domain.backbone(args.backbone or domain.default_backbone)
+    backbone = resolve_reference(spec.builder)(dict(spec.options))
+    return {"backbone": spec.name, "verdicts": backbone_applicability(backbone)}
 
 
 def build_run_config(args: argparse.Namespace):
