@@ -14,6 +14,7 @@ import ipywidgets as widgets
 from adaptlab.config import RunConfig
 from adaptlab.errors import AdaptlabError
 from adaptlab.schema import describe
+from adaptlab.widgets.applicability_view import ApplicabilityLine
 from adaptlab.widgets.controls import bounded_int_slider, control_for, raw_value
 from adaptlab.widgets.memory_view import MemoryPlanView
 
@@ -47,6 +48,7 @@ class SetupPanel(widgets.VBox):
         self._out = out
         self._extra_settings: dict[str, Any] = {}  # RunConfig fields without a control
         self._quiet = False
+        self._lr_typed = False  # until the user types a rate, lr shows the strategy's default
         self._error = ""
         self._blocks: dict[tuple[str, str], Any] = {}  # (domain, backbone) -> layer map
         names = sorted(self._domains)
@@ -65,8 +67,10 @@ class SetupPanel(widgets.VBox):
         self.strategy_controls: dict[str, widgets.Widget] = {}
         self.training_controls: dict[str, widgets.Widget] = {}
         self.memory = MemoryPlanView()  # the predicted training memory of this setup
+        self.applicability = ApplicabilityLine()  # which strategies apply to the backbone
         super().__init__([self.domain, self.dataset, self.data_path, self.backbone,
-                          self.backbone_info, self.strategy, self.strategy_box,
+                          self.backbone_info, self.strategy, self.applicability,
+                          self.strategy_box,
                           widgets.HTML("<b>training</b>"), self.training_box, self.message,
                           self.command_text, self.memory])
         self.add_class("adaptlab-setup-panel")
@@ -167,7 +171,28 @@ class SetupPanel(widgets.VBox):
                                   for name in TRAINING_FIELDS}
         for control in self.training_controls.values():
             control.observe(lambda _: self.refresh(), names="value")
+        self._lr_typed = False
+        self.training_controls["lr"].observe(self._lr_changed, names="value")
         self.training_box.children = list(self.training_controls.values())
+
+    def _lr_changed(self, _change) -> None:
+        if not self._quiet:  # a change the panel makes itself runs quiet
+            self._lr_typed = True
+
+    def _show_default_lr(self) -> None:
+        """The rate a run of this strategy gets when none is set (assembly.default_lr), in
+        the lr field, unless the user typed one."""
+        from adaptlab.assembly import default_lr
+
+        if self._lr_typed:
+            return
+        dataset = None if self.dataset.value == OWN_DATA else self.dataset.value
+        self._quiet = True
+        try:
+            rate = default_lr(self._spec(), dataset, self.strategy.value)
+            self.training_controls["lr"].value = f"{rate:g}"
+        finally:
+            self._quiet = False
 
     def _strategy_changed(self) -> None:
         from adaptlab.strategies.registry import get_strategy_class
@@ -175,6 +200,8 @@ class SetupPanel(widgets.VBox):
         if self._quiet:
             return
         cls = get_strategy_class(self.strategy.value)
+        self._show_default_lr()
+        self._show_applicability()
         controls = {e["name"]: control_for(e) for e in describe(cls.config_class)}
         if "k" in controls and self.strategy.value == "freeze":
             blocks = self._layer_map().num_blocks
@@ -201,9 +228,22 @@ class SetupPanel(widgets.VBox):
             self._blocks[key] = backbone
         return self._blocks[key].layer_map
 
+    def _show_applicability(self) -> None:
+        """The line under the strategy: worked out on a worker thread, once per backbone."""
+        from adaptlab.plugins.spec import resolve_reference
+
+        if not self.backbone.value:
+            return
+        key = (self.domain.value, self.backbone.value)
+        spec = self._spec().backbone(self.backbone.value)
+        built = self._blocks.get(key)  # the panel's own copy when it has built one already
+        self.applicability.show(
+            key, lambda: built or resolve_reference(spec.builder)(dict(spec.options)),
+            self.strategy.value)
+
     def _lora_preview(self) -> str:
         """Which modules LoRA would wrap on this backbone (the adapter plan, before running)."""
-        from adaptlab.strategies.lora import derive_targets
+        from adaptlab.strategies.peft_family.base import derive_targets
 
         self._layer_map()
         backbone = self._blocks[(self.domain.value, self.backbone.value)]
