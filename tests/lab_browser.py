@@ -142,3 +142,21 @@ def run_all_when_idle(page, seen: list[str]) -> None:
         except Exception:
             if attempt:
                 raise
+
+
+def run_all_until_panel(page, url: str, notebook: str, seen: list[str], timeout_s: float,
+                        stalled_shot: Path) -> None:
+    """Run All and wait for the setup panel; when it does not come, reopen the notebook and
+    run all again, as a user would. Seen on fresh machines (in both browser tests): JupyterLab
+    replaced the notebook's kernel while it started, and no cell after the first ran. The
+    stalled page is kept as a screenshot."""
+    panel = page.locator(".adaptlab-setup-panel")
+    run_all_when_idle(page, seen)
+    try:
+        wait_accepting_dialogs(page, panel, seen, timeout_s)
+    except Exception:
+        page.screenshot(path=str(stalled_shot))
+        page.goto(f"{url}/lab/tree/{notebook}?token={TOKEN}")
+        page.locator(".jp-NotebookPanel").first.wait_for(timeout=60_000)
+        run_all_when_idle(page, seen)
+        wait_accepting_dialogs(page, panel, seen, timeout_s)

@@ -19,7 +19,7 @@ from lab_browser import (
     TOKEN,
     chromium_page,
     jupyter_lab,
-    run_all_when_idle,
+    run_all_until_panel,
     wait_accepting_dialogs,
 )
 
@@ -62,17 +62,8 @@ def test_launcher_card_notebook_run_panel_and_report(tmp_path):
                      has_text="wildlife.ipynb").first.wait_for(timeout=30_000)
         written = nbformat.read(root / "wildlife.ipynb", as_version=4)
 
-        run_all_when_idle(page, dialogs)
-        try:
-            wait_accepting_dialogs(page, page.locator(".adaptlab-setup-panel"), dialogs, 240)
-        except Exception:
-            # Seen on a fresh machine: JupyterLab replaced the new notebook's kernel while it
-            # started, and no cell after the first ran. A user reopens it and runs all again.
-            page.screenshot(path=str(OUTPUT / "extension-first-run-stalled.png"))
-            page.goto(f"{url}/lab/tree/wildlife.ipynb?token={TOKEN}")
-            page.locator(".jp-NotebookPanel").first.wait_for(timeout=60_000)
-            run_all_when_idle(page, dialogs)
-            wait_accepting_dialogs(page, page.locator(".adaptlab-setup-panel"), dialogs, 240)
+        run_all_until_panel(page, url, "wildlife.ipynb", dialogs, 240,
+                            OUTPUT / "extension-first-run-stalled.png")
         wait_accepting_dialogs(page, page.locator("iframe.adaptlab-report"), dialogs, 600,
                                state="attached")
 

@@ -16,7 +16,7 @@ from lab_browser import (
     TOKEN,
     chromium_page,
     jupyter_lab,
-    run_all_when_idle,
+    run_all_until_panel,
     wait_accepting_dialogs,
 )
 
@@ -41,9 +41,9 @@ def test_wildlife_template_runs_all_in_jupyterlab(tmp_path):
     with jupyter_lab(tmp_path) as (url, root), chromium_page(tmp_path) as page:
         _write_notebook(root)
         page.goto(f"{url}/lab/tree/wildlife.ipynb?reset&token={TOKEN}")
-        run_all_when_idle(page, dialogs)
+        run_all_until_panel(page, url, "wildlife.ipynb", dialogs, 120,
+                            OUTPUT / "notebook-first-run-stalled.png")
         prompts = page.locator(".jp-InputPrompt", has_text="[")
-        wait_accepting_dialogs(page, page.locator(".adaptlab-setup-panel"), dialogs, 120)
         view = page.locator(".adaptlab-training-view").first
         view.wait_for(timeout=120_000)
         # Training is done when the saved record under the view shows the headline.
