@@ -100,8 +100,9 @@ class PromptStrategy(Strategy):
             prompts.enabled = True
 
     def merged_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        raise AdaptlabError(f"strategy {self.name!r}: prompt tokens cannot be folded into the "
-                            "base model's weights (nothing to merge; export the run as it is)")
+        raise AdaptlabError(f"strategy {self.name!r}: its prompt module cannot be folded into "
+                            "the base model's weights (nothing to merge; export the run as it "
+                            "is)")
 
 
 def _backbone_attribute(strategy: str, model: nn.Module, layer_map: LayerMap) -> str:

@@ -112,6 +112,7 @@ class DynamicVisualPromptTuning(PromptStrategy):
     description = ("dynamic visual prompt tuning: learnable queries cross-attend to a "
                    "bottleneck of each frozen block's features, added back through a gate "
                    "from zero; train with the head")
+    default_lr = 1e-3  # new modules from scratch next to a frozen backbone, as the head's
 
     def build(self, site: TokenSite) -> nn.Module:
         modules = seeded(self.config.init_seed, lambda: DvptModules(

@@ -68,6 +68,7 @@ class InstanceAwarePromptTuning(PromptStrategy):
     description = ("instance-aware dynamic prompt tuning (point transformer): an EdgeConv "
                    "generator turns the patch tokens into a prompt token before the last "
                    "block; trains with the head")
+    default_lr = 5e-4  # the IDPT reference's AdamW rate
 
     def check_site(self, site: TokenSite) -> None:
         patches = site.patch_tokens

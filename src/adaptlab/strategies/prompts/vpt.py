@@ -53,6 +53,9 @@ class VisualPromptTuning(PromptStrategy):
     config_class = VptConfig
     description = ("visual prompt tuning: learnable prompt tokens in the frozen transformer's "
                    "token sequence (shallow or deep) train with the head")
+    # Prompts start small (Xavier bounds) and only they and the head move: a rate above
+    # full fine-tuning's, as prompt tuning's references use (VPT grid-searches large SGD rates).
+    default_lr = 5e-3
 
     def build(self, site: TokenSite) -> nn.Module:
         prompts = seeded(self.config.init_seed,
