@@ -207,8 +207,11 @@ def test_refuses_bad_options_and_targets():
 
 
 # -- one real run (efficientnet_lite0 on generated photos: convolutions as matrices) ---------
-# A few 1x1 convolutions only: each SVD of the CNN's wide layers costs a second on a busy CPU.
-CONV_TARGETS = "backbone.blocks.1.0.conv_pw,backbone.blocks.1.0.conv_pwl,backbone.blocks.2.0.conv_pw"
+def _dense_convs(model: nn.Module) -> list[str]:
+    """The CNN's groups=1 convolutions after its stem: its blocks' and its conv_head."""
+    return [name for name, m in model.named_modules()
+            if isinstance(m, nn.Conv2d) and m.groups == 1
+            and (name.startswith("backbone.blocks.") or name == "backbone.conv_head")]
 
 
 def test_a_run_reloads_exports_merged_and_refuses_before_writing(tmp_path):
@@ -221,7 +224,7 @@ def test_a_run_reloads_exports_merged_and_refuses_before_writing(tmp_path):
     holder = {}
     config = RunConfig(domain="wildlife", data=str(data), strategy="svfit", out=str(tmp_path / "run"),
                        device="cpu", epochs=1, image_size=32, batch_size=4, lr=3e-2,
-                       strategy_options={"targets": CONV_TARGETS, "energy": 0.9})
+                       strategy_options={"energy": 0.9})
     result = run(config, progress=False, on_trainer=lambda t: holder.setdefault("trainer", t))
     trainer = holder["trainer"]
     assert result.costs["reload_max_abs_diff"] <= 1e-5
@@ -229,7 +232,10 @@ def test_a_run_reloads_exports_merged_and_refuses_before_writing(tmp_path):
     kinds = {k.rsplit(".", 1)[-1] for k in saved}
     assert kinds <= {"singular_values", "weight", "bias", "running_mean", "running_var",
                      "num_batches_tracked"}
-    assert sum(k.endswith(".singular_values") for k in saved) == 3
+    convs = _dense_convs(trainer.unwrapped)
+    assert len(convs) > 20
+    assert {k for k in saved if k.endswith(".singular_values")} == {
+        f"{name}.parametrizations.weight.0.singular_values" for name in convs}
     assert not any(k.endswith("parametrizations.weight.original") for k in saved)
 
     batch = move_to(next(iter(trainer.eval_loaders["test"]))[0], "cpu")

@@ -13,6 +13,8 @@ values.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -42,10 +44,25 @@ class Spectrum:
                         cast(self.right[:, :count]))
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def decompose(weight: torch.Tensor) -> Spectrum:
-    """The full thin SVD of ``weight`` (as a matrix), float64 on the CPU."""
+    """The full thin SVD of ``weight`` (as a matrix), float64 on the CPU.
+
+    On one thread: a threaded LAPACK may round differently with the machine's core count, and
+    on a busy machine its threads wait on each other (measured: 1 s for EfficientNet-Lite0's
+    32 targets on one thread, 29 s on two threads sharing two loaded cores)."""
     matrix = as_matrix(weight.detach()).to("cpu", torch.float64)
-    left, values, right_t = torch.linalg.svd(matrix, full_matrices=False)
+    with _one_thread():
+        left, values, right_t = torch.linalg.svd(matrix, full_matrices=False)
     return Spectrum(left, values, right_t.T)
 
 
