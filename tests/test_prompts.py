@@ -184,6 +184,10 @@ def test_vit_output_is_its_blocks_run_on_the_prompted_sequence(vit, deep):
     final norm and the class-token pooling."""
     frozen, prompted, _ = _prepared(vit, "vpt", tokens=4, deep=deep)
     tokens = prompted.backbone.vpt.tokens.detach()
+    # Whoever reads a block's output sees the ViT's own tokens: prompts are carried past.
+    seen = []
+    for block in prompted.backbone.blocks:
+        block.register_forward_hook(lambda _m, _a, out: seen.append(out.shape[1]))
     model = frozen.backbone
     image = _inputs("vit")
     with torch.no_grad():
@@ -199,6 +203,7 @@ def test_vit_output_is_its_blocks_run_on_the_prompted_sequence(vit, deep):
                                     pre_logits=True)
         expected = frozen.task_head(pooled)
         torch.testing.assert_close(prompted(image), expected, rtol=1e-5, atol=1e-5)
+        assert seen == [1 + (32 // 16) ** 2] * len(model.blocks)
         assert not torch.allclose(prompted(image), frozen(image), atol=1e-3)
 
 

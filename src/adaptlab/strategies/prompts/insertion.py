@@ -4,10 +4,11 @@ forward hooks that put them there and take them out again.
 The tokens go in through hooks on the backbone's own modules, not a rewritten forward: the
 backbone keeps its module names (the layer map, Grad-CAM's last block and peft targets still
 resolve), every way into it (``forward``, ``forward_features``, timm's
-``forward_intermediates``) sees the prompts, and its pooling stays its own. Prompts are
-removed after the last block, so a CLS-pooled backbone still pools its CLS token and a
-mean-pooled one averages its own tokens only: prompts change the output only through what
-the real tokens read from them in attention.
+``forward_intermediates``) sees the prompts, and its pooling stays its own. Prompts leave
+each block's output and are carried to the next block's input, so whoever reads a block's
+output (a hook, the final norm, the pooling) sees the backbone's own tokens: a CLS-pooled
+backbone still pools its CLS token, a mean-pooled one averages its own tokens only, and
+prompts change the output only through what the real tokens read from them in attention.
 
 The hooks are bound methods (or partials of them) of the prompt module, so a deep copy of the
 model (the explainer's pre-flight copies it) copies them pointing at the copied prompts.
@@ -151,22 +152,24 @@ def remove_tokens(hidden: torch.Tensor, at: int, count: int) -> torch.Tensor:
     return torch.cat([hidden[:, :at], hidden[:, at + count:]], dim=1)
 
 
-def replace_tokens(hidden: torch.Tensor, tokens: torch.Tensor, at: int) -> torch.Tensor:
-    """The ``N`` tokens from ``at`` replaced by ``tokens`` (VPT-deep's fresh prompts)."""
-    return insert_tokens(remove_tokens(hidden, at, tokens.shape[1]), tokens, at)
-
-
 class InsertedTokens(nn.Module):
-    """Base of a module whose tokens enter the sequence: before block ``positions[0]``, then
-    replaced at the input of each later block in ``positions``, and removed after the last
-    block. Subclasses give :meth:`tokens_for`. ``enabled`` False switches them off (the
-    unadapted model), an attribute, not state."""
+    """Base of a module whose tokens enter the sequence at block ``positions[0]``: fresh
+    tokens at the input of each block in ``positions``, the previous block's prompt outputs
+    at the input of every other block after the first. Every block's output leaves without
+    them, so whoever reads a block's output (a forward hook, ``forward_intermediates``, the
+    pooling) sees the backbone's own tokens. Subclasses give :meth:`tokens_for`. ``enabled``
+    False switches the tokens off (the unadapted model): an attribute, not state."""
 
     def __init__(self, count: int, prefix_tokens: int) -> None:
         super().__init__()
         self.count = count
         self.prefix_tokens = prefix_tokens
         self.enabled = True
+        self._fresh_at: tuple[int, ...] = ()
+        # The prompt outputs of the block that just ran, on their way to the next block's
+        # input (one forward at a time: a block recomputed out of order, as gradient
+        # checkpointing would, is not supported).
+        self._carried: torch.Tensor | None = None
 
     def tokens_for(self, position: int, hidden: torch.Tensor) -> torch.Tensor:
         """The tokens ``[1 or B, count, D]`` entering at block ``position``, whose input is
@@ -174,8 +177,9 @@ class InsertedTokens(nn.Module):
         raise NotImplementedError
 
     def install(self, site: TokenSite, positions: list[int]) -> None:
-        """Hook the tokens into ``site``'s blocks at ``positions`` (ascending)."""
-        first, *later = positions
+        """Hook the tokens into ``site``'s blocks: fresh at ``positions`` (ascending)."""
+        first = positions[0]
+        self._fresh_at = tuple(positions)
         if site.embeddings is not None:
             # A Hugging Face model builds its attention mask from the embeddings' output
             # length and the mask it is given: both must count the prompts.
@@ -183,18 +187,23 @@ class InsertedTokens(nn.Module):
                 raise ValueError("a Hugging Face encoder takes prompts after its embeddings")
             site.embeddings.register_forward_hook(self._insert_after_embeddings)
             site.mask_owner.register_forward_pre_hook(self._extend_mask, with_kwargs=True)
-        else:
-            site.blocks[first].register_forward_pre_hook(partial(self._insert, first))
-        for position in later:
-            site.blocks[position].register_forward_pre_hook(partial(self._replace, position))
-        site.blocks[-1].register_forward_hook(self._remove)
+        last = len(site.blocks) - 1
+        for index in range(first, last + 1):
+            if index > first or site.embeddings is None:
+                site.blocks[index].register_forward_pre_hook(partial(self._enter, index))
+            site.blocks[index].register_forward_hook(partial(self._leave, index == last))
 
     # The hooks: each returns None (nothing changed) while the tokens are switched off.
-    def _insert(self, position: int, _module: nn.Module, args: tuple) -> tuple | None:
+    def _enter(self, position: int, _module: nn.Module, args: tuple) -> tuple | None:
         if not self.enabled:
             return None
         hidden = args[0]
-        tokens = self.tokens_for(position, hidden)
+        if position in self._fresh_at:
+            tokens = self.tokens_for(position, hidden)
+        elif self._carried is not None:
+            tokens = self._carried
+        else:
+            raise RuntimeError(f"block {position} ran without the previous block's prompts")
         return (insert_tokens(hidden, tokens, self.prefix_tokens), *args[1:])
 
     def _insert_after_embeddings(self, _module: nn.Module, _args: tuple, output: Any) -> Any:
@@ -204,18 +213,13 @@ class InsertedTokens(nn.Module):
         return with_first(output, insert_tokens(hidden, self.tokens_for(0, hidden),
                                                 self.prefix_tokens))
 
-    def _replace(self, position: int, _module: nn.Module, args: tuple) -> tuple | None:
-        if not self.enabled:
-            return None
-        hidden = args[0]
-        return (replace_tokens(hidden, self.tokens_for(position, hidden), self.prefix_tokens),
-                *args[1:])
-
-    def _remove(self, _module: nn.Module, _args: tuple, output: Any) -> Any:
+    def _leave(self, last: bool, _module: nn.Module, _args: tuple, output: Any) -> Any:
         if not self.enabled:
             return None
         hidden = first_tensor(output)
-        return with_first(output, remove_tokens(hidden, self.prefix_tokens, self.count))
+        at = self.prefix_tokens
+        self._carried = None if last else hidden[:, at:at + self.count]
+        return with_first(output, remove_tokens(hidden, at, self.count))
 
     def _extend_mask(self, _module: nn.Module, args: tuple, kwargs: dict
                      ) -> tuple[tuple, dict] | None:
