@@ -245,13 +245,36 @@ class AdaloraStrategy(PeftStrategy):
             config.rank_pattern = pattern  # peft renames the pattern's keys while saving
 
     def load_final(self, model: nn.Module, run_dir: Path) -> None:
-        """The saved adapter's layers are cut to their kept ranks: resize to the saved rank
-        pattern, then load."""
-        from peft import set_peft_model_state_dict
+        """The saved adapter's layers are cut to their kept ranks (peft's compact form, which
+        peft alone loads by resizing the layers). Here they go back to full size, the dropped
+        triplets zero, as the trained model held them: resized layers compute the same values
+        in another summation order, a few 1e-5 apart after a deep network."""
+        pattern = self.saved_adapter_config(run_dir).get("rank_pattern")
+        tensors = self.final_tensors(run_dir)
+        if pattern:
+            tensors = expand_to_full_rank(tensors, pattern)
+        self.load_saved(model, tensors)
+        model.peft_config["default"].rank_pattern = pattern
 
-        model.peft_config["default"].rank_pattern = (
-            self.saved_adapter_config(run_dir).get("rank_pattern"))
-        result = set_peft_model_state_dict(model, self.final_tensors(run_dir))
-        if result.unexpected_keys:
-            raise AdaptlabError(f"strategy 'adalora': saved tensors this adapter lacks, e.g. "
-                                f"{result.unexpected_keys[0]!r}")
+
+def expand_to_full_rank(tensors: dict[str, torch.Tensor],
+                        pattern: dict[str, list[bool]]) -> dict[str, torch.Tensor]:
+    """peft's compact AdaLoRA tensors (``base_model.model.<layer>.lora_{A,B,E}``, only the
+    kept triplets) put back at their ranks in full-size tensors, zero elsewhere."""
+    out = dict(tensors)
+    for name, kept in pattern.items():
+        layer = name.split(".lora_E")[0]
+        mask = torch.tensor(kept, dtype=torch.bool)
+        for part in ("lora_A", "lora_E", "lora_B"):
+            key = f"base_model.model.{layer}.{part}"
+            if key not in tensors:
+                raise AdaptlabError(f"strategy 'adalora': the saved adapter lacks {key!r}")
+            saved = tensors[key]
+            if part == "lora_B":
+                full = saved.new_zeros(saved.shape[0], len(kept))
+                full[:, mask] = saved
+            else:
+                full = saved.new_zeros(len(kept), *saved.shape[1:])
+                full[mask] = saved
+            out[key] = full
+    return out
