@@ -167,6 +167,10 @@ def test_idpt_counts_its_edgeconv_generator(points):
     x = _inputs("points")
     with torch.no_grad():
         assert not torch.allclose(prompted(x), frozen(x))  # the prompt reaches the output
+        # Per-point features (what segmentation reads) keep their shape and see the prompt.
+        features = prompted.backbone.forward_features(x)
+        assert features.shape == frozen.backbone.forward_features(x).shape
+        assert not torch.allclose(features, frozen.backbone.forward_features(x))
     # One instance-aware prompt before the last block: the blocks below see no extra token.
     seen = []
     for block in prompted.backbone.blocks:
