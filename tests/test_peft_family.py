@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -207,6 +206,32 @@ def test_loha_on_a_cnn_counts_convs_batchnorms_and_head(cnn_weights, tmp_path):
     assert torch.allclose(_logits(reloaded, batch), expected_logits, atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["lora", "ia3", "lokr", "oft", "adalora"])
+def test_conv_methods_reload_and_merge_on_a_cnn(method, cnn_weights, tmp_path):
+    options = {"block_size": 4} if method == "oft" else {}
+    strategy = get_strategy_class(method).from_options(options)
+    model, layer_map = fresh_cnn(cnn_weights)
+    if method == "oft":  # peft 0.21's OFT is exact on 1x1 convolutions only (see oft.py)
+        modules = dict(model.named_modules())
+        targets = strategy.plan(model, layer_map)["target_modules"]
+        assert targets and all(modules[t].kernel_size == (1, 1) for t in targets)
+    trained = strategy.setup(model, layer_map)
+    batch = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():  # every method starts as the pre-trained model
+        assert torch.allclose(_logits(trained, batch), _logits(fresh_cnn(cnn_weights)[0], batch),
+                              atol=1e-5)
+    _train_a_little(trained)
+    expected = _logits(trained, batch)
+    strategy.save_final(trained, tmp_path)
+    again = get_strategy_class(method).from_options(options)
+    reloaded = again.apply(*fresh_cnn(cnn_weights))
+    again.load_final(reloaded, tmp_path)
+    assert torch.allclose(_logits(reloaded, batch), expected, atol=1e-5)
+    plain, _ = fresh_cnn(cnn_weights)
+    plain.load_state_dict(strategy.merged_state_dict(trained))
+    assert torch.allclose(_logits(plain, batch), expected, atol=1e-4)
+
+
 def test_vera_is_refused_on_a_cnn_in_one_line(cnn_weights):
     from adaptlab.strategies.applicability import applicable_strategies
 
@@ -257,67 +282,97 @@ def test_cli_domains_lists_each_strategy_for_a_backbone(capsys):
     assert "strategies_for_backbone" not in json.loads(capsys.readouterr().out)
 
 
-def _adalora_config(data: Path, out: Path):
-    from adaptlab.config import RunConfig
-
-    return RunConfig(domain="wildlife", data=str(data), strategy="adalora", out=str(out),
-                     device="cpu", epochs=2, image_size=32, batch_size=2, lr=3e-3,
-                     strategy_options={"r": 4, "target_r": 2})
-
-
-def _run(config, stop_at=None, resume=False):
-    from adaptlab.run import run
-
-    holder = {}
-
-    def watch(event):
-        if stop_at and event["event"] == "step" and event["global_step"] == stop_at:
-            holder["trainer"].request_stop()
-
-    result = run(config, resume=resume, progress=False, subscribers=[watch],
-                 on_trainer=lambda trainer: holder.setdefault("trainer", trainer))
-    return result, holder["trainer"]
+def _adalora_steps(strategy, model, optimizer, batches) -> None:
+    """Optimizer steps as the engine orders them around AdaLoRA's hooks."""
+    for batch in batches:
+        model.train()
+        model(batch).logsumexp(1).mean().backward()
+        strategy.update_sensitivity()
+        optimizer.step()
+        optimizer.zero_grad()
+        strategy.allocate()
 
 
-def test_adalora_ranks_survive_resume_and_reload(tmp_path):
+def _adalora_model(weights, total_steps):
+    strategy = get_strategy_class("adalora").from_options(
+        {"r": 4, "target_r": 2, "warmup_fraction": 0.0, "final_fraction": 0.25})
+    model = strategy.setup(*fresh_vit(weights))
+    strategy.set_total_steps(total_steps)
+    params = [p for _, p in sorted(model.named_parameters()) if p.requires_grad]
+    return strategy, model, torch.optim.AdamW(params, lr=1e-2)
+
+
+def test_adalora_rank_state_survives_a_resume(vit_weights):
+    generator = torch.Generator().manual_seed(5)
+    batches = [torch.randn(2, 3, 160, 160, generator=generator) for _ in range(8)]
+    strategy, model, optimizer = _adalora_model(vit_weights, len(batches))
+    _adalora_steps(strategy, model, optimizer, batches)
+    ranks = strategy.ranks()
+    assert len(ranks) == 24 and sum(ranks.values()) <= 2 * 24  # cut from 4 to 2 on average
+
+    # Stopped after 3 steps: what a checkpoint keeps (JSON state, tensor state, declared
+    # tensors, optimizer), into a new strategy and model, then the remaining steps.
+    first, model_a, optimizer_a = _adalora_model(vit_weights, len(batches))
+    _adalora_steps(first, model_a, optimizer_a, batches[:3])
+    state = json.loads(json.dumps(first.state_dict()))
+    tensors, weights = first.tensor_state(), first.saved_tensors(model_a)
+    assert tensors and all(key.split("/")[0] in ("ipt", "exp_avg_ipt", "exp_avg_unc")
+                           for key in tensors)
+    second, model_b, optimizer_b = _adalora_model(vit_weights, len(batches))
+    second.load_state_dict(state)
+    second.load_tensor_state(tensors)
+    second.load_saved(model_b, weights)
+    optimizer_b.load_state_dict(optimizer_a.state_dict())
+    _adalora_steps(second, model_b, optimizer_b, batches[3:])
+    assert second.ranks() == ranks
+    resumed, uninterrupted = second.saved_tensors(model_b), strategy.saved_tensors(model)
+    assert resumed.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        assert torch.equal(resumed[name], tensor), name
+
+
+def test_adalora_run_resumes_saves_its_ranks_and_reloads_to_them(tmp_path):
     from conftest import write_colour_folder  # noqa: I001 - the tests' own helper module
     from safetensors.torch import load_file
 
+    from adaptlab.config import RunConfig
+    from adaptlab.run import run
     from adaptlab.run_loading import load_run
 
-    colour_folder = write_colour_folder(tmp_path / "data", per_class=4)
+    data = write_colour_folder(tmp_path / "data", per_class=4)
+    out = tmp_path / "adalora"
+    holder = {}
 
-    reference, trainer = _run(_adalora_config(colour_folder, tmp_path / "ref"))
-    steps = reference.costs["optimizer_steps"]
-    assert steps >= 4
-    pattern = trainer.strategy.ranks()
-    layers = len(pattern)
-    assert layers > 0
-    # The budget fell from r=4 to at most target_r=2 per layer on average.
-    assert sum(pattern.values()) <= 2 * layers < 4 * layers
-    config = json.loads((reference.run_dir / "adapter" / "adapter_config.json").read_text())
-    kept = {name: sum(mask) for name, mask in config["rank_pattern"].items()}
-    assert sorted(kept.values()) == sorted(pattern.values())
+    def stop_at_step_3(event):
+        if event["event"] == "step" and event["global_step"] == 3:
+            holder["trainer"].request_stop()
 
-    # Stopped mid-run and resumed: the same ranks and the same final weights.
-    _run(_adalora_config(colour_folder, tmp_path / "stopped"), stop_at=steps // 2 + 1)
-    from adaptlab.config import RunConfig
+    config = RunConfig(domain="wildlife", data=str(data), strategy="adalora", out=str(out),
+                       device="cpu", epochs=2, image_size=32, batch_size=2, lr=3e-3,
+                       strategy_options={"r": 4, "target_r": 2})
+    run(config, progress=False, subscribers=[stop_at_step_3],
+        on_trainer=lambda trainer: holder.setdefault("trainer", trainer))
+    checkpoints = out / "checkpoints"
+    checkpoint = checkpoints / (checkpoints / "latest").read_text().strip()
+    state = json.loads((checkpoint / "state.json").read_text())["strategy"]
+    assert state["optimizer_steps"] == 3 and state["rank_pattern"]  # ranks cut from step 1
+    assert any(k.startswith("exp_avg_ipt/")
+               for k in load_file(str(checkpoint / "strategy.safetensors")))
 
-    resumed, resumed_trainer = _run(RunConfig(domain="wildlife", out=str(tmp_path / "stopped")),
-                                    resume=True)
-    assert resumed_trainer.strategy.ranks() == pattern
-    final = load_file(str(reference.run_dir / "adapter" / "adapter_model.safetensors"))
-    again = load_file(str(resumed.run_dir / "adapter" / "adapter_model.safetensors"))
-    assert final.keys() == again.keys()
-    for name in final:
-        assert torch.equal(final[name], again[name]), name
-
+    resumed = run(RunConfig(domain="wildlife", out=str(out)), resume=True, progress=False,
+                  on_trainer=lambda trainer: holder.__setitem__("trainer", trainer))
+    strategy = holder["trainer"].strategy
+    assert strategy.optimizer_steps == resumed.costs["optimizer_steps"]
+    ranks = strategy.ranks()
+    assert 0 < sum(ranks.values()) <= 2 * len(ranks)
+    saved = json.loads((out / "adapter" / "adapter_config.json").read_text())["rank_pattern"]
+    assert sorted(sum(kept) for kept in saved.values()) == sorted(ranks.values())
     # The reload (whose round trip the run checked) keeps the same ranks: the dropped
     # singular values are exactly zero.
-    loaded = load_run(reference.run_dir, device="cpu", with_data=False)
-    ranks = {name.rsplit(".lora_E", 1)[0]: int((param != 0).sum())
-             for name, param in loaded.model.named_parameters() if ".lora_E." in name}
-    assert sorted(ranks.values()) == sorted(pattern.values())
+    loaded = load_run(out, device="cpu", with_data=False)
+    reloaded = {name: int((param != 0).sum()) for name, param in
+                loaded.model.named_parameters() if ".lora_E." in name}
+    assert sorted(reloaded.values()) == sorted(ranks.values())
 
 
 def test_vera_run_is_refused_before_its_folder_exists(tmp_path, colour_folder):

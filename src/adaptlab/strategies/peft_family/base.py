@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -64,15 +64,16 @@ def block_entries(layer_map: LayerMap) -> list[str]:
 
 
 def derive_targets(model: nn.Module, layer_map: LayerMap,
-                   layer_types: tuple[type, ...] | None = None) -> list[str]:
+                   layer_types: tuple[type, ...] | None = None,
+                   accepts: Callable[[nn.Module], bool] | None = None) -> list[str]:
     """Every layer of ``layer_types`` (default: LoRA's) inside the backbone's blocks and
-    neck."""
+    neck; ``accepts`` narrows further (a method's own limits)."""
     if layer_types is None:
         from adaptlab.strategies.peft_family.lora import LORA_LAYER_TYPES
 
         layer_types = LORA_LAYER_TYPES
     return sorted({name for name, module in modules_under(model, block_entries(layer_map))
-                   if wrappable(module, layer_types)})
+                   if wrappable(module, layer_types) and (accepts is None or accepts(module))})
 
 
 def block_layer_types(model: nn.Module, layer_map: LayerMap) -> list[str]:
@@ -102,7 +103,8 @@ def methods_that_apply(model: nn.Module, layer_map: LayerMap) -> list[str]:
     from adaptlab.strategies.registry import get_strategy_class
 
     return [name for name in PEFT_METHODS
-            if derive_targets(model, layer_map, get_strategy_class(name).layer_types)]
+            if derive_targets(model, layer_map, get_strategy_class(name).layer_types,
+                              get_strategy_class(name).accepts)]
 
 
 def refusal(method: str, layer_types_text: str, model: nn.Module, layer_map: LayerMap) -> str:
@@ -123,6 +125,12 @@ class PeftStrategy(Strategy):
     base_untouched: ClassVar[bool] = True
 
     @classmethod
+    def accepts(cls, module: nn.Module) -> bool:
+        """A method's limit beyond the layer type (override; ``module`` is of a type in
+        ``layer_types``)."""
+        return True
+
+    @classmethod
     def layer_types_text(cls) -> str:
         names = [t.__name__ for t in cls.layer_types]
         conv = " (convolutions with groups=1)" if any(issubclass(t, _CONVS)
@@ -133,7 +141,7 @@ class PeftStrategy(Strategy):
     def plan(self, model: nn.Module, layer_map: LayerMap) -> dict[str, list[str]]:
         """The adapter plan: which modules the method wraps and which are saved whole."""
         if self.config.targets == "auto":
-            targets = derive_targets(model, layer_map, self.layer_types)
+            targets = derive_targets(model, layer_map, self.layer_types, self.accepts)
             if not targets:
                 raise AdaptlabError(refusal(self.name, self.layer_types_text(), model,
                                             layer_map))
@@ -165,7 +173,8 @@ class PeftStrategy(Strategy):
             if target not in modules:
                 raise AdaptlabError(f"strategy {self.name!r}: target {target!r} is not a module "
                                     "of this model")
-            if not wrappable(modules[target], self.layer_types):
+            if not (wrappable(modules[target], self.layer_types)
+                    and self.accepts(modules[target])):
                 raise AdaptlabError(
                     f"strategy {self.name!r}: target {target!r} is a "
                     f"{type(modules[target]).__name__}; {self.name} wraps "

@@ -30,6 +30,18 @@ class OftStrategy(PeftStrategy):
     # peft 0.21's OFT dispatch: Linear, Conv2d, Embedding.
     layer_types = (nn.Linear, nn.Conv2d, nn.Embedding)
 
+    @classmethod
+    def accepts(cls, module: nn.Module) -> bool:
+        # peft 0.21's OFT rotates a Conv2d's input patches through unfold / fold, and fold
+        # sums overlapping patches: for a kernel larger than 1x1 even the identity rotation
+        # changes the output (measured: up to 5 on a 3x3 conv at initialisation). 1x1 kernels
+        # do not overlap, so only those are wrapped.
+        return not isinstance(module, nn.Conv2d) or tuple(module.kernel_size) == (1, 1)
+
+    @classmethod
+    def layer_types_text(cls) -> str:
+        return "Linear, Conv2d (1x1 kernels, groups=1) and Embedding layers"
+
     def method_config(self, model: nn.Module, plan: dict[str, list[str]]):
         from peft import OFTConfig
 
