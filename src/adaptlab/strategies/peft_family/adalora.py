@@ -100,6 +100,8 @@ class AdaloraStrategy(PeftStrategy):
                    "layers that matter while training")
     # peft 0.21's AdaLoRA dispatch: Linear, Conv2d (and transformers' Conv1D).
     layer_types = (nn.Linear, nn.Conv2d)
+    default_lr = 1e-3  # the AdaLoRA paper's GLUE rates are 5e-4 .. 1.2e-3
+    lr_range = (1e-5, 5e-2)
 
     def __init__(self, config: AdaloraStrategyConfig) -> None:
         super().__init__(config)

@@ -44,6 +44,8 @@ class Ia3Strategy(PeftStrategy):
                    "BatchNorm saved")
     # peft 0.21's IA3 dispatch: Linear, Conv2d, Conv3d (and transformers' Conv1D).
     layer_types = (nn.Linear, nn.Conv2d, nn.Conv3d)
+    default_lr = 3e-3  # T-Few, the (IA)^3 paper's recipe
+    lr_range = (1e-4, 1e-1)
 
     def method_config(self, model: nn.Module, plan: dict[str, list[str]]):
         from peft import IA3Config

@@ -27,6 +27,8 @@ class LohaStrategy(PeftStrategy):
     description = "low-rank Hadamard product adapters (peft) on the blocks; head and BatchNorm saved"
     # peft 0.21's LoHa dispatch: Linear, Conv1d, Conv2d.
     layer_types = (nn.Linear, nn.Conv1d, nn.Conv2d)
+    default_lr = 1e-3  # LyCORIS's usual range is 1e-4 .. 1e-3
+    lr_range = (1e-5, 5e-2)
 
     def method_config(self, model: nn.Module, plan: dict[str, list[str]]):
         from peft import LoHaConfig

@@ -29,6 +29,8 @@ class LokrStrategy(PeftStrategy):
     description = "Kronecker-product adapters (peft) on the blocks; head and BatchNorm saved"
     # peft 0.21's LoKr dispatch: Linear, Conv1d, Conv2d.
     layer_types = (nn.Linear, nn.Conv1d, nn.Conv2d)
+    default_lr = 1e-3  # LyCORIS's usual range is 1e-4 .. 1e-3
+    lr_range = (1e-5, 5e-2)
 
     def method_config(self, model: nn.Module, plan: dict[str, list[str]]):
         from peft import LoKrConfig

@@ -47,6 +47,10 @@ class LoraStrategy(PeftStrategy):
     config_class = LoraStrategyConfig
     description = "low-rank adapters (peft) on the backbone's blocks; head and BatchNorm saved"
     layer_types = LORA_LAYER_TYPES
+    # Adapters from zero beside frozen weights train at rates far above full fine-tuning's
+    # (LoRA and its vision follow-ups use 1e-4 .. 5e-3).
+    default_lr = 1e-3
+    lr_range = (1e-5, 5e-2)
 
     def __init__(self, config: LoraStrategyConfig) -> None:
         super().__init__(config)

@@ -29,6 +29,8 @@ class OftStrategy(PeftStrategy):
     description = "orthogonal fine-tuning (peft): block-diagonal rotations of the blocks' weights"
     # peft 0.21's OFT dispatch: Linear, Conv2d, Embedding.
     layer_types = (nn.Linear, nn.Conv2d, nn.Embedding)
+    default_lr = 1e-3  # rotations from the identity, trained like other adapters
+    lr_range = (1e-5, 5e-2)
 
     @classmethod
     def accepts(cls, module: nn.Module) -> bool:

@@ -35,6 +35,9 @@ class VeraStrategy(PeftStrategy):
     description = "VeRA (peft): shared frozen random projections, trained scaling vectors"
     # peft 0.21's VeRA dispatch: Linear (and transformers' Conv1D) only.
     layer_types = (nn.Linear,)
+    # Scaling vectors only: the VeRA paper trains them at 1e-2 .. 4e-2.
+    default_lr = 1e-2
+    lr_range = (1e-4, 1e-1)
 
     def method_config(self, model: nn.Module, plan: dict[str, list[str]]):
         from peft import VeraConfig
