@@ -232,6 +232,33 @@ def test_conv_methods_reload_and_merge_on_a_cnn(method, cnn_weights, tmp_path):
     assert torch.allclose(_logits(plain, batch), expected, atol=1e-4)
 
 
+def test_oft_on_dgcnn_edge_features(tmp_path):
+    """DGCNN's Linear layers read 4-D edge features, which peft 0.21's OFT takes for a
+    convolution's input; the strategy rotates them on their last dimension."""
+    from adaptlab.backbones.point_nets import dgcnn
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_model(dgcnn({}), CLASSES)
+
+    points = torch.randn(2, 128, 3, generator=torch.Generator().manual_seed(6))
+    pretrained = _logits(fresh()[0], points)
+    strategy = get_strategy_class("oft").from_options({"block_size": 4})
+    trained = strategy.setup(*fresh())
+    assert torch.allclose(_logits(trained, points), pretrained, atol=1e-5)
+    _train_a_little(trained)
+    expected = _logits(trained, points)
+    assert not torch.allclose(expected, pretrained, atol=1e-3)
+    strategy.save_final(trained, tmp_path)
+    again = get_strategy_class("oft").from_options({"block_size": 4})
+    reloaded = again.apply(*fresh())
+    again.load_final(reloaded, tmp_path)
+    assert torch.allclose(_logits(reloaded, points), expected, atol=1e-5)
+    plain, _ = fresh()
+    plain.load_state_dict(strategy.merged_state_dict(trained))
+    assert torch.allclose(_logits(plain, points), expected, atol=1e-4)
+
+
 def test_vera_is_refused_on_a_cnn_in_one_line(cnn_weights):
     from adaptlab.strategies.applicability import applicable_strategies
 

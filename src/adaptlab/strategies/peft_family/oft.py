@@ -44,6 +44,11 @@ class OftStrategy(PeftStrategy):
     def layer_types_text(cls) -> str:
         return "Linear, Conv2d (1x1 kernels, groups=1) and Embedding layers"
 
+    def apply(self, model: nn.Module, layer_map) -> nn.Module:
+        model = super().apply(model, layer_map)
+        flatten_linear_inputs(model)
+        return model
+
     def method_config(self, model: nn.Module, plan: dict[str, list[str]]):
         from peft import OFTConfig
 
@@ -51,3 +56,23 @@ class OftStrategy(PeftStrategy):
                          module_dropout=self.config.dropout,
                          target_modules=plan["target_modules"],
                          modules_to_save=plan["modules_to_save"])
+
+
+def flatten_linear_inputs(model: nn.Module) -> None:
+    """peft 0.21's OFT rotation takes any 4-D input for a convolution's (it unfolds it into
+    patches), so a Linear layer fed [batch, points, neighbours, channels] (DGCNN's edge
+    features) fails. A Linear layer's rotation acts on the last dimension alone: give it the
+    input flattened to 2-D and restore the shape after."""
+    from peft.tuners.oft.layer import Linear as OftLinear
+
+    for module in model.modules():
+        if isinstance(module, OftLinear):
+            for rotation in module.oft_R.values():
+                rotation.forward = _on_last_dimension(rotation.forward)
+
+
+def _on_last_dimension(rotate):
+    def forward(x):
+        return rotate(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+    return forward
