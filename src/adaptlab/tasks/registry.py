@@ -28,6 +28,7 @@ TASKS: LazyRegistry = LazyRegistry("task", ENTRY_POINT_GROUP, {
     "field-regression": "adaptlab.tasks.field_regression",
     "retrieval": "adaptlab.tasks.retrieval",
     "forecasting": "adaptlab.tasks.forecasting",
+    "generation": "adaptlab.tasks.generation",
 })
 
 

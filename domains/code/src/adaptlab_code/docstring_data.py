@@ -55,10 +55,11 @@ def functions_by_split(seed: int) -> dict[str, list[dict]]:
             for split, names in modules.items()}
 
 
-def pretraining_docstrings(seed: int) -> list[str]:
-    """The full docstrings (whitespace collapsed) of the training modules' functions: the
+def pretraining_docstrings(seed: int) -> list[tuple[str, str]]:
+    """``(function name in words, full docstring)`` of the training modules' functions: the
     text the plugin's language model learns from, none of it from validation or test."""
-    return [" ".join(r["docstring"].split()) for r in functions_by_split(seed)["train"]]
+    return [(r["name"].replace("_", " ").strip(), " ".join(r["docstring"].split()))
+            for r in functions_by_split(seed)["train"]]
 
 
 def load_docstring_generation(options: dict) -> SplitDataset:
