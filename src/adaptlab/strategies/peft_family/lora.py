@@ -48,8 +48,10 @@ class LoraStrategy(PeftStrategy):
     description = "low-rank adapters (peft) on the backbone's blocks; head and BatchNorm saved"
     layer_types = LORA_LAYER_TYPES
     # Adapters from zero beside frozen weights train at rates far above full fine-tuning's
-    # (LoRA and its vision follow-ups use 1e-4 .. 5e-3).
-    default_lr = 1e-3
+    # (LoRA and its vision follow-ups use 1e-4 .. 5e-3). 3e-3 against 1e-3 on the code demo
+    # (MiniLM, 256 training samples, 3 epochs, seed 0): validation accuracy 0.435 against
+    # 0.247; the demos' benchmarks ran LoRA at 3e-3 on four of six domains.
+    default_lr = 3e-3
     lr_range = (1e-5, 5e-2)
 
     def __init__(self, config: LoraStrategyConfig) -> None:
