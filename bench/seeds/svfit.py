@@ -24,9 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from report import machine, write_section  # noqa: E402
 
 KINDS = ("parameters", "gradients", "optimizer", "activations")
-# Learning rates per domain: LoRA's and head-only's as in bench/seeds/memory_efficient.py for
-# the code demo, the wildlife recipe's 3e-3 for the photos; SVFit's is its own default_lr.
-LR = {"code": {"lora": 1e-3, "head": 3e-2}, "wildlife": {"lora": 3e-3, "head": 3e-3}}
 METRICS = {"classification": "accuracy", "segmentation": "miou"}
 # What marks a trained tensor as the adapter's own (not the head's, not a norm layer's).
 ADAPTER_MARKS = {"svfit": "singular_values", "lora": "lora_", "head": None}
@@ -76,6 +73,7 @@ def variants(args, targets: list[str]) -> list[tuple[str, str, dict, float]]:
 def main() -> None:
     from adaptlab.plugins.registry import get_domain
     from adaptlab.run import config_for, run
+    from adaptlab.strategies.registry import get_strategy_class
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--domain", default="code", choices=("code", "wildlife"))
@@ -86,10 +84,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--energy", type=float, default=0.99)
     parser.add_argument("--lora-r", type=int, default=8)
-    parser.add_argument("--lora-lr", type=float, default=None, help="default: LR's")
-    parser.add_argument("--svfit-lr", type=float, default=None,
-                        help="default: svfit's own default_lr")
-    parser.add_argument("--head-lr", type=float, default=None, help="default: LR's")
+    parser.add_argument("--lora-lr", type=float, default=None, help="default: lora's own")
+    parser.add_argument("--svfit-lr", type=float, default=None, help="default: svfit's own")
+    parser.add_argument("--head-lr", type=float, default=None, help="default: head's own")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", nargs="+", default=None, help="strategies to run")
     parser.add_argument("--print-only", action="store_true",
@@ -98,12 +95,10 @@ def main() -> None:
     domain = get_domain(args.domain)
     dataset = domain.dataset(domain.default_dataset)
     backbone = dataset.backbone or domain.default_backbone
-    if args.svfit_lr is None:
-        from adaptlab.strategies.registry import get_strategy_class
-
-        args.svfit_lr = get_strategy_class("svfit").default_lr
-    args.lora_lr = args.lora_lr or LR[args.domain]["lora"]
-    args.head_lr = args.head_lr or LR[args.domain]["head"]
+    # Every method at its own default rate (the issue: each strategy with its defaults).
+    args.svfit_lr = args.svfit_lr or get_strategy_class("svfit").default_lr
+    args.lora_lr = args.lora_lr or get_strategy_class("lora").default_lr
+    args.head_lr = args.head_lr or get_strategy_class("head").default_lr
     training = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
                                   "train_samples": args.train_samples,
                                   "image_size": args.image_size}.items() if v is not None}

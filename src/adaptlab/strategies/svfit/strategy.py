@@ -102,7 +102,7 @@ class SingularValueFineTuning(Strategy):
                    "energy), singular vectors and residual frozen; head and BatchNorm saved")
     # AdamW moves each singular value by about lr per step, and the values it moves are of
     # order 0.5 to 10 (MiniLM's: median 0.5-1.9, largest 2.5-11 per matrix), so the rate is
-    # set above LoRA's 1e-3, whose B matrix starts at zero. Not tuned further.
+    # set above the 1e-3 of strategies that move weights of order 0.01. Not tuned further.
     default_lr = 5e-3
     lr_range = (1e-4, 5e-2)
 
