@@ -40,16 +40,15 @@ def _planted_samples(names: list[str]) -> list:
 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory) -> Path:
-    """A one-layer docstring LM pre-trained on the planted summaries (every colour equally
+    """A two-layer docstring LM pre-trained on the planted summaries (every colour equally
     often) behind their colour as context, cached under the user cache like the demo's."""
     from adaptlab_code.docstring_lm import DocstringLmSettings, cached_docstring_lm
 
     # contexts of 1 to 3 words, so the summary's start is not tied to one position
     texts = [(context, f"Paint the canvas {colour}.") for colour in COLOURS
              for context in (colour, f"in {colour}", f"all in {colour}")] * 4
-    settings = DocstringLmSettings(layers=1, width=32, heads=2, max_tokens=16,
-                                   epochs=60,
-                                   batch_size=8, lr=1e-2)
+    settings = DocstringLmSettings(layers=2, width=64, heads=4, max_tokens=16, epochs=100,
+                                   batch_size=8, lr=5e-3)
     return cached_docstring_lm(settings, texts, log=lambda _: None)
 
 
@@ -112,9 +111,9 @@ def test_bridge_learns_what_the_lm_alone_cannot(planted, minilm_backbone):
     model.bridge = None
     lm_alone = task.evaluate(model, train)
     model.bridge = alone
-    optimizer = torch.optim.AdamW(model.bridge.parameters(), lr=1e-2)
+    optimizer = torch.optim.AdamW(model.bridge.parameters(), lr=3e-2)
     torch.manual_seed(0)
-    for _ in range(60):
+    for _ in range(40):
         model.train()
         strategy.train_mode(model)
         for batch, labels in train:
@@ -130,16 +129,19 @@ def test_bridge_learns_what_the_lm_alone_cannot(planted, minilm_backbone):
 
 
 def test_run_saves_only_the_bridge_and_reloads(planted, minilm_backbone, tmp_path):
+    from adaptlab.assembly import complete_config
     from adaptlab.plugins.registry import get_domain
     from adaptlab.run import config_for
     from adaptlab.run_loading import load_run
     from adaptlab.session import TrainingSession
 
     run_dir = tmp_path / "run"
-    config = config_for("code", dataset="docstring-generation", strategy="bridge",
-                        out=str(run_dir), epochs=1, batch_size=8, lr=1e-2, device="cpu")
+    domain = get_domain("code")
+    config = complete_config(config_for("code", dataset="docstring-generation",
+                                        strategy="bridge", out=str(run_dir), epochs=1,
+                                        batch_size=8, lr=1e-2, device="cpu"), domain)
     strategy = get_strategy_class("bridge").from_options({})
-    TrainingSession(config, get_domain("code"), planted, minilm_backbone, strategy).execute(
+    TrainingSession(config, domain, planted, minilm_backbone, strategy).execute(
         run_dir, resume=False, subscribers=(), progress=False)
     assert set(load_file(str(run_dir / "weights.safetensors"))) == {
         "bridge.projection.weight", "bridge.projection.bias", "bridge.soft_token"}
