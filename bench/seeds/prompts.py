@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -172,6 +173,8 @@ def _section(args, dataset, measured: dict, metrics: tuple[str, str],
             f"{config['train_samples'] or 'all'}, seeds {args.seeds}"
             + (f"; every run starts from one source run (`{dataset.source_dataset}`, `full`, "
                "seed 0)" if source else "")
+            # s/epoch on a shared CPU follows the machine's load: say what it was.
+            + f"; 1-minute load average {os.getloadavg()[0]:.1f} when written"
             + ". Each row trains at its strategy's own default learning rate (lr column). "
             "*trainable* is what trains (prompt modules and the task head) with its share of "
             "all the adapted model's parameters; memory in MiB is the cost meter's peak over "
