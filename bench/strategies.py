@@ -7,11 +7,18 @@ weights to adapt: every strategy there starts from the demo's source run (traine
 ``full``, and shared), as in the seed papers' "pre-train on the source, then adapt".
 
     python bench/strategies.py [--domain wildlife] [--seeds 0 1 2] [--device cpu]
+
+``--every`` instead runs every registered strategy that applies to the domain's backbone,
+each at its own defaults (learning rate and options unset, as a user who picks it gets them),
+and checks issue 17's floor: each at least matches head-only at its defaults.
+
+    python bench/strategies.py --domain code --every --epochs 3 --train-samples 256
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -83,6 +90,19 @@ def _source_run(domain: str, dataset, device: str, tmp: Path) -> str:
     return str(ensure_source_run(config, tmp / "cache", progress=False).run_dir)
 
 
+def every_applicable(domain, dataset) -> dict[str, dict]:
+    """Every strategy that applies to the dataset's backbone, head first, unset options."""
+    from adaptlab.plugins.spec import resolve_reference
+    from adaptlab.strategies.applicability import backbone_applicability
+
+    spec = domain.backbone(dataset.backbone or domain.default_backbone)
+    verdicts = backbone_applicability(resolve_reference(spec.builder)(dict(spec.options)))
+    # bridge joins an encoder to a language model: the generation task's strategy only.
+    names = [n for n, reason in verdicts.items() if reason is None and n != "bridge"]
+    names.sort(key=lambda n: n != "head")
+    return {name: {"lr": None, "strategy_options": {}} for name in names}
+
+
 def main() -> None:
     from adaptlab.plugins.registry import get_domain
     from adaptlab.run import config_for, run
@@ -96,12 +116,19 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--strategies", nargs="+", default=None,
                         help="a subset of the domain's strategies (default: all)")
+    parser.add_argument("--every", action="store_true",
+                        help="every strategy that applies to the backbone, at its defaults")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--train-samples", type=int, default=None)
     args = parser.parse_args()
     domain = get_domain(args.domain)
     dataset = domain.dataset(args.dataset or domain.default_dataset)
-    table = STRATEGIES.get(f"{args.domain}:{dataset.name}") or STRATEGIES[args.domain]
+    table = every_applicable(domain, dataset) if args.every else \
+        STRATEGIES.get(f"{args.domain}:{dataset.name}") or STRATEGIES[args.domain]
+    limits = {k: v for k, v in (("epochs", args.epochs),
+                                 ("train_samples", args.train_samples)) if v is not None}
 
-    rows, baselines = [], {}
+    rows, baselines, means, rates = [], {}, {}, {}
     method = ""
     with tempfile.TemporaryDirectory() as tmp:
         source = _source_run(args.domain, dataset, args.device, Path(tmp)) \
@@ -115,7 +142,7 @@ def main() -> None:
                                     device=args.device,
                                     lr=settings["lr"],
                                     strategy_options=settings["strategy_options"],
-                                    init_from=source,
+                                    init_from=source, **limits,
                                     out=str(Path(tmp) / f"{name}-{seed}"))
                 result = run(config, progress=False)
                 test = result.metrics["final"]["test"]
@@ -123,6 +150,7 @@ def main() -> None:
                 accs.append(test[first])
                 f1s.append(test[second])
                 seconds.append(result.costs["seconds_per_epoch"])
+                rates[name] = json.loads((result.run_dir / "config.json").read_text())["lr"]
                 costs = result.costs
                 method = result.metrics["baseline_method"]
                 if not baselines:
@@ -133,8 +161,10 @@ def main() -> None:
                         baselines[ref].append(value["test"][first])
                 print(f"{name} seed {seed}: test {first} {test[first]:.3f}", flush=True)
             memory = costs["memory_bytes"]
+            means[name] = statistics.mean(accs)
             rows.append(
-                f"| {name} | {costs['trainable_params']:,} ({costs['trainable_percent']:.2f} %) | "
+                f"| {name} |" + (f" {rates[name]:g} |" if args.every else "")
+                + f" {costs['trainable_params']:,} ({costs['trainable_percent']:.2f} %) | "
                 f"{mib(memory['parameters'])} | {mib(memory['gradients'])} | "
                 f"{mib(memory['optimizer'])} | {mib(memory['activations'])} | "
                 f"{mib(memory['peak_cuda'])} | {statistics.median(seconds):.2f} | "
@@ -157,15 +187,36 @@ def main() -> None:
             + f"{first} is mean ± sd over seeds on the held-out test split "
             f"({'lower' if lower else 'higher'} is better). Memory in MiB: activations are the "
             f"bytes autograd saved for one batch of {config.batch_size}.\n\n"
-            "| strategy | trainable params | params | grads | optimizer | activations | "
+            + ("Every strategy that applies to the backbone, each at its own defaults (the lr "
+               "column: its default learning rate, or the domain's rate for its default "
+               "strategy; options unset). " if args.every else "")
+            + "\n\n| strategy |" + (" lr |" if args.every else "")
+            + " trainable params | params | grads | optimizer | activations | "
             f"CUDA peak | s/epoch | test {first} | test {second} |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            + "|---" * (11 if args.every else 10) + "|\n" + "\n".join(rows) + "\n\n"
             f"Unadapted baseline (`baseline`: {method}) test {first} "
             f"{mean(baselines['baseline'])}" + "".join(
                 f"; `{ref}` {mean(values)}" for ref, values in baselines.items()
-                if ref != "baseline") + ".\n")
+                if ref != "baseline") + ".\n" + (floor(means, lower) if args.every else ""))
     suffix = "" if dataset.name == domain.default_dataset else f"-{dataset.name}"
-    write_section(f"strategies-{args.domain}{suffix}-{args.device}", body)
+    kind = "every-strategy" if args.every else "strategies"
+    if args.every:
+        body = body.replace("## Strategies on", "## Every strategy at its defaults on", 1)
+    write_section(f"{kind}-{args.domain}{suffix}-{args.device}", body)
+
+
+def floor(means: dict[str, float], lower: bool) -> str:
+    """Issue 17's floor: each strategy at its defaults at least matches head-only's metric."""
+    if "head" not in means:
+        return ""
+    sign = -1 if lower else 1
+    verdicts = [f"{name} {sign * (value - means['head']) * 100:+.1f} points "
+                f"({'met' if sign * (value - means['head']) >= 0 else 'NOT met'})"
+                for name, value in means.items() if name != "head"]
+    missed = sum("NOT met" in v for v in verdicts)
+    return ("\nFloor (issue 17: every strategy at its defaults at least matches head-only at "
+            f"its defaults; positive is better): {', '.join(verdicts)}. "
+            f"{len(verdicts) - missed} of {len(verdicts)} meet it.\n")
 
 
 if __name__ == "__main__":

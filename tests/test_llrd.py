@@ -100,6 +100,21 @@ def test_lora_adapters_take_their_blocks_rate(minilm_backbone):
     assert head and all(rates[n] == LR for n in head)
 
 
+def test_head_rate_scales_only_the_new_head(minilm_backbone):
+    model, _, strategy = _set_up(minilm_backbone, "lora", layer_decay=0.8, head_lr_scale=10)
+    rates = _rates(model, strategy)
+    head = {n for n in rates if rates[n] == pytest.approx(LR * 10)}
+    sizes = {n: p.numel() for n, p in model.named_parameters() if n in head}
+    # The 3-class head on MiniLM's 384 features, weight and bias, and nothing else.
+    assert all("task_head" in n for n in head) and sorted(sizes.values()) == [3, 3 * 384]
+    for name in set(rates) - head:
+        assert rates[name] == pytest.approx(LR * 0.8 ** _expected_depth(name, 6)), name
+    model, _, strategy = _set_up(minilm_backbone, "full", head_lr_scale=0.5)
+    rates = _rates(model, strategy)
+    assert {rates[n] for n in rates if "task_head" in n} == {LR * 0.5}
+    assert {rates[n] for n in rates if "task_head" not in n} == {LR}
+
+
 def test_side_network_sits_in_no_block_and_trains_at_the_top_rate(minilm_backbone):
     model, _, strategy = _set_up(minilm_backbone, "lst", layer_decay=0.5)
     rates = _rates(model, strategy)

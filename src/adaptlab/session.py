@@ -124,6 +124,7 @@ class TrainingSession:
         loaders = self._loaders()
         baseline = self._baseline(run_dir, model, loaders, accelerator.device, bus)
         model = self.strategy.setup(model, layer_map)
+        self._init_head(model, layer_map, loaders["eval_train"], accelerator.device, bus)
         cfg = self.config
         settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  warmup_ratio=cfg.warmup_ratio, schedule=cfg.schedule,
@@ -166,6 +167,18 @@ class TrainingSession:
         try_write_model_card(run_dir)  # reads the metrics and costs just written
         bus.emit("run_end", test=final["test"], baseline_test=metrics["baseline"]["test"])
         return RunResult(run_dir, metrics, costs, headline=self.task.headline(metrics))
+
+    def _init_head(self, model, layer_map, loader, device, bus) -> None:
+        """The strategy's ``head_init`` (a head taken from the source run keeps its weights;
+        a resumed run's checkpoint replaces what this sets)."""
+        if getattr(self.strategy.config, "head_init", "random") != "prototypes" \
+                or self.init_loaded.get("head"):
+            return
+        model.to(device)
+        done = self.task.init_head(model, layer_map, loader, device)
+        model.to("cpu")
+        if done:
+            bus.emit("head_init", **done)
 
     def _source_loader(self) -> DataLoader | None:
         if self.source_data is None:

@@ -43,11 +43,19 @@ class StrategyConfig:
     head_hidden: int = field(default=256, metadata={"min": 1, "max": 65_536,
                                                     "help": "MLP head hidden width"})
     head_dropout: float = field(default=0.2, metadata={"min": 0.0, "max": 0.95})
+    head_init: str = field(default="prototypes", metadata={
+        "choices": ("prototypes", "random"),
+        "help": "a new linear classification head starts at the class prototypes of the "
+                "features it reads (step 0 is the nearest-class-mean classifier), or random"})
     layer_decay: float = field(default=1.0, metadata={
         "min": 0.05, "max": 1.0,
         "help": "layer-wise learning-rate decay: the top block trains at lr, each block below "
                 "at lr * layer_decay**depth, the embeddings lowest, neck and head at lr "
                 "(1 = off; AutoGluon uses 0.9)"})
+    head_lr_scale: float = field(default=1.0, metadata={
+        "min": 0.01, "max": 1000.0,
+        "help": "the new task head trains at lr * head_lr_scale (a new head starts from "
+                "nothing; the pre-trained part, or an adapter's small update, needs less)"})
     reinit_top: int = field(default=0, metadata={
         "min": 0, "max": 10_000, "bound": "num_blocks",
         "help": "re-initialise the top N blocks before training, seeded by the run's seed "
@@ -256,13 +264,26 @@ class Strategy:
         """The optimizer's groups, each ``{"name", "params": [(name, parameter)],
         "weight_decay", optional "lr" or "lr_scale"}`` over :meth:`candidates`; with
         ``layer_decay`` below 1, one pair of groups per depth in the layer map
-        (:mod:`adaptlab.strategies.layer_rates`)."""
+        (:mod:`adaptlab.strategies.layer_rates`); with ``head_lr_scale`` other than 1, the
+        task head's parameters in their own pair at ``lr * head_lr_scale``."""
         decay = getattr(self.config, "layer_decay", 1.0)
-        if decay == 1.0 or self._layer_map is None:
-            return decay_groups(self.candidates(model), weight_decay)
-        from adaptlab.strategies.layer_rates import layer_decay_groups
+        head_scale = getattr(self.config, "head_lr_scale", 1.0)
+        named = self.candidates(model)
+        head: list[tuple[str, nn.Parameter]] = []
+        head_entry = self._layer_map.head if self._layer_map is not None else None
+        if head_scale != 1.0 and head_entry:
+            from adaptlab.strategies.layer_rates import under_entry
 
-        return layer_decay_groups(self.candidates(model), self._layer_map, decay, weight_decay)
+            head = [(n, p) for n, p in named if under_entry(n, head_entry)]
+            named = [(n, p) for n, p in named if not under_entry(n, head_entry)]
+        if decay == 1.0 or self._layer_map is None:
+            groups = decay_groups(named, weight_decay)
+        else:
+            from adaptlab.strategies.layer_rates import layer_decay_groups
+
+            groups = layer_decay_groups(named, self._layer_map, decay, weight_decay)
+        return groups + [{**group, "lr_scale": head_scale}
+                         for group in decay_groups(head, weight_decay, prefix="head_")]
 
     # -- weights ---------------------------------------------------------------------------
     def saved_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:

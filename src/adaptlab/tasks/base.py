@@ -84,6 +84,12 @@ class Task:
         """One line for the terminal: the held-out metric against the baseline."""
         raise NotImplementedError
 
+    def init_head(self, model: nn.Module, layer_map: Any, loader, device) -> dict | None:
+        """Start the new task head from the training split (``loader``, not augmented) once
+        the strategy has set the model up; what was done, for the run's events, or ``None``
+        where the task keeps the head's random start."""
+        return None
+
     # How predictions on new inputs are written: ``"module:Class"`` naming an
     # :class:`adaptlab.predict.PredictionWriter` (imported when a prediction runs).
     prediction_writer = ""

@@ -133,6 +133,13 @@ class ClassificationTask(Task):
         model.to("cpu")
         return out
 
+    def init_head(self, model, layer_map, loader, device) -> dict | None:
+        from adaptlab.tasks.prototype_head import init_head_from_prototypes
+
+        scale = init_head_from_prototypes(model, layer_map.head, loader, device,
+                                          len(self.class_names))
+        return None if scale is None else {"method": "prototypes", "scale": scale}
+
     def headline(self, metrics: dict) -> str:
         test, base = metrics["final"]["test"], metrics["baseline"]["test"]
         return (f"held-out accuracy {test['accuracy']:.3f} (baseline {base['accuracy']:.3f}), "
