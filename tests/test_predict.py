@@ -62,7 +62,9 @@ def test_loose_folder_without_training_data(lora_run: Path, tmp_path: Path) -> N
     try:
         with pytest.raises(AdaptlabError, match="does not exist"):
             load_run(lora_run)  # the full reload needs the training data ...
-        loaded = load_run(lora_run, with_data=False)  # ... predicting does not
+        import adaptlab  # the README's entry point
+
+        loaded = adaptlab.load_run(lora_run, with_data=False)  # ... predicting does not
         result = loaded.predict(new, out=tmp_path / "out.csv", batch_size=3)
     finally:
         shutil.move(moved, lora_run.parent / "data")
