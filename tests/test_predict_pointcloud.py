@@ -144,7 +144,8 @@ def test_a_file_of_the_runs_data_is_predicted_as_its_evaluation_read_it(runs, tm
         pytest.approx(test["macro_f1"], abs=1e-6)
     one = run.predict(split["path"][0], out=tmp_path / "one.csv").table
     columns = ["probability_long", "probability_round"]
-    np.testing.assert_allclose(one[columns].to_numpy(), split[columns].to_numpy()[:1], atol=1e-6)
+    # Alone or in a batch of others, the float sums run in another order (CI saw 1.2e-6).
+    np.testing.assert_allclose(one[columns].to_numpy(), split[columns].to_numpy()[:1], atol=1e-5)
 
 
 def test_every_point_of_new_point_files_gets_a_part_label_in_its_own_format(runs, tmp_path):

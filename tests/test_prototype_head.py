@@ -101,11 +101,23 @@ def test_mlp_head_keeps_its_random_start():
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
-def test_a_run_starts_its_head_from_prototypes(wildlife_lora_run):
-    events = [json.loads(line) for line in
-              (wildlife_lora_run / "events.jsonl").read_text().splitlines()]
-    started = [e for e in events if e["event"] == "head_init"]
-    assert len(started) == 1 and started[0]["method"] == "prototypes"
+def test_a_run_asked_to_starts_its_head_from_prototypes(tmp_path):
+    from adaptlab.config import RunConfig
+    from adaptlab.run import run
+    from conftest import write_colour_folder
+
+    data = write_colour_folder(tmp_path / "data", per_class=6)
+    started = {}
+    for init in ("prototypes", "random"):
+        config = RunConfig(domain="wildlife", data=str(data), strategy="head", epochs=1,
+                           image_size=32, batch_size=8, device="cpu", lr=1e-3,
+                           strategy_options={"head_init": init}, out=str(tmp_path / init))
+        run_dir = run(config, progress=False).run_dir
+        events = [json.loads(line) for line in
+                  (run_dir / "events.jsonl").read_text().splitlines()]
+        started[init] = [e for e in events if e["event"] == "head_init"]
+    assert len(started["prototypes"]) == 1 and started["prototypes"][0]["method"] == "prototypes"
+    assert started["random"] == []
 
 
 @pytest.mark.parametrize("value", ["zeros", 3])

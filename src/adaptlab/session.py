@@ -169,8 +169,8 @@ class TrainingSession:
         return RunResult(run_dir, metrics, costs, headline=self.task.headline(metrics))
 
     def _init_head(self, model, layer_map, loader, device, bus) -> None:
-        """The strategy's ``head_init`` (a head taken from the source run keeps its weights;
-        a resumed run's checkpoint replaces what this sets)."""
+        """``head_init=prototypes`` (a head taken from the source run keeps its weights; a
+        resumed run's checkpoint replaces what this sets)."""
         if getattr(self.strategy.config, "head_init", "random") != "prototypes" \
                 or self.init_loaded.get("head"):
             return

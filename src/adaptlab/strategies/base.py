@@ -43,10 +43,11 @@ class StrategyConfig:
     head_hidden: int = field(default=256, metadata={"min": 1, "max": 65_536,
                                                     "help": "MLP head hidden width"})
     head_dropout: float = field(default=0.2, metadata={"min": 0.0, "max": 0.95})
-    head_init: str = field(default="prototypes", metadata={
-        "choices": ("prototypes", "random"),
-        "help": "a new linear classification head starts at the class prototypes of the "
-                "features it reads (step 0 is the nearest-class-mean classifier), or random"})
+    head_init: str = field(default="random", metadata={
+        "choices": ("random", "prototypes"),
+        "help": "a new linear classification head starts random, or at the class prototypes "
+                "of the features it reads (step 0 is the nearest-class-mean classifier: helps "
+                "a pre-trained backbone on little data, hurts one that starts untrained)"})
     layer_decay: float = field(default=1.0, metadata={
         "min": 0.05, "max": 1.0,
         "help": "layer-wise learning-rate decay: the top block trains at lr, each block below "
