@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from adaptlab.widgets.jobs import BackgroundJob, running_loop, wait_async, wait_blocking
+from adaptlab.widgets.jobs import BUILD_LOCK, BackgroundJob, running_loop, wait_async, wait_blocking
 
 Key = tuple[str, str]  # (domain, backbone)
 
@@ -67,8 +67,11 @@ class ApplicabilityLine(widgets.HTML):
 
         (key, build), self._waiting = self._waiting, None
         self._job_key = key
-        self._job = BackgroundJob(lambda emit: backbone_applicability(build()),
-                                  name="adaptlab-applicability").start()
+        def work(emit):
+            with BUILD_LOCK:
+                return backbone_applicability(build())
+
+        self._job = BackgroundJob(work, name="adaptlab-applicability").start()
         self.value = "<small>checking which strategies apply to this backbone...</small>"
         loop = running_loop()
         if loop is not None:

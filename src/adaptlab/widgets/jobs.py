@@ -28,6 +28,11 @@ from typing import Any
 from adaptlab.errors import AdaptlabError
 from adaptlab.run_process import FINISHED, drain_queue
 
+# Building a backbone imports transformers, peft or timm, and two threads doing that at once can
+# meet a half-initialised lazy module (CI saw "cannot import name 'AutoModel' from
+# 'transformers'" when the setup panel built MiniLM while its applicability job did): every
+# build in the widgets, on the main thread or a job, holds this lock.
+BUILD_LOCK = threading.RLock()
 DRAIN_SECONDS = 0.1  # how often the main thread applies queued events to the widgets
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import ipywidgets as widgets
 
 from adaptlab.config import RunConfig
-from adaptlab.widgets.jobs import BackgroundJob, running_loop, wait_async, wait_blocking
+from adaptlab.widgets.jobs import BUILD_LOCK, BackgroundJob, running_loop, wait_async, wait_blocking
 
 if TYPE_CHECKING:  # adaptlab.costs imports torch: only when a plan is made
     from adaptlab.costs.planner import MemoryPlanner, StrategyPlan
@@ -89,7 +89,11 @@ class MemoryPlanView(widgets.VBox):
             return self._job
         config = self._config
         self._planned_key = _key(config, _ASSEMBLY_FIELDS + _PLAN_FIELDS)
-        self._job = BackgroundJob(lambda emit: self._plan(config), name="adaptlab-plan").start()
+        def work(emit):
+            with BUILD_LOCK:
+                return self._plan(config)
+
+        self._job = BackgroundJob(work, name="adaptlab-plan").start()
         self.button.disabled = True
         self.summary.value = "<small>planning...</small>"
         loop = running_loop()

@@ -222,9 +222,11 @@ class SetupPanel(widgets.VBox):
         key = (self.domain.value, self.backbone.value)
         if key not in self._blocks:
             from adaptlab.plugins.spec import resolve_reference
+            from adaptlab.widgets.jobs import BUILD_LOCK
 
             spec = self._spec().backbone(self.backbone.value)
-            backbone = resolve_reference(spec.builder)(dict(spec.options))
+            with BUILD_LOCK:
+                backbone = resolve_reference(spec.builder)(dict(spec.options))
             self._blocks[key] = backbone
         return self._blocks[key].layer_map
 
