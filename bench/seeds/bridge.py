@@ -15,6 +15,7 @@ plugin pre-trains offline (a small stand-in for the paper's OPT models).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -46,7 +47,7 @@ def main() -> None:
 
     rows: dict[str, dict[str, list[float]]] = {
         who: {key: [] for key in COLUMNS} for who in ("bridge", "LM alone", "retrieval")}
-    frozen, seconds, trainable, config = [], [], [], None
+    frozen, seconds, trainable, lr = [], [], [], None
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             config = config_for("code", dataset=DATASET, strategy="bridge", seed=seed,
@@ -64,7 +65,7 @@ def main() -> None:
             trainable.append(costs["trainable_params"])
             seconds.append(costs["seconds_per_epoch"])
             print(f"seed {seed}: {result.headline}", flush=True)
-            lr = config.lr
+            lr = json.loads((result.run_dir / "config.json").read_text())["lr"]  # resolved
 
     table = "\n".join(
         f"| {who} | " + " | ".join(spread(values[key]) if values[key] else "n/a"
