@@ -186,12 +186,10 @@ def nearest_class_mean_baseline(backbone: nn.Module, loaders: dict, class_names:
     Prototypes come from ``prototype_loader`` (a source domain) when given, else from the
     training split.
     """
+    from adaptlab.tasks.prototype_head import cosine_prototypes
+
     train_x, train_y = extract_features(backbone, prototype_loader or loaders["train"], device)
-    train_x = nn.functional.normalize(train_x, dim=1)
-    prototypes = torch.stack([
-        train_x[train_y == c].mean(0) if (train_y == c).any() else torch.zeros(train_x.shape[1])
-        for c in range(len(class_names))])
-    prototypes = nn.functional.normalize(prototypes, dim=1)
+    prototypes = cosine_prototypes(train_x, train_y, len(class_names))
     out = {}
     for split, loader in loaders.items():
         x, y = (train_x, train_y) if split == "train" and prototype_loader is None \

@@ -55,6 +55,16 @@ def head_inputs(model: nn.Module, linear: nn.Linear, loader, device
     return torch.cat(captured), torch.cat(labels)
 
 
+def cosine_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: int
+                      ) -> torch.Tensor:
+    """``[num_classes, width]``: each class's mean of unit-length features, itself of unit
+    length (a class without examples gets a zero row); the few-shot baseline's prototypes."""
+    unit = nn.functional.normalize(features, dim=1)
+    prototypes = torch.stack([unit[labels == c].mean(0) if (labels == c).any()
+                              else torch.zeros(features.shape[1]) for c in range(num_classes)])
+    return nn.functional.normalize(prototypes, dim=1)
+
+
 def prototype_weights(features: torch.Tensor, labels: torch.Tensor, num_classes: int
                       ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """``(weight, bias, scale)`` of a linear layer whose logits are ``scale`` times the
@@ -62,13 +72,8 @@ def prototype_weights(features: torch.Tensor, labels: torch.Tensor, num_classes:
     (the mean of the class's unit-length features; a class without examples gets a zero row).
     Its argmax is the cosine nearest-class-mean classifier's, the run's few-shot baseline;
     ``scale`` is the one of :data:`SCALES` with the lowest training cross-entropy."""
-    unit = nn.functional.normalize(features, dim=1)
-    prototypes = torch.zeros(num_classes, features.shape[1])
-    for c in range(num_classes):
-        members = unit[labels == c]
-        if len(members):
-            prototypes[c] = nn.functional.normalize(members.mean(0), dim=0)
-    prototypes = prototypes / features.norm(dim=1).mean().clamp_min(1e-12)
+    prototypes = cosine_prototypes(features, labels, num_classes) \
+        / features.norm(dim=1).mean().clamp_min(1e-12)
     best = min(SCALES, key=lambda s: float(nn.functional.cross_entropy(
         s * features @ prototypes.T, labels)))
     return best * prototypes, torch.zeros(num_classes), best
