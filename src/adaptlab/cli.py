@@ -1,5 +1,6 @@
 """``adaptlab`` command line: ``domains``, ``run``, ``explain``, ``predict``, ``export``,
-``compare``, ``transfer``, ``plan`` and ``new-notebook`` (also called ``template``).
+``compare``, ``transfer``, ``plan``, ``analyse``, ``soup``, ``sweep`` and ``new-notebook`` (also
+called ``template``).
 
 Bad input ends with one line naming the path, key or value, and exit status 2.
 """
@@ -11,6 +12,16 @@ import json
 import sys
 
 from adaptlab.errors import AdaptlabError
+
+# Commands that live beside what they run: each module holds ``HELP``, ``add_arguments(parser)``
+# and ``main(args) -> int``, and imports nothing heavy at module level (``--help`` stays fast).
+COMMAND_MODULES: dict[str, str] = {}
+
+
+def _command_module(name: str):
+    import importlib
+
+    return importlib.import_module(COMMAND_MODULES[name])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="run folders, or folders holding run folders")
     compare.add_argument("--json", action="store_true", help="print JSON")
     compare.add_argument("--plot", help="write the metric-vs-cost plot to this PNG file")
+    for name in COMMAND_MODULES:
+        module = _command_module(name)
+        module.add_arguments(sub.add_parser(name, help=module.HELP))
     return parser
 
 
@@ -391,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"domains": cmd_domains, "run": cmd_run, "template": cmd_template,
                "new-notebook": cmd_template, "explain": cmd_explain,
                "compare": cmd_compare, "transfer": cmd_transfer, "predict": cmd_predict,
-               "export": cmd_export, "plan": cmd_plan}[args.command]
+               "export": cmd_export, "plan": cmd_plan,
+               **{name: _command_module(name).main for name in COMMAND_MODULES}}[args.command]
     try:
         return handler(args)
     except AdaptlabError as exc:
