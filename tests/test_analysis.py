@@ -142,3 +142,15 @@ def test_cli_writes_the_analysis_and_refuses_bad_input(top_block_run, tmp_path, 
     assert code == 2 and "--threshold 1.5" in err
     code, _, err = run_cli(["analyse", str(tmp_path)], capsys)
     assert code == 2 and str(tmp_path) in err and "config.json" in err
+
+
+def test_the_report_shows_the_analysis(top_block_run, capsys):
+    from adaptlab.analysis import analyse
+
+    result = analyse(top_block_run, threshold=THRESHOLD, device="cpu")
+    code, _, err = run_cli(["explain", str(top_block_run), "--samples", "2", "--no-checks",
+                            "--no-compare", "--device", "cpu"], capsys)
+    assert code == 0, err
+    page = (top_block_run / "report" / "index.html").read_text()
+    assert "Which blocks did fine-tuning change?" in page
+    assert f"<b>{result.suggested_k}</b> of {result.num_blocks} blocks" in page

@@ -170,6 +170,26 @@ def _comparison_section(comparison: dict | None) -> str:
             + _table(rows, ("sample", "rank correlation", "Pearson")))
 
 
+def _layer_change_section(run_dir) -> str:
+    """Where the run was analysed (``adaptlab analyse``): what fine-tuning changed per block."""
+    import base64
+
+    from adaptlab.analysis.layer_change import ANALYSIS_DIR, PLOT_FILE, read_analysis
+
+    analysis = read_analysis(run_dir)
+    if analysis is None:
+        return ""
+    rows = [(row["block"], row["name"], row["cka"], row["rsa"]) for row in analysis["layers"]]
+    plot = run_dir / ANALYSIS_DIR / PLOT_FILE
+    image = (f"<img alt='similarity per block' src='data:image/png;base64,"
+             f"{base64.b64encode(plot.read_bytes()).decode()}'>" if plot.is_file() else "")
+    return ("<h2>Which blocks did fine-tuning change?</h2>"
+            f"<p>Suggested k for <code>freeze</code>: <b>{analysis['suggested_k']}</b> of "
+            f"{analysis['num_blocks']} blocks ({_e(analysis['rule'])}; {analysis['probe']} "
+            f"{_e(analysis['split'])} examples).</p><div class='grid'>"
+            + _table(rows, ("block", "name", "linear CKA", "RSA")) + image + "</div>")
+
+
 def _environment(explanation) -> str:
     import captum
     import shap
@@ -193,7 +213,7 @@ def report_html(explanation) -> str:
             _run_section(explanation), _method_section(explanation),
             _gallery(explanation, renderer), _class_summaries(explanation, renderer),
             _checks_section(explanation.checks), _comparison_section(explanation.comparison),
-            _environment(explanation)]
+            _layer_change_section(run.run_dir), _environment(explanation)]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>adaptlab report: {_e(run.run_dir.name)}</title><style>{STYLE}</style></head>"
             "<body>" + "\n".join(body) + "</body></html>\n")
