@@ -154,3 +154,34 @@ def test_the_report_shows_the_analysis(top_block_run, capsys):
     page = (top_block_run / "report" / "index.html").read_text()
     assert "Which blocks did fine-tuning change?" in page
     assert f"<b>{result.suggested_k}</b> of {result.num_blocks} blocks" in page
+
+
+def test_comparison_view_analyses_and_the_setup_panel_starts_from_the_suggestion(
+        top_block_run):
+    """The notebook's Analyse panel on the picked run; a new freeze run on the same backbone
+    beside it starts at the k the analysis suggested."""
+    import asyncio
+
+    from adaptlab.widgets.compare_view import ComparisonView
+    from adaptlab.widgets.setup_view import SetupPanel
+
+    view = ComparisonView(runs=[top_block_run])
+    result = asyncio.run(view.analyse(threshold=THRESHOLD, probe=8))
+    blocks = len(result.layers)
+    assert result.suggested_k == blocks - 1  # every block frozen in training but the top one
+    shown = view.analyse_panel.output.value
+    assert shown.count("<tr>") == 1 + blocks and shown.count("data:image/png;base64,") == 1
+    assert f"<b>{blocks - 1}</b> of {blocks} blocks" in shown
+
+    config = json.loads((top_block_run / "config.json").read_text())
+    panel = SetupPanel(domain="wildlife", data=config["data"], backbone=config["backbone"],
+                       strategy="freeze", out=str(top_block_run.parent / "next"))
+    assert panel.strategy_controls["k"].value == blocks - 1
+    assert panel.config().strategy_options["k"] == blocks - 1
+    assert str(top_block_run) in panel.strategy_box.children[1].value
+    # Another backbone's blocks are not these: its k is not suggested from this run.
+    from adaptlab.analysis.layer_change import latest_suggestion
+
+    assert latest_suggestion([top_block_run], "wildlife", "resnet50") is None
+    assert latest_suggestion([top_block_run], "wildlife", config["backbone"]) == \
+        (blocks - 1, top_block_run)

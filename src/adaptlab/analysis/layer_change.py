@@ -230,3 +230,25 @@ def read_analysis(run_dir: str | Path) -> dict[str, Any] | None:
 
     path = Path(run_dir) / ANALYSIS_DIR / RESULT_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def latest_suggestion(run_dirs: list[Path], domain: str, backbone: str
+                      ) -> tuple[int, Path] | None:
+    """The suggested k of the most recently analysed of ``run_dirs`` trained on ``domain``
+    with ``backbone`` (a k is a count of that backbone's blocks), with its run folder."""
+    import json
+
+    found: list[tuple[float, int, Path]] = []
+    for run_dir in map(Path, run_dirs):
+        path = run_dir / ANALYSIS_DIR / RESULT_FILE
+        config = run_dir / "config.json"
+        if not (path.is_file() and config.is_file()):
+            continue
+        settings = json.loads(config.read_text())
+        if settings.get("domain") == domain and settings.get("backbone") == backbone:
+            found.append((path.stat().st_mtime, json.loads(path.read_text())["suggested_k"],
+                          run_dir))
+    if not found:
+        return None
+    _, k, run_dir = max(found, key=lambda item: item[0])
+    return k, run_dir

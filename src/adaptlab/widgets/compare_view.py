@@ -81,13 +81,16 @@ class ComparisonView(widgets.VBox, JobResultView):
         self.report = widgets.HTML()
         self.picker.observe(lambda _: self._draw(), names="value")
         self.explain_button.on_click(lambda _: self.start_explain())
+        from adaptlab.widgets.analyse_panel import AnalysePanel
         from adaptlab.widgets.predict_panel import PredictPanel
 
         self.predict_panel = PredictPanel(lambda: self._explain_target(None, "predict"))
+        self.analyse_panel = AnalysePanel(lambda: self._explain_target(None, "analyse"))
         super().__init__([self.table, self.picker, self.plot,
                           widgets.HBox([self.method, self.samples, self.checks,
                                         self.explain_button]),
-                          self.message, self.report, self.predict_panel])
+                          self.message, self.report, self.predict_panel,
+                          self.analyse_panel])
         self.add_class("adaptlab-comparison-view")
         _VIEWS.add(self)
         self.refresh()
@@ -202,6 +205,12 @@ class ComparisonView(widgets.VBox, JobResultView):
         beside their predictions, with ``method``'s attributions when named (``"default"``:
         the domain's method)."""
         return await self.predict_panel.predict(data, run, count, method)
+
+    async def analyse(self, run: str | Path | None = None, threshold: float | None = None,
+                      probe: int | None = None):
+        """Telly's layer-change analysis of a run (the picked one, else the latest
+        finished): per-block similarity to the starting model and a suggested k."""
+        return await self.analyse_panel.analyse(run, threshold, probe)
 
     def _explain_events(self, events: list[dict]) -> None:
         self._job_finished(events, self.explain_button, "explain", self._show_explanation)

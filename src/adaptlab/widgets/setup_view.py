@@ -203,19 +203,36 @@ class SetupPanel(widgets.VBox):
         self._show_default_lr()
         self._show_applicability()
         controls = {e["name"]: control_for(e) for e in describe(cls.config_class)}
+        rows = [widgets.HTML(f"<small>{cls.description}</small>")]
         if "k" in controls and self.strategy.value == "freeze":
             blocks = self._layer_map().num_blocks
-            controls["k"] = bounded_int_slider("k", int(controls["k"].value), -blocks, blocks,
+            start, origin = self._suggested_k(int(controls["k"].value))
+            controls["k"] = bounded_int_slider("k", start, -blocks, blocks,
                                                f"frozen blocks from the bottom (of {blocks}); "
                                                "negative counts from the top")
+            if origin is not None:
+                rows.append(widgets.HTML(f"<small>k starts at {start}: suggested by the "
+                                         f"layer-change analysis of {origin}</small>"))
         self.strategy_controls = controls
         for control in controls.values():
             control.observe(lambda _: self.refresh(), names="value")
-        rows = [widgets.HTML(f"<small>{cls.description}</small>"), *controls.values()]
+        rows += list(controls.values())
         if self.strategy.value == "lora":
             rows.append(widgets.HTML(self._lora_preview()))
         self.strategy_box.children = rows
         self.refresh()
+
+    def _suggested_k(self, default: int) -> tuple[int, Path | None]:
+        """The k ``adaptlab analyse`` suggested for the latest analysed run on this domain and
+        backbone (this session's runs and those beside the run folder), else ``default``."""
+        from adaptlab.analysis.layer_change import latest_suggestion
+        from adaptlab.compare import find_runs
+        from adaptlab.widgets.compare_view import session_runs
+
+        root = Path(self._out).parent if self._out else Path("runs")
+        candidates = session_runs() + (find_runs(root, max_depth=2) if root.is_dir() else [])
+        found = latest_suggestion(candidates, self.domain.value, self.backbone.value)
+        return (default, None) if found is None else found
 
     def _layer_map(self):
         """The selected backbone's layer map (built once per backbone: it loads weights)."""
