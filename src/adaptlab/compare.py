@@ -33,6 +33,10 @@ class RunSummary:
     monitor: str = ""
     higher_is_better: bool = True
     test: dict[str, float] = field(default_factory=dict)
+    # The training and validation splits' final metrics, apart from the held-out test: a
+    # training figure is not a result (the wildlife paper's headline is one).
+    train: dict[str, float] = field(default_factory=dict)
+    val: dict[str, float] = field(default_factory=dict)
     baseline_test: dict[str, float] = field(default_factory=dict)
     trainable_params: int | None = None
     total_params: int | None = None
@@ -102,6 +106,8 @@ def summarise_run(run_dir: str | Path) -> RunSummary:
     if finished:
         metrics = _read_json(run_dir / "metrics.json")
         summary.test = _scalars(metrics["final"].get("test", {}))
+        summary.train = _scalars(metrics["final"].get("train", {}))
+        summary.val = _scalars(metrics["final"].get("val", {}))
         summary.baseline_test = _scalars(metrics.get("baseline", {}).get("test", {}))
         # Runs written before metrics.json named its monitor: the first metric stands in.
         summary.monitor = metrics.get("monitor") or next(
