@@ -1,8 +1,8 @@
 """The JupyterLab extension in a real ``jupyter lab`` driven by Debian's Chromium: the
-launcher's "Domain adaptation" section shows one card per installed domain; the wildlife
-card writes its template and opens it; after a short run the runs panel lists the run, its
-report opens in a tab and its notebook button leads back; the dark theme applies to the
-panel. Screenshots go into the test output."""
+launcher's "Domain adaptation" section shows one card per installed domain, each followed
+by its tutorials; the wildlife card writes its template and opens it; after a short run the
+runs panel lists the run, its report opens in a tab and its notebook button leads back; the
+dark theme applies to the panel. Screenshots go into the test output."""
 
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ def test_launcher_card_notebook_run_panel_and_report(tmp_path):
             url, root), chromium_page(tmp_path) as page:
         installed = json.load(urllib.request.urlopen(
             f"{url}/adaptlab/domains?token={TOKEN}"))["domains"]
+        tutorials = json.load(urllib.request.urlopen(
+            f"{url}/adaptlab/tutorials?token={TOKEN}"))["tutorials"]
         page.goto(f"{url}/lab?reset&token={TOKEN}")
         section = page.locator(".jp-Launcher-section").filter(
             has=page.locator(".jp-Launcher-sectionTitle", has_text="Domain adaptation"))
@@ -109,8 +111,12 @@ def test_launcher_card_notebook_run_panel_and_report(tmp_path):
     print(f"dialogs accepted: {dialogs}; row: {row_text}; panel {light} -> {dark}, "
           f"text {dark_text}")
     assert not [d for d in dialogs if "died" in d or "rror" in d], dialogs
-    titles = [d["title"] for d in installed]
-    assert len(installed) >= 4 and labels == titles, (labels, titles)
+    # Each domain's card, then its tutorials (one per seed paper), by name.
+    titles = []
+    for domain in installed:
+        titles += [domain["title"], *sorted(f"{t['paper']} tutorial" for t in tutorials
+                                            if t["domain"] == domain["name"])]
+    assert len(installed) >= 4 and tutorials and labels == titles, (labels, titles)
     assert icons == len(titles)
     assert written.metadata["adaptlab"]["domain"] == "wildlife"
     parameters = next(c for c in written.cells if "parameters" in c.metadata.get("tags", []))

@@ -158,6 +158,32 @@ async def test_a_notebook_is_made_from_the_domain_template_inside_the_root(jp_fe
     assert not (jp_root_dir / "x.ipynb").exists() and not (jp_root_dir / "x.txt").exists()
 
 
+async def test_tutorials_are_listed_by_domain_and_copied_into_the_root(jp_fetch, jp_root_dir):
+    repository = Path(__file__).resolve().parent.parent / "notebooks"
+    expected = {}
+    for path in repository.glob("*.ipynb"):
+        expected[path.stem] = json.loads(path.read_text())["metadata"]["adaptlab"]["domain"]
+    listed = _json(await jp_fetch("adaptlab", "tutorials"))["tutorials"]
+    assert {t["name"]: t["domain"] for t in listed} == expected and expected
+    name = sorted(expected)[0]
+    body = {"tutorial": name, "path": f"made/{name}.ipynb"}
+    reply = await jp_fetch("adaptlab", "notebooks", method="POST", body=json.dumps(body))
+    assert reply.code == 201 and _json(reply)["domain"] == expected[name]
+    assert (jp_root_dir / "made" / f"{name}.ipynb").read_bytes() == \
+        (repository / f"{name}.ipynb").read_bytes()
+    assert await _status(jp_fetch, "adaptlab", "notebooks", method="POST",
+                         body=json.dumps(body)) == 409
+    unique = await jp_fetch("adaptlab", "notebooks", method="POST",
+                            body=json.dumps({**body, "unique": True}))
+    assert _json(unique)["path"] == f"made/{name}-1.ipynb"
+    with pytest.raises(HTTPClientError) as caught:
+        await jp_fetch("adaptlab", "notebooks", method="POST",
+                       body=json.dumps({"tutorial": "nope", "path": "x.ipynb"}))
+    assert caught.value.code == 404 and "unknown tutorial 'nope'" in \
+        _json(caught.value.response)["message"]
+    assert not (jp_root_dir / "x.ipynb").exists()
+
+
 async def test_paths_leaving_the_root_are_refused_and_nothing_is_written(
         jp_fetch, jp_root_dir, tmp_path):
     outside = tmp_path / "outside"
@@ -179,7 +205,7 @@ async def test_paths_leaving_the_root_are_refused_and_nothing_is_written(
 
 
 async def test_every_endpoint_refuses_a_request_without_a_token(jp_fetch, jp_root_dir):
-    for name in ("domains", "runs", "report"):
+    for name in ("domains", "runs", "report", "tutorials"):
         assert await _status(jp_fetch, "adaptlab", name, headers=NO_TOKEN) == 403, name
     code = await _status(jp_fetch, "adaptlab", "notebooks", method="POST", headers=NO_TOKEN,
                          body=json.dumps({"domain": "wildlife", "path": "anon.ipynb"}))

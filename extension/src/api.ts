@@ -47,6 +47,23 @@ export interface IRunsReply {
   truncated: boolean;
 }
 
+export interface ITutorial {
+  name: string;
+  title: string;
+  paper: string;
+  domain: string;
+}
+
+export interface ITutorialsReply {
+  tutorials: ITutorial[];
+}
+
+export interface INewTutorial {
+  tutorial: string;
+  path: string;
+  unique?: boolean;
+}
+
 export interface INewNotebook {
   domain: string;
   path: string;
@@ -83,6 +100,17 @@ export function getRuns(): Promise<IRunsReply> {
 }
 
 export function createNotebook(request: INewNotebook): Promise<{ path: string }> {
+  return requestAPI<{ path: string }>('notebooks', {
+    method: 'POST',
+    body: JSON.stringify(request)
+  });
+}
+
+export function getTutorials(): Promise<ITutorialsReply> {
+  return requestAPI<ITutorialsReply>('tutorials');
+}
+
+export function createTutorial(request: INewTutorial): Promise<{ path: string }> {
   return requestAPI<{ path: string }>('notebooks', {
     method: 'POST',
     body: JSON.stringify(request)

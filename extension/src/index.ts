@@ -1,6 +1,7 @@
 // adaptlab in JupyterLab: a "Domain adaptation" launcher section with a card per installed
 // domain (a card writes the domain's template notebook through the server and opens it),
-// the runs side panel, reports in main-area tabs, palette commands and settings.
+// each domain's tutorials beside its card (one per seed paper, copied from the package), the
+// runs side panel, reports in main-area tabs, palette commands and settings.
 import {
   ILayoutRestorer,
   JupyterFrontEnd,
@@ -18,7 +19,15 @@ import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
-import { createNotebook, getDomains, IDomain, reportUrl } from './api';
+import {
+  createNotebook,
+  createTutorial,
+  getDomains,
+  getTutorials,
+  IDomain,
+  ITutorial,
+  reportUrl
+} from './api';
 import { domainIcon } from './icons';
 import { RunsPanel } from './runsPanel';
 
@@ -27,6 +36,7 @@ const CATEGORY = 'Domain adaptation';
 
 namespace CommandIDs {
   export const newNotebook = 'adaptlab:new-notebook';
+  export const newTutorial = 'adaptlab:new-tutorial';
   export const showRuns = 'adaptlab:show-runs';
   export const refreshRuns = 'adaptlab:refresh-runs';
   export const openReport = 'adaptlab:open-report';
@@ -54,6 +64,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const { commands, shell } = app;
     const settings: ISettings = { notebookDirectory: '', parameters: {}, refreshSeconds: 10 };
     const domains = new Map<string, IDomain>();
+    const tutorials = new Map<string, ITutorial>();
 
     const panel = new RunsPanel({
       openReport: run => void commands.execute(CommandIDs.openReport, { run: run.path }),
@@ -108,6 +119,36 @@ const plugin: JupyterFrontEndPlugin<void> = {
           });
         } catch (error) {
           await showErrorMessage(`Could not create the ${name} notebook`, error as Error);
+        }
+      }
+    });
+
+    commands.addCommand(CommandIDs.newTutorial, {
+      label: args => {
+        const tutorial = tutorials.get(args.tutorial as string);
+        const paper = tutorial?.paper ?? (args.tutorial as string);
+        return args.isPalette ? `New ${paper} tutorial notebook` : `${paper} tutorial`;
+      },
+      caption: args => tutorials.get(args.tutorial as string)?.title ?? '',
+      icon: args => {
+        const tutorial = tutorials.get(args.tutorial as string);
+        const domain = tutorial ? domains.get(tutorial.domain) : undefined;
+        return domainIcon(tutorial?.domain ?? '', domain?.icon ?? '');
+      },
+      execute: async args => {
+        const name = args.tutorial as string;
+        try {
+          const created = await createTutorial({
+            tutorial: name,
+            path: PathExt.join(notebookFolder(), `${name}.ipynb`),
+            unique: true
+          });
+          return await commands.execute('docmanager:open', {
+            path: created.path,
+            factory: 'Notebook'
+          });
+        } catch (error) {
+          await showErrorMessage(`Could not create the ${name} tutorial`, error as Error);
         }
       }
     });
@@ -169,6 +210,30 @@ const plugin: JupyterFrontEndPlugin<void> = {
           category: CATEGORY
         });
       });
+      // Each tutorial sits right after its domain's card (the launcher orders by rank).
+      const ranks = new Map(reply.domains.map((domain, rank) => [domain.name, rank]));
+      try {
+        for (const tutorial of (await getTutorials()).tutorials) {
+          const rank = ranks.get(tutorial.domain);
+          if (rank === undefined) {
+            continue; // its domain's plugin is not installed
+          }
+          tutorials.set(tutorial.name, tutorial);
+          launcher?.add({
+            command: CommandIDs.newTutorial,
+            args: { tutorial: tutorial.name },
+            category: CATEGORY,
+            rank: rank + 0.5
+          });
+          palette?.addItem({
+            command: CommandIDs.newTutorial,
+            args: { tutorial: tutorial.name, isPalette: true },
+            category: CATEGORY
+          });
+        }
+      } catch (error) {
+        console.warn('adaptlab: could not list the tutorials', error);
+      }
       panel.pluginErrors = reply.errors;
       for (const error of reply.errors) {
         Notification.warning(`adaptlab: domain plugin ${error.plugin} failed to load: ${error.error}`, {

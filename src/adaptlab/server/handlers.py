@@ -23,6 +23,7 @@ from adaptlab.plugins.registry import discover_domains
 from adaptlab.server.listing import domains_payload, runs_payload
 from adaptlab.server.paths import PathRefused, relative_to_root, resolve_inside
 from adaptlab.templates import TemplateParameterError, write_template
+from adaptlab.tutorial_notebooks import copy_tutorial, list_tutorials
 
 AUTH_RESOURCE = "adaptlab"
 
@@ -64,12 +65,16 @@ class RunsHandler(_AdaptlabHandler):
 class NotebooksHandler(_AdaptlabHandler):
     """``POST {"domain", "path", "unique"?, "parameters"?}``: write the domain's template
     notebook at ``path`` (relative to the root). An existing file is never replaced: 409, or
-    with ``"unique": true`` the next free name (``wildlife-1.ipynb``, ...)."""
+    with ``"unique": true`` the next free name (``wildlife-1.ipynb``, ...). ``POST
+    {"tutorial", "path", "unique"?}`` writes a copy of a tutorial notebook the same way."""
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
         body = self._body()
+        if "tutorial" in body:
+            await self._copy_tutorial(body)
+            return
         domain_name, path = body.get("domain"), body.get("path")
         if not isinstance(domain_name, str) or not domain_name:
             raise web.HTTPError(400, "field 'domain' must name an installed domain")
@@ -96,6 +101,27 @@ class NotebooksHandler(_AdaptlabHandler):
             raise web.HTTPError(409, str(exc)) from exc
         self.reply({"path": relative_to_root(self.root, target), "domain": domain_name}, 201)
 
+    async def _copy_tutorial(self, body: dict[str, Any]) -> None:
+        """``{"tutorial": NAME, "path", "unique"?}``: a copy of a tutorial notebook."""
+        name, path = body.get("tutorial"), body.get("path")
+        if not isinstance(path, str) or not path.endswith(".ipynb"):
+            raise web.HTTPError(400, f"field 'path' must be a notebook path ending in .ipynb, "
+                                f"got {path!r}")
+        known = {t["name"]: t for t in await asyncio.to_thread(list_tutorials)}
+        if name not in known:
+            raise web.HTTPError(404, f"unknown tutorial {name!r}; the tutorials: {sorted(known)}")
+        target = self.resolve(path)
+        if target.exists():
+            if not body.get("unique"):
+                raise web.HTTPError(409, f"{path} exists; a tutorial never replaces a notebook")
+            target = self._free_name(target)
+        try:
+            await asyncio.to_thread(copy_tutorial, name, target)
+        except AdaptlabError as exc:  # created by someone else meanwhile
+            raise web.HTTPError(409, str(exc)) from exc
+        self.reply({"path": relative_to_root(self.root, target), "tutorial": name,
+                    "domain": known[name]["domain"]}, 201)
+
     def _body(self) -> dict[str, Any]:
         try:
             body = json.loads(self.request.body or b"{}")
@@ -112,6 +138,15 @@ class NotebooksHandler(_AdaptlabHandler):
             if not candidate.exists():
                 return candidate
         raise web.HTTPError(409, f"{target.name}: no free name up to -999")
+
+
+class TutorialsHandler(_AdaptlabHandler):
+    """``GET``: the tutorials, ``{"tutorials": [{"name", "title", "paper", "domain"}]}``."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply({"tutorials": await asyncio.to_thread(list_tutorials)})
 
 
 class ReportHandler(_AdaptlabHandler):
@@ -139,4 +174,5 @@ class ReportHandler(_AdaptlabHandler):
 def handlers(base_url: str) -> list[tuple[str, type]]:
     return [(url_path_join(base_url, "adaptlab", name), handler)
             for name, handler in (("domains", DomainsHandler), ("runs", RunsHandler),
-                                  ("notebooks", NotebooksHandler), ("report", ReportHandler))]
+                                  ("notebooks", NotebooksHandler), ("report", ReportHandler),
+                                  ("tutorials", TutorialsHandler))]
