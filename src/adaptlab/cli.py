@@ -15,7 +15,8 @@ from adaptlab.errors import AdaptlabError
 
 # Commands that live beside what they run: each module holds ``HELP``, ``add_arguments(parser)``
 # and ``main(args) -> int``, and imports nothing heavy at module level (``--help`` stays fast).
-COMMAND_MODULES = {"analyse": "adaptlab.analysis.command", "sweep": "adaptlab.sweeps.command"}
+COMMAND_MODULES = {"analyse": "adaptlab.analysis.command", "sweep": "adaptlab.sweeps.command",
+                   "soup": "adaptlab.soups.command"}
 
 
 def _command_module(name: str):
