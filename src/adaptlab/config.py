@@ -46,6 +46,11 @@ class RunConfig:
     grad_accum: int = field(default=1, metadata={"min": 1, "max": 1024})
     early_stopping_patience: int = field(default=0, metadata={
         "min": 0, "max": 10_000, "help": "epochs without val improvement before stopping; 0 = off"})
+    average_top_k: int = field(default=1, metadata={
+        "min": 1, "max": 100,
+        "help": "end on the average of the k best validation epochs' weights (AutoGluon "
+                "averages 3), kept only if validation says it is no worse than the best "
+                "epoch; 1 = the best epoch"})
     class_weighting: str = field(default="balanced", metadata={"choices": ("balanced", "none")})
     horizon: int | None = field(default=None, metadata={
         "min": 1, "max": 100_000, "help": "forecasting: steps ahead to predict (unset = the "

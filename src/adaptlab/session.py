@@ -128,7 +128,8 @@ class TrainingSession:
         cfg = self.config
         settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  warmup_ratio=cfg.warmup_ratio, schedule=cfg.schedule,
-                                 early_stopping_patience=cfg.early_stopping_patience)
+                                 early_stopping_patience=cfg.early_stopping_patience,
+                                 average_top_k=cfg.average_top_k)
         trainer = Trainer(model=model, strategy=self.strategy,
                           task=self.task,
                           settings=settings, train_loader=loaders["train"],

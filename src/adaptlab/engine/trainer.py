@@ -32,6 +32,8 @@ class TrainState:
     best_metric: float | None = None
     best_epoch: int = 0
     epochs_without_improvement: int = 0
+    # ``average_top_k``: the k best validation epochs so far, ``[[score, epoch], ...]``
+    top_epochs: list[list[float]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
     interrupted: bool = False
@@ -50,6 +52,7 @@ class TrainSettings:
     schedule: str
     early_stopping_patience: int = 0
     max_grad_norm: float = 1.0
+    average_top_k: int = 1
 
 
 class Trainer:
@@ -291,6 +294,10 @@ class Trainer:
             entry["train"] = self._epoch_train
         self.state.history.append(entry)
         value = metrics[self.task.monitor]
+        if self.settings.average_top_k > 1:
+            self.state.top_epochs = self._top_epochs().offer(
+                self.state.top_epochs, value, self.state.epoch,
+                self.strategy.saved_tensors(self.unwrapped), self.accelerator.is_main_process)
         best = self.state.best_metric
         if best is None or (value > best if self.task.higher_is_better else value < best):
             self.state.best_metric, self.state.best_epoch = value, self.state.epoch
@@ -311,8 +318,35 @@ class Trainer:
             tensors = {k: v.cpu() for k, v in self.strategy.saved_tensors(self.unwrapped).items()}
             atomic_write_with(self._best_path(), lambda tmp: save_file(tensors, str(tmp)))
 
+    def _top_epochs(self):
+        from adaptlab.engine.top_epochs import TopEpochs
+
+        return TopEpochs(self.checkpoint_dir / "top", self.settings.average_top_k,
+                         self.task.higher_is_better)
+
     def _restore_best(self) -> None:
-        """End on the best validation epoch's weights, as the report says it does."""
+        """End on the best validation epoch's weights, as the report says it does, or with
+        ``average_top_k`` on the average of the k best epochs' when validation does not say
+        the average is worse than the best epoch."""
         if self._best_path().is_file() and self.state.best_epoch != self.state.epoch:
             self.strategy.load_saved(self.unwrapped, load_file(str(self._best_path())))
             self.bus.emit("restore_best", epoch=self.state.best_epoch)
+        if self.settings.average_top_k > 1 and len(self.state.top_epochs) > 1:
+            self._average_top_epochs()
+
+    def _average_top_epochs(self) -> None:
+        """Averaging weights off one trajectory can fall between basins (Wortsman et al.'s
+        caveat for soups): the average is kept only if its validation metric is at least the
+        best epoch's, else the run stays on the best epoch, and the event says which."""
+        self.accelerator.wait_for_everyone()  # the main process wrote the epochs' files
+        best = {k: v.clone() for k, v in self.strategy.saved_tensors(self.unwrapped).items()}
+        epochs = [int(e) for _, e in self.state.top_epochs]
+        self.strategy.load_saved(self.unwrapped, self._top_epochs().average(
+            self.state.top_epochs))
+        value = self.evaluate("val")[self.task.monitor]
+        best_value = self.state.best_metric
+        kept = value >= best_value if self.task.higher_is_better else value <= best_value
+        if not kept:
+            self.strategy.load_saved(self.unwrapped, best)
+        self.bus.emit("average_top_k", epochs=epochs, val=value, best_val=best_value,
+                      kept=bool(kept))
