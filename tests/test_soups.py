@@ -221,3 +221,32 @@ def test_an_out_folder_that_holds_anything_is_refused(runs, tmp_path, capsys):
     with pytest.raises(AdaptlabError, match="inside the ingredient run"):
         make_soup([runs["lora_a"]], runs["lora_a"] / "soup")
     assert not (runs["lora_a"] / "soup").exists()
+
+
+def test_runs_of_another_seed_need_the_same_split_and_the_same_starting_weights(runs, tmp_path):
+    """Different seeds are fine where the data comes split and the backbone is pre-trained;
+    a backbone initialised from the seed (built-in networks) is another start."""
+    from adaptlab.assembly import build_backbone, load_data
+    from adaptlab.backbones.backbone import seeded_init
+    from adaptlab.config import RunConfig
+    from adaptlab.plugins.registry import get_domain
+    from adaptlab.soups.average import check_seeded_start, read_ingredient, weights_fingerprint
+
+    split = tmp_path / "split"
+    for index, name in enumerate(("train", "val", "test")):
+        write_colour_folder(split / name, per_class=3, seed=index)
+    first = _copy_run(runs["lora_a"], tmp_path / "a", data=str(split))
+    other = _copy_run(runs["lora_a"], tmp_path / "b", data=str(split), seed=1)
+    ingredients = [read_ingredient(first), read_ingredient(other)]
+    config = RunConfig.from_file(first / "config.json")
+    data = load_data(config, get_domain("wildlife"))
+    start = weights_fingerprint(build_backbone(config, get_domain("wildlife"), data).module)
+    check_seeded_start(ingredients, data, start)  # same split, same pre-trained weights
+
+    def seeded(seed: int) -> torch.nn.Module:
+        return seeded_init(lambda: torch.nn.Linear(4, 3), {"init_seed": seed})
+
+    assert weights_fingerprint(seeded(0)) == weights_fingerprint(seeded(0))
+    assert weights_fingerprint(seeded(0)) != weights_fingerprint(seeded(1))
+    with pytest.raises(AdaptlabError, match=f"{other}: its backbone starts from other weights"):
+        check_seeded_start(ingredients, data, weights_fingerprint(seeded(0)))

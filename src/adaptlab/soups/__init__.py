@@ -27,7 +27,7 @@ def make_soup(run_dirs: Sequence[str | Path], out: str | Path, greedy: bool = Fa
 
     from adaptlab.data.splits import SPLITS
     from adaptlab.errors import AdaptlabError
-    from adaptlab.soups.average import check_same_splits, check_same_start, check_tensors, read_ingredient
+    from adaptlab.soups.average import check_same_start, check_seeded_start, check_tensors, read_ingredient
     from adaptlab.soups.folder import check_out, write_soup_folder
     from adaptlab.soups.recipe import greedy_soup, open_kitchen, uniform_soup
 
@@ -39,7 +39,7 @@ def make_soup(run_dirs: Sequence[str | Path], out: str | Path, greedy: bool = Fa
     ingredients = [read_ingredient(path) for path in paths]
     check_same_start(ingredients)
     kitchen = open_kitchen(paths[0], device)
-    check_same_splits(ingredients, kitchen.data)
+    check_seeded_start(ingredients, kitchen.data, kitchen.start)
     check_tensors(kitchen.strategy, kitchen.model, paths)
     recipe = (greedy_soup if greedy else uniform_soup)(kitchen, paths)
     kitchen.load(recipe.tensors)

@@ -113,9 +113,10 @@ def check_same_start(ingredients: Sequence[Ingredient]) -> None:
 def _digest(value: Any, sink: Any) -> None:
     """Feed ``value`` (paths, ids, numbers, arrays, tensors, dataclasses and containers of
     them) into the hash ``sink`` by content, not by a possibly truncated repr."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if hasattr(value, "tobytes") and hasattr(value, "shape"):  # numpy arrays
+    if isinstance(value, torch.Tensor):  # as bytes: numpy has no bfloat16
+        sink.update(f"tensor{list(value.shape)}{value.dtype}".encode())
+        sink.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif hasattr(value, "tobytes") and hasattr(value, "shape"):  # numpy arrays
         sink.update(f"array{value.shape}{value.dtype}".encode())
         sink.update(value.tobytes())
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -142,12 +143,25 @@ def split_fingerprint(data: Any, split: str) -> str:
     return sink.hexdigest()
 
 
-def check_same_splits(ingredients: Sequence[Ingredient], first_data: Any) -> None:
-    """The soup is chosen on the first run's val split and reported on its test split, so
-    every ingredient must have held out those very samples (else one ingredient's training
-    samples sit in the soup's test split). Loaders split data by the run's seed: only runs
-    whose seed differs from the first's can differ, and only their data is read again."""
-    from adaptlab.assembly import load_data
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """A hash of a module's state (names, shapes, values)."""
+    sink = hashlib.sha256()
+    _digest(dict(module.state_dict()), sink)
+    return sink.hexdigest()
+
+
+def check_seeded_start(ingredients: Sequence[Ingredient], first_data: Any, first_start: str) -> None:
+    """What a run's seed decides beyond training must agree with the first run's:
+
+    - the split: the soup is chosen on the first run's val split and reported on its test
+      split, so every ingredient must have held out those very samples (else one
+      ingredient's training samples sit in the soup's test split), and loaders split data
+      by the run's seed;
+    - the starting weights: built-in backbones without pre-trained weights are initialised
+      from the run's seed (``first_start`` is the first run's :func:`weights_fingerprint`).
+
+    Only runs whose seed differs from the first's can differ, and only theirs are rebuilt."""
+    from adaptlab.assembly import build_backbone, load_data
     from adaptlab.config import RunConfig
     from adaptlab.plugins.registry import get_domain
 
@@ -157,13 +171,20 @@ def check_same_splits(ingredients: Sequence[Ingredient], first_data: Any) -> Non
         if other.config.get("seed") == first.config.get("seed"):
             continue
         config = RunConfig.from_file(other.run_dir / "config.json")
+        seeds = f"{config.seed} vs {first.config.get('seed')}"
         data = load_data(config, get_domain(config.domain))
         for split, fingerprint in wanted.items():
             if split_fingerprint(data, split) != fingerprint:
                 raise AdaptlabError(
                     f"{other.run_dir}: its {split} split differs from {first.run_dir}'s (the data "
-                    f"is split by each run's seed, {config.seed} vs {first.config.get('seed')}): a "
-                    "soup needs runs that share a seed, or data already split into train/val/test")
+                    f"is split by each run's seed, {seeds}): a soup needs runs that share a seed, "
+                    "or data already split into train/val/test")
+        backbone = build_backbone(config, get_domain(config.domain), data)
+        if weights_fingerprint(backbone.module) != first_start:
+            raise AdaptlabError(
+                f"{other.run_dir}: its backbone starts from other weights than {first.run_dir}'s "
+                f"(this backbone is initialised from each run's seed, {seeds}): a soup needs "
+                "runs from one start")
 
 
 Layout = dict[str, str]

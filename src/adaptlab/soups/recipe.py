@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from adaptlab.config import RunConfig
-from adaptlab.soups.average import TensorMean
+from adaptlab.soups.average import TensorMean, weights_fingerprint
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Kitchen:
     model: nn.Module
     loaders: dict[str, Any]
     device: torch.device
+    start: str  # weights_fingerprint of the backbone before adaptation
 
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
         """Put saved (or averaged) tensors into the model, through the strategy's own loader."""
@@ -71,6 +72,7 @@ def open_kitchen(run_dir: Path, device: str | None = None) -> Kitchen:
     parts = assemble(RunConfig.from_file(run_dir / "config.json"))
     config, data, strategy = parts.config, parts.data, parts.strategy
     task = make_task(data, config.class_weighting, parts.backbone, config.forecast_loss)
+    start = weights_fingerprint(parts.backbone.module)
     model, layer_map = task.build_model(parts.backbone, strategy.config)
     if config.init_from:  # a transfer run starts from its source run's weights, as in training
         from adaptlab.transfer.init_weights import load_source_weights
@@ -87,7 +89,7 @@ def open_kitchen(run_dir: Path, device: str | None = None) -> Kitchen:
         loaders[split] = DataLoader(dataset, batch_size=config.batch_size, shuffle=False,
                                     num_workers=config.num_workers,
                                     collate_fn=getattr(dataset, "collate", None))
-    return Kitchen(run_dir, config, data, strategy, task, model, loaders, target)
+    return Kitchen(run_dir, config, data, strategy, task, model, loaders, target, start)
 
 
 @dataclass
