@@ -189,8 +189,9 @@ def test_bad_input_names_the_option_and_writes_nothing(tmp_path, capsys, extra, 
 
 def test_a_backbone_sweep_compares_backbones(tmp_path, capsys):
     out = tmp_path / "backbones"
-    assert main(["sweep", "pointcloud", "--backbones", "dgcnn,point_transformer", "--set", "train_samples=16",
-                 "--epochs", "1", "--device", "cpu", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert main(["sweep", "pointcloud", "--dataset", "generated-shapes", "--backbones",
+                 "dgcnn,point_transformer", "--set", "train_samples=16", "--epochs", "1", "--device",
+                 "cpu", "--out", str(out), "--quiet"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     result = json.loads((out / "sweep.json").read_text())
     assert result["varied"] == "backbone" and result["values"] == ["dgcnn", "point_transformer"]
