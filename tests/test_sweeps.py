@@ -46,6 +46,7 @@ def k_sweep(tmp_path_factory) -> SimpleNamespace:
                            result=json.loads((out / "sweep.json").read_text()))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_rows_are_the_runs_own_metrics_and_a_separate_runs(k_sweep, tmp_path):
     result = k_sweep.result
     assert (result["domain"], result["varied"]) == ("wildlife", "k")
@@ -76,6 +77,7 @@ def test_rows_are_the_runs_own_metrics_and_a_separate_runs(k_sweep, tmp_path):
     assert other_seed["train"] != row["train"]  # the seed reached the run: not one run twice
 
 
+@pytest.mark.slow
 def test_trainable_parameters_are_what_freezing_k_blocks_leaves(k_sweep):
     from adaptlab.backbones.layer_map import parameters_under
     from adaptlab.plugins.registry import get_domain
@@ -94,6 +96,7 @@ def test_trainable_parameters_are_what_freezing_k_blocks_leaves(k_sweep):
     assert trainable[0].pop() > trainable[16].pop() > 0  # K = L leaves the head
 
 
+@pytest.mark.slow
 def test_table_json_and_plot(k_sweep):
     result, printed = k_sweep.result, k_sweep.printed
     header = next(line for line in printed.splitlines() if line.startswith("k "))
@@ -112,6 +115,7 @@ def test_table_json_and_plot(k_sweep):
     assert (k_sweep.out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_a_sweep_run_again_continues(k_sweep, tmp_path, capsys):
     out = tmp_path / "k"
     shutil.copytree(k_sweep.out, out)
@@ -187,6 +191,7 @@ def test_bad_input_names_the_option_and_writes_nothing(tmp_path, capsys, extra, 
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_backbone_sweep_compares_backbones(tmp_path, capsys):
     out = tmp_path / "backbones"
     assert main(["sweep", "pointcloud", "--dataset", "generated-shapes", "--backbones",
