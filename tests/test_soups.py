@@ -250,3 +250,28 @@ def test_runs_of_another_seed_need_the_same_split_and_the_same_starting_weights(
     assert weights_fingerprint(seeded(0)) != weights_fingerprint(seeded(1))
     with pytest.raises(AdaptlabError, match=f"{other}: its backbone starts from other weights"):
         check_seeded_start(ingredients, data, weights_fingerprint(seeded(0)))
+
+
+def test_the_comparison_view_makes_a_soup_of_the_picked_runs(runs, tmp_path):
+    """"Make soup" on two picked runs: the soup folder beside them, the same tensors as the
+    command line's uniform soup of those runs, and the soup listed in the view."""
+    import asyncio
+
+    from adaptlab.soups import make_soup
+    from adaptlab.widgets.compare_view import ComparisonView
+
+    picked = [runs["full_a"], runs["full_b"]]
+    view = ComparisonView(runs=[*picked, runs["lora_a"]])
+    view.picker.value = tuple(str(p) if isinstance(view.picker.options[0][1], str) else p
+                              for p in picked)
+    out = tmp_path / "from-view"
+    soup = asyncio.run(view.make_soup(greedy=False, out=out))
+    assert soup == out and "uniform, 2 of 2 runs kept" in view.soup_panel.message_text
+    reference = make_soup(picked, tmp_path / "from-cli")
+    made, expected = _tensors(soup), _tensors(reference)
+    assert made.keys() == expected.keys()
+    assert all(torch.equal(made[k], expected[k]) for k in made)
+    assert Path(soup) in [Path(s.run_dir) for s in view.summaries]
+    # Fewer than two picked runs: refused by the panel, nothing made.
+    view.picker.value = view.picker.value[:1]
+    assert view.soup_panel.start() is None and "at least two" in view.soup_panel.message_text

@@ -83,14 +83,16 @@ class ComparisonView(widgets.VBox, JobResultView):
         self.explain_button.on_click(lambda _: self.start_explain())
         from adaptlab.widgets.analyse_panel import AnalysePanel
         from adaptlab.widgets.predict_panel import PredictPanel
+        from adaptlab.widgets.soup_panel import SoupPanel
 
         self.predict_panel = PredictPanel(lambda: self._explain_target(None, "predict"))
         self.analyse_panel = AnalysePanel(lambda: self._explain_target(None, "analyse"))
+        self.soup_panel = SoupPanel(self._picked_finished, self._add_run)
         super().__init__([self.table, self.picker, self.plot,
                           widgets.HBox([self.method, self.samples, self.checks,
                                         self.explain_button]),
                           self.message, self.report, self.predict_panel,
-                          self.analyse_panel])
+                          self.analyse_panel, self.soup_panel])
         self.add_class("adaptlab-comparison-view")
         _VIEWS.add(self)
         self.refresh()
@@ -116,6 +118,25 @@ class ComparisonView(widgets.VBox, JobResultView):
         self.picker.options = options
         self.picker.value = tuple(v for _, v in options if v in chosen)
         self._draw()
+
+    def _picked_finished(self) -> list[Path]:
+        finished = {Path(s.run_dir) for s in self.summaries if s.status == "finished"}
+        return [p for p in map(Path, self.picker.value) if p in finished]
+
+    def _add_run(self, run_dir: Path) -> None:
+        """A run made here (a soup) joins the view: fixed lists grow, the others find it."""
+        if self._fixed is not None:
+            self._fixed.append(run_dir)
+        elif self._root is None:
+            register_run(run_dir)
+            return
+        self.refresh()
+
+    async def make_soup(self, runs: list | None = None, greedy: bool = True,
+                        out: str | Path | None = None) -> Path:
+        """Average runs (the picked ones) into a new run folder, uniform or greedy
+        (:func:`adaptlab.soups.make_soup`); the soup then joins the view."""
+        return await self.soup_panel.make(runs, greedy, out)
 
     def selected_runs(self) -> list[Path]:
         """The picked runs, or every run when none is picked."""
