@@ -8,7 +8,6 @@ panel finds the suggested k for the next run on the same backbone.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +15,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.widgets.jobs import BackgroundJob, JobResultView, running_loop, wait_async
-from adaptlab.widgets.record import SavedOutput, message_html
+from adaptlab.widgets.jobs import JobResultView
 
 
 def analysis_html(result, run_dir: Path) -> str:
@@ -43,12 +41,8 @@ class AnalysePanel(widgets.VBox, JobResultView):
         from adaptlab.analysis.layer_change import DEFAULT_PROBE, DEFAULT_THRESHOLD
 
         self._choose_run = choose_run
-        self._job: BackgroundJob | None = None
-        self._pump: asyncio.Task | None = None
-        self._record: SavedOutput | None = None
         self._analysed: Path | None = None
         self.result = None
-        self.message_text = ""
         self.threshold = widgets.BoundedFloatText(value=DEFAULT_THRESHOLD, min=0.01, max=1.0,
                                                   step=0.01, description="threshold")
         self.probe = widgets.BoundedIntText(value=DEFAULT_PROBE, min=3, max=4096,
@@ -65,8 +59,7 @@ class AnalysePanel(widgets.VBox, JobResultView):
     def start(self, run: str | Path | None = None, threshold: float | None = None,
               probe: int | None = None):
         """Analyse on a worker thread (the picked run, else the latest finished)."""
-        if self._job is not None and self._job.running:
-            self._say("an analysis is already running", error=True)
+        if self._busy("an analysis"):
             return None
         try:
             run_dir = Path(run) if run is not None else self._choose_run()
@@ -82,24 +75,14 @@ class AnalysePanel(widgets.VBox, JobResultView):
             return analyse(run_dir, probe, threshold)
 
         self._analysed = run_dir
-        self._job = BackgroundJob(work, name=f"adaptlab-analyse-{run_dir}").start()
-        self.button.disabled = True
-        self._say(f"analysing {run_dir} ({probe} probe examples)...")
-        if running_loop() is not None:
-            self._pump = asyncio.get_running_loop().create_task(
-                wait_async(self._job, self._events))
-        return self._job
+        return self._launch(work, f"adaptlab-analyse-{run_dir}", self.button,
+                            f"analysing {run_dir} ({probe} probe examples)...")
 
     async def analyse(self, run: str | Path | None = None, threshold: float | None = None,
                       probe: int | None = None):
         """Analyse and wait; the table and plot show here and are saved in this cell."""
-        if self.start(run, threshold, probe) is None:
-            raise AdaptlabError(self.message_text)
-        self._record = SavedOutput("adaptlab-analysis")
-        self._record.show({"text/plain": "analysing..."})
-        await asyncio.shield(self._pump)
-        if self._job.error:
-            raise AdaptlabError(self._job.error)
+        await self._await_job(self.start(run, threshold, probe), "adaptlab-analysis",
+                              "analysing...")
         return self.result
 
     def _events(self, events: list[dict]) -> None:
@@ -114,7 +97,3 @@ class AnalysePanel(widgets.VBox, JobResultView):
         self.output.value = page
         return {"text/html": f"<div class='adaptlab-record'>{page}</div>",
                 "text/plain": result.text()}
-
-    def _say(self, text: str, error: bool = False) -> None:
-        self.message_text = text
-        self.message.value = message_html(text, error)

@@ -8,7 +8,6 @@ metric against trainable parameters and memory, run selection, and the Explain b
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from pathlib import Path
 
@@ -17,8 +16,8 @@ import ipywidgets as widgets
 from adaptlab.compare import figure_png, find_runs, runs_table, summarise_run, tradeoff_figure
 from adaptlab.errors import AdaptlabError
 from adaptlab.summary import text_table
-from adaptlab.widgets.jobs import BackgroundJob, JobResultView, running_loop, wait_async
-from adaptlab.widgets.record import SavedOutput, html_table, message_html, png_img
+from adaptlab.widgets.jobs import JobResultView
+from adaptlab.widgets.record import SavedOutput, html_table, png_img
 
 DEFAULT_METHOD = "(domain default)"
 
@@ -60,9 +59,6 @@ class ComparisonView(widgets.VBox, JobResultView):
         self.summaries = []
         self.explanation = None
         self.report_page: str | None = None
-        self._job: BackgroundJob | None = None
-        self._pump: asyncio.Task | None = None
-        self._record: SavedOutput | None = None
         self._explained: Path | None = None
         self.message_text = ""
         self.table = widgets.HTML()
@@ -180,8 +176,7 @@ class ComparisonView(widgets.VBox, JobResultView):
     def start_explain(self, run: str | Path | None = None, method: str | None = None,
                       samples: int | None = None, checks: bool | None = None):
         """Explain a run on a worker thread (the picked one, else the latest finished)."""
-        if self._job is not None and self._job.running:
-            self._say("an explanation is already running", error=True)
+        if self._busy("an explanation"):
             return None
         try:
             run_dir = self._explain_target(run)
@@ -198,25 +193,15 @@ class ComparisonView(widgets.VBox, JobResultView):
             return explain(run_dir, method, samples, checks=checks, report=True)
 
         self._explained = run_dir
-        self._job = BackgroundJob(work, name=f"adaptlab-explain-{run_dir}").start()
-        self.explain_button.disabled = True
-        self._say(f"explaining {run_dir} ({samples} samples"
-                  f"{', with checks' if checks else ''})...")
-        if running_loop() is not None:
-            self._pump = asyncio.get_running_loop().create_task(
-                wait_async(self._job, self._explain_events))
-        return self._job
+        return self._launch(work, f"adaptlab-explain-{run_dir}", self.explain_button,
+                            f"explaining {run_dir} ({samples} samples"
+                            f"{', with checks' if checks else ''})...")
 
     async def explain(self, run: str | Path | None = None, method: str | None = None,
                       samples: int | None = None, checks: bool | None = None):
         """Explain and wait; the report shows in the view and is saved in this cell."""
-        if self.start_explain(run, method, samples, checks) is None:
-            raise AdaptlabError(self.message_text)
-        self._record = SavedOutput("adaptlab-report")
-        self._record.show({"text/plain": f"explaining {self._explained}..."})
-        await asyncio.shield(self._pump)
-        if self._job.error:
-            raise AdaptlabError(self._job.error)
+        started = self.start_explain(run, method, samples, checks)
+        await self._await_job(started, "adaptlab-report", f"explaining {self._explained}...")
         return self.explanation
 
     async def predict(self, data: str | Path | None = None, run: str | Path | None = None,
@@ -233,7 +218,7 @@ class ComparisonView(widgets.VBox, JobResultView):
         finished): per-block similarity to the starting model and a suggested k."""
         return await self.analyse_panel.analyse(run, threshold, probe)
 
-    def _explain_events(self, events: list[dict]) -> None:
+    def _events(self, events: list[dict]) -> None:
         self._job_finished(events, self.explain_button, "explain", self._show_explanation)
 
     def _show_explanation(self, result) -> dict[str, str]:
@@ -245,10 +230,6 @@ class ComparisonView(widgets.VBox, JobResultView):
         self._say(line)
         self.report.value = report_iframe(self.report_page)
         return {"text/html": report_iframe(self.report_page), "text/plain": line}
-
-    def _say(self, text: str, error: bool = False) -> None:
-        self.message_text = text
-        self.message.value = message_html(text, error)
 
 
 def comparison_view(runs: list | None = None, root: str | Path | None = None) -> ComparisonView:

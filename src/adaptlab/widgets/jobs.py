@@ -74,7 +74,50 @@ class BackgroundJob:
 class JobResultView:
     """A view that runs one job at a time (``self._job``, pumped by ``self._pump``) and shows
     its outcome in place and in a saved output (``self._record``, when a cell awaits it).
-    ``_say(text, error)`` is the view's status line."""
+    The view has a ``message`` HTML widget (its status line, :meth:`_say`) and an
+    ``_events(events)`` method that calls :meth:`_job_finished`."""
+
+    _job: BackgroundJob | None = None
+    _pump: asyncio.Task | None = None
+    _record: Any = None
+    message_text: str = ""
+
+    def _busy(self, what: str) -> bool:
+        """Say so when a job is already running."""
+        if self._job is not None and self._job.running:
+            self._say(f"{what} is already running", error=True)
+            return True
+        return False
+
+    def _launch(self, work: Callable, name: str, button, line: str) -> BackgroundJob:
+        """Start ``work`` on a worker thread, disable ``button`` until it ends, say ``line``,
+        and pump its events from the kernel's loop when there is one."""
+        self._job = BackgroundJob(work, name=name).start()
+        button.disabled = True
+        self._say(line)
+        if running_loop() is not None:
+            self._pump = asyncio.get_running_loop().create_task(
+                wait_async(self._job, self._events))
+        return self._job
+
+    async def _await_job(self, started: BackgroundJob | None, record: str, waiting: str) -> None:
+        """Wait for the job just ``started`` (None: it was refused, and said why), its
+        outcome saved in this cell's output named ``record``."""
+        from adaptlab.widgets.record import SavedOutput
+
+        if started is None:
+            raise AdaptlabError(self.message_text)
+        self._record = SavedOutput(record)
+        self._record.show({"text/plain": waiting})
+        await asyncio.shield(self._pump)
+        if self._job.error:
+            raise AdaptlabError(self._job.error)
+
+    def _say(self, text: str, error: bool = False) -> None:
+        from adaptlab.widgets.record import message_html
+
+        self.message_text = text
+        self.message.value = message_html(text, error)
 
     def _job_finished(self, events: list[dict], button, what: str,
                       show: Callable[[Any], dict[str, str]]) -> None:

@@ -8,15 +8,13 @@ responsive; the table and drawings are also written as a plain output saved in t
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
 import ipywidgets as widgets
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.widgets.jobs import BackgroundJob, JobResultView, running_loop, wait_async
-from adaptlab.widgets.record import SavedOutput, message_html
+from adaptlab.widgets.jobs import JobResultView
 
 TABLE_ROWS = 20  # rows of the table shown; the file holds them all
 NO_ATTRIBUTIONS = "(none)"
@@ -36,11 +34,7 @@ class PredictPanel(widgets.VBox, JobResultView):
         from adaptlab.explain import method_names
 
         self._choose_run = choose_run
-        self._job: BackgroundJob | None = None
-        self._pump: asyncio.Task | None = None
-        self._record: SavedOutput | None = None
         self.predictions = None
-        self.message_text = ""
         self.data = widgets.Text(description="data", layout=widgets.Layout(width="60%"),
                                  placeholder="a file or folder of new inputs; empty: the run's "
                                              "test split")
@@ -60,8 +54,7 @@ class PredictPanel(widgets.VBox, JobResultView):
               count: int | None = None, method: str | None = None):
         """Predict on a worker thread; ``data`` None takes the panel's field (empty: the
         run's test split)."""
-        if self._job is not None and self._job.running:
-            self._say("a prediction is already running", error=True)
+        if self._busy("a prediction"):
             return None
         try:
             run_dir = Path(run) if run is not None else self._choose_run()
@@ -80,24 +73,14 @@ class PredictPanel(widgets.VBox, JobResultView):
             predictions = loaded.predict(data, split=None if data else "test")
             return predictions, prediction_gallery(loaded, predictions, count, method)
 
-        self._job = BackgroundJob(work, name=f"adaptlab-predict-{run_dir}").start()
-        self.button.disabled = True
-        self._say(f"predicting with {run_dir} on {data or 'its test split'}...")
-        if running_loop() is not None:
-            self._pump = asyncio.get_running_loop().create_task(
-                wait_async(self._job, self._events))
-        return self._job
+        return self._launch(work, f"adaptlab-predict-{run_dir}", self.button,
+                            f"predicting with {run_dir} on {data or 'its test split'}...")
 
     async def predict(self, data: str | Path | None = None, run: str | Path | None = None,
                       count: int | None = None, method: str | None = None):
         """Predict and wait; the table and drawings show here and are saved in this cell."""
-        if self.start(data, run, count, method) is None:
-            raise AdaptlabError(self.message_text)
-        self._record = SavedOutput("adaptlab-predictions")
-        self._record.show({"text/plain": "predicting..."})
-        await asyncio.shield(self._pump)
-        if self._job.error:
-            raise AdaptlabError(self._job.error)
+        await self._await_job(self.start(data, run, count, method), "adaptlab-predictions",
+                              "predicting...")
         return self.predictions
 
     def _events(self, events: list[dict]) -> None:
@@ -112,7 +95,3 @@ class PredictPanel(widgets.VBox, JobResultView):
         page = table_html(self.predictions.table) + gallery
         self.output.value = page
         return {"text/html": f"<div class='adaptlab-record'>{page}</div>", "text/plain": line}
-
-    def _say(self, text: str, error: bool = False) -> None:
-        self.message_text = text
-        self.message.value = message_html(text, error)

@@ -8,7 +8,6 @@ notebook.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +15,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.widgets.jobs import BackgroundJob, JobResultView, running_loop, wait_async
-from adaptlab.widgets.record import SavedOutput, message_html
+from adaptlab.widgets.jobs import JobResultView
 
 
 def free_soup_folder(runs: list[Path]) -> Path:
@@ -36,11 +34,7 @@ class SoupPanel(widgets.VBox, JobResultView):
 
     def __init__(self, picked: Callable[[], list[Path]], made: Callable[[Path], None]) -> None:
         self._picked, self._made = picked, made
-        self._job: BackgroundJob | None = None
-        self._pump: asyncio.Task | None = None
-        self._record: SavedOutput | None = None
         self.soup_dir: Path | None = None
-        self.message_text = ""
         self.greedy = widgets.Checkbox(value=True, description="greedy", indent=False)
         self.out = widgets.Text(description="out", placeholder="default: soup beside the runs")
         self.button = widgets.Button(description="Make soup", icon="flask")
@@ -53,8 +47,7 @@ class SoupPanel(widgets.VBox, JobResultView):
     def start(self, runs: list | None = None, greedy: bool | None = None,
               out: str | Path | None = None):
         """Make the soup on a worker thread."""
-        if self._job is not None and self._job.running:
-            self._say("a soup is already being made", error=True)
+        if self._busy("a soup"):
             return None
         runs = [Path(r) for r in runs] if runs is not None else self._picked()
         if len(runs) < 2:
@@ -72,25 +65,15 @@ class SoupPanel(widgets.VBox, JobResultView):
 
             return make_soup(runs, target, greedy=greedy)
 
-        self._job = BackgroundJob(work, name=f"adaptlab-soup-{target}").start()
-        self.button.disabled = True
-        self._say(f"making a {'greedy' if greedy else 'uniform'} soup of {len(runs)} runs "
-                  f"in {target}...")
-        if running_loop() is not None:
-            self._pump = asyncio.get_running_loop().create_task(
-                wait_async(self._job, self._events))
-        return self._job
+        return self._launch(work, f"adaptlab-soup-{target}", self.button,
+                            f"making a {'greedy' if greedy else 'uniform'} soup of "
+                            f"{len(runs)} runs in {target}...")
 
     async def make(self, runs: list | None = None, greedy: bool | None = None,
                    out: str | Path | None = None) -> Path:
         """Make the soup and wait; its line is saved in this cell."""
-        if self.start(runs, greedy, out) is None:
-            raise AdaptlabError(self.message_text)
-        self._record = SavedOutput("adaptlab-soup")
-        self._record.show({"text/plain": "making a soup..."})
-        await asyncio.shield(self._pump)
-        if self._job.error:
-            raise AdaptlabError(self._job.error)
+        await self._await_job(self.start(runs, greedy, out), "adaptlab-soup",
+                              "making a soup...")
         return self.soup_dir
 
     def _events(self, events: list[dict]) -> None:
@@ -104,7 +87,3 @@ class SoupPanel(widgets.VBox, JobResultView):
         self._say(line)
         self._made(self.soup_dir)
         return {"text/plain": line}
-
-    def _say(self, text: str, error: bool = False) -> None:
-        self.message_text = text
-        self.message.value = message_html(text, error)
