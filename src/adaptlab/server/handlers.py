@@ -62,6 +62,12 @@ class RunsHandler(_AdaptlabHandler):
         self.reply(await asyncio.to_thread(runs_payload, self.root))
 
 
+def _check_notebook_path(path: Any) -> None:
+    if not isinstance(path, str) or not path.endswith(".ipynb"):
+        raise web.HTTPError(400, f"field 'path' must be a notebook path ending in .ipynb, "
+                            f"got {path!r}")
+
+
 class NotebooksHandler(_AdaptlabHandler):
     """``POST {"domain", "path", "unique"?, "parameters"?}``: write the domain's template
     notebook at ``path`` (relative to the root). An existing file is never replaced: 409, or
@@ -78,20 +84,14 @@ class NotebooksHandler(_AdaptlabHandler):
         domain_name, path = body.get("domain"), body.get("path")
         if not isinstance(domain_name, str) or not domain_name:
             raise web.HTTPError(400, "field 'domain' must name an installed domain")
-        if not isinstance(path, str) or not path.endswith(".ipynb"):
-            raise web.HTTPError(400, f"field 'path' must be a notebook path ending in .ipynb, "
-                                f"got {path!r}")
+        _check_notebook_path(path)
         parameters = body.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise web.HTTPError(400, "field 'parameters' must be an object")
         found = (await asyncio.to_thread(discover_domains)).domains
         if domain_name not in found:
             raise web.HTTPError(404, f"unknown domain {domain_name!r}; installed: {sorted(found)}")
-        target = self.resolve(path)
-        if target.exists():
-            if not body.get("unique"):
-                raise web.HTTPError(409, f"{path} exists; a template never replaces a notebook")
-            target = self._free_name(target)
+        target = self._new_notebook(path, body.get("unique"), "a template")
         try:
             await asyncio.to_thread(write_template, found[domain_name], target,
                                     parameters=parameters)
@@ -104,17 +104,11 @@ class NotebooksHandler(_AdaptlabHandler):
     async def _copy_tutorial(self, body: dict[str, Any]) -> None:
         """``{"tutorial": NAME, "path", "unique"?}``: a copy of a tutorial notebook."""
         name, path = body.get("tutorial"), body.get("path")
-        if not isinstance(path, str) or not path.endswith(".ipynb"):
-            raise web.HTTPError(400, f"field 'path' must be a notebook path ending in .ipynb, "
-                                f"got {path!r}")
+        _check_notebook_path(path)
         known = {t["name"]: t for t in await asyncio.to_thread(list_tutorials)}
         if name not in known:
             raise web.HTTPError(404, f"unknown tutorial {name!r}; the tutorials: {sorted(known)}")
-        target = self.resolve(path)
-        if target.exists():
-            if not body.get("unique"):
-                raise web.HTTPError(409, f"{path} exists; a tutorial never replaces a notebook")
-            target = self._free_name(target)
+        target = self._new_notebook(path, body.get("unique"), "a tutorial")
         try:
             await asyncio.to_thread(copy_tutorial, name, target)
         except AdaptlabError as exc:  # created by someone else meanwhile
@@ -130,6 +124,16 @@ class NotebooksHandler(_AdaptlabHandler):
         if not isinstance(body, dict):
             raise web.HTTPError(400, "request body must be a JSON object")
         return body
+
+    def _new_notebook(self, path: str, unique: Any, what: str) -> Path:
+        """Where a new notebook goes: ``path`` inside the root, never over an existing file
+        (409, or with ``unique`` the next free name)."""
+        target = self.resolve(path)
+        if target.exists():
+            if not unique:
+                raise web.HTTPError(409, f"{path} exists; {what} never replaces a notebook")
+            target = self._free_name(target)
+        return target
 
     @staticmethod
     def _free_name(target: Path) -> Path:
