@@ -3,7 +3,7 @@ their learning rate, then the uniform and the greedy soup of them, over several 
 seed its own set of runs); held-out accuracy of the best single run (picked by validation),
 the uniform soup and the greedy soup.
 
-    python bench/seeds/soups.py --seeds 0 1 2 --epochs 3
+    python bench/seeds/soups.py --seeds 0 1 2 --epochs 3 --train-samples 256
 
 Claim (``../shared`` catalogue, Model soups, seed 001; Wortsman et al. 2022): on ImageNet the
 greedy soup reaches 81.0 %, the best single fine-tuned model 80.4 %, the uniform soup 80.0 %.
@@ -41,8 +41,8 @@ def _one_seed(args, seed: int, tmp: Path) -> dict[str, float]:
     ingredients = []
     for lr in args.lrs:
         config = config_for("code", strategy=args.strategy, lr=lr, seed=seed,
-                            epochs=args.epochs, device=args.device,
-                            out=str(tmp / f"{seed}-lr{lr:g}"))
+                            epochs=args.epochs, train_samples=args.train_samples,
+                            device=args.device, out=str(tmp / f"{seed}-lr{lr:g}"))
         result = run(config, progress=False)
         ingredients.append(result.run_dir)
         print(f"seed {seed} lr {lr:g}: val {result.metrics['final']['val'][METRIC]:.3f}, test "
@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--lrs", type=float, nargs="+", default=[5e-4, 1e-3, 2e-3, 3e-3])
     parser.add_argument("--strategy", default="freeze")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train-samples", type=int, default=None, help="default: all")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--print-only", action="store_true")
     args = parser.parse_args()
@@ -86,7 +87,7 @@ def _section(args, rows: list[dict]) -> str:
     met = "met" if greedy >= best and greedy >= uniform else "not met"
     return (f"## Model soups on the code demo `stdlib-modules` ({args.device})\n\n"
             f"{machine()}. minilm, strategy `{args.strategy}` at its defaults, {args.epochs} "
-            f"epochs; per seed {len(args.lrs)} runs from the same start that differ only in "
+            f"epochs, training samples {args.train_samples or 'all'}; per seed {len(args.lrs)} runs from the same start that differ only in "
             f"the learning rate ({', '.join(f'{lr:g}' for lr in args.lrs)}), then "
             "`adaptlab soup` of them, uniform and greedy (runs ranked by validation accuracy, "
             "each kept only if the soup's validation accuracy rises). Test accuracy, mean ± sd "
