@@ -69,8 +69,10 @@ def main() -> None:
             rows["freeze k=suggested"].append(_train(
                 "code", "freeze", {"k": analysis.suggested_k}, seed,
                 Path(tmp) / f"suggested-{seed}", args))
-            rows["freeze k=L-2 (Telly)"].append(_train(
-                "code", "freeze", {"k": -2}, seed, Path(tmp) / f"telly-{seed}", args))
+            # The same run when the suggestion is Telly's own k (freeze resolves -2 to L-2).
+            rows["freeze k=L-2 (Telly)"].append(
+                rows["freeze k=suggested"][-1] if analysis.suggested_k == analysis.num_blocks - 2
+                else _train("code", "freeze", {"k": -2}, seed, Path(tmp) / f"telly-{seed}", args))
         section = _section(args, rows, curves, suggested, analysis)
     if args.print_only:
         print(section)
@@ -79,7 +81,9 @@ def main() -> None:
 
 
 def _section(args, rows: dict, curves: list, suggested: list[int], analysis) -> str:
-    config = rows["full"][0].config
+    from adaptlab.config import RunConfig
+
+    config = RunConfig.from_file(Path(rows["full"][0].run_dir) / "config.json")
     full_scores = [r.metrics["final"]["test"][METRIC] for r in rows["full"]]
     full_params = rows["full"][0].costs["trainable_params"]
     full_seconds = statistics.median(r.costs["seconds_per_epoch"] for r in rows["full"])
