@@ -105,6 +105,8 @@ def test_only_projection_and_token_get_gradients(planted, minilm_backbone, tiny_
 def test_bridge_learns_what_the_lm_alone_cannot(planted, minilm_backbone):
     """Which colour the summary names is in the code only: the LM alone writes one summary for
     every input (at most a quarter right); the bridge, trained, names each input's colour."""
+    # The bridge's projection is drawn at setup: seeded here, not by whatever tests ran before.
+    torch.manual_seed(0)
     task, strategy, model = _bridged(planted, minilm_backbone)
     train = _loader(planted, "train", minilm_backbone)
     alone = model.bridge
@@ -113,7 +115,8 @@ def test_bridge_learns_what_the_lm_alone_cannot(planted, minilm_backbone):
     model.bridge = alone
     optimizer = torch.optim.AdamW(model.bridge.parameters(), lr=3e-2)
     torch.manual_seed(0)
-    for _ in range(40):
+    # 80 passes: at 40 one input of 16 was still wrong on some machines (loss 0.055).
+    for _ in range(80):
         model.train()
         strategy.train_mode(model)
         for batch, labels in train:
