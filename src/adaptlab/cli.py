@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="run folder (default runs/DOMAIN-STRATEGY)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--processes", type=int, default=1,
+                     help="data-parallel processes on this machine, started by torchrun "
+                          "(batch_size stays the global batch)")
     explain = sub.add_parser("explain", help="attributions, checks and a report for a finished run")
     explain.add_argument("run_dir", nargs="?")
     explain.add_argument("--method", help="attribution method (default: the domain's)")
@@ -373,10 +376,26 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_before_launch(config, args: argparse.Namespace) -> None:
+    """What can be refused before N processes start, refused once."""
+    from pathlib import Path
+
+    from adaptlab.config import RunConfig
+    from adaptlab.engine.distributed import check_batch
+    from adaptlab.run import _check_run_dir
+
+    _check_run_dir(Path(config.out), args.resume)
+    if args.resume:
+        config = RunConfig.from_file(Path(config.out) / "config.json")
+    check_batch(config.batch_size, args.processes)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from adaptlab.config import RunConfig
+    from adaptlab.engine import distributed
+    from adaptlab.engine.launch import launch
     from adaptlab.run import run
 
     if args.resume:
@@ -390,7 +409,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                                     f"not {args.domain!r}")
     else:
         config = build_run_config(args)
+    if args.processes < 1:
+        raise AdaptlabError(f"--processes {args.processes}: needs at least 1")
+    if args.processes > 1 and distributed.world_size() == 1:
+        _check_before_launch(config, args)
+        return launch(args.argv, args.processes)
     result = run(config, resume=args.resume, progress=not args.quiet)
+    if not distributed.is_main():
+        return 0
     if not result.metrics:
         print(f"run stopped; continue with: adaptlab run {args.domain} --out {result.run_dir} "
               "--resume")
@@ -402,7 +428,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
+    args.argv = argv
     handler = {"domains": cmd_domains, "run": cmd_run, "template": cmd_template,
                "new-notebook": cmd_template, "explain": cmd_explain,
                "compare": cmd_compare, "transfer": cmd_transfer, "predict": cmd_predict,
@@ -411,7 +439,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except AdaptlabError as exc:
-        print(f"adaptlab: error: {exc}", file=sys.stderr)
+        from adaptlab.engine.distributed import is_main
+
+        if is_main():  # every process meets the same error; one says it
+            print(f"adaptlab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("adaptlab: interrupted; resume with --resume", file=sys.stderr)

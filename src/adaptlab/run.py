@@ -12,6 +12,7 @@ from typing import Any
 
 from adaptlab.assembly import RunResult, assemble, load_source_data
 from adaptlab.config import RunConfig
+from adaptlab.engine import distributed
 from adaptlab.errors import AdaptlabError
 from adaptlab.plugins.registry import get_domain
 from adaptlab.session import TrainingSession
@@ -61,13 +62,17 @@ def run(config: RunConfig, resume: bool = False,
     ``on_trainer`` receives the trainer before fitting (the widgets keep it to request a stop).
     """
     run_dir = Path(config.out)
+    distributed.join(config.device)
     _check_run_dir(run_dir, resume)
+    distributed.barrier()  # every process checked the folder before the main one writes
     if resume:
         config = RunConfig.from_file(run_dir / "config.json")
-    parts = assemble(config)
-    session = TrainingSession(parts.config, parts.domain, parts.data, parts.backbone,
-                              parts.strategy,
-                              source_data=load_source_data(parts.config, parts.domain, parts.data))
-    session.check()
+    distributed.check_batch(config.batch_size, distributed.world_size())
+    with distributed.main_first():
+        parts = assemble(config)
+        session = TrainingSession(parts.config, parts.domain, parts.data, parts.backbone,
+                                  parts.strategy, source_data=load_source_data(
+                                      parts.config, parts.domain, parts.data))
+        session.check()
     return session.execute(run_dir, resume=resume, subscribers=subscribers, progress=progress,
                            on_trainer=on_trainer)

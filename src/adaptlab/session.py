@@ -18,6 +18,7 @@ from adaptlab.config import RunConfig
 from adaptlab.costs.meter import CostMeter
 from adaptlab.data.splits import SPLITS, SplitDataset
 from adaptlab.data.torch_datasets import make_torch_dataset
+from adaptlab.engine import distributed
 from adaptlab.engine.accelerator import make_accelerator
 from adaptlab.engine.atomic import atomic_write_text
 from adaptlab.engine.events import EventBus, JsonlEventWriter, TerminalProgress
@@ -98,23 +99,26 @@ class TrainingSession:
     # -- the run ---------------------------------------------------------------------------
     def execute(self, run_dir: Path, resume: bool, subscribers: Iterable[Callable],
                 progress: bool, on_trainer: Callable | None = None):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
+        # One writer: with several processes, the main one writes the run folder, events
+        # included, and the others train, evaluate and wait for it (engine.distributed).
+        main = distributed.is_main()
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        if main and not resume:
             atomic_write_text(run_dir / "config.json", self.config.to_json() + "\n")
             atomic_write_text(run_dir / "origin.json", json.dumps(_origin(), indent=2) + "\n")
             atomic_write_text(run_dir / "data.json",
                               json.dumps(self.data.description(), indent=1) + "\n")
         bus = EventBus()
-        writer = JsonlEventWriter(run_dir / "events.jsonl")
-        bus.subscribe(writer)
-        if progress:
-            bus.subscribe(TerminalProgress())
-        for subscriber in subscribers:
+        writer = JsonlEventWriter(run_dir / "events.jsonl") if main else None
+        for subscriber in ([writer] + ([TerminalProgress()] if progress else [])
+                           + list(subscribers)) if main else []:
             bus.subscribe(subscriber)
         try:
             return self._train_and_report(run_dir, resume, bus, on_trainer)
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
 
     def _make_trainer(self, run_dir: Path, bus: EventBus):
         accelerator = make_accelerator(self.config.device, self.config.mixed_precision,
@@ -156,17 +160,22 @@ class TrainingSession:
             bus.emit("run_interrupted", epoch=state.epoch, step=state.step_in_epoch)
             return RunResult(run_dir, {}, meter.to_dict())
         final = {split: trainer.evaluate(split) for split in SPLITS}
+        metrics = self._metrics(final, baseline, state)
+        if not distributed.is_main():
+            trainer.accelerator.wait_for_everyone()  # for the main process's final files
+            return RunResult(run_dir, metrics, {}, headline=self.task.headline(metrics))
         artefacts = self.strategy.save_final(trainer.unwrapped, run_dir)
         artefacts["reload_max_abs_diff"] = check_round_trip(
             trainer.unwrapped, self.strategy, run_dir, self._rebuild_base_model,
             next(iter(loaders["eval_test"]))[0], trainer.accelerator.autocast,
             trainer.accelerator.mixed_precision != "no")
-        metrics = self._metrics(final, baseline, state)
-        costs = {**meter.to_dict(), **artefacts, "environment": _environment()}
+        costs = {**meter.to_dict(), **artefacts, "processes": trainer.processes,
+                 "environment": _environment()}
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         atomic_write_text(run_dir / "costs.json", json.dumps(costs, indent=2) + "\n")
         try_write_model_card(run_dir)  # reads the metrics and costs just written
         bus.emit("run_end", test=final["test"], baseline_test=metrics["baseline"]["test"])
+        trainer.accelerator.wait_for_everyone()
         return RunResult(run_dir, metrics, costs, headline=self.task.headline(metrics))
 
     def _init_head(self, model, layer_map, loader, device, bus) -> None:
@@ -199,7 +208,8 @@ class TrainingSession:
             return json.loads(path.read_text())
         result = self.task.baselines(model, {s: loaders[f"eval_{s}"] for s in SPLITS},
                                      self._source_loader(), device)
-        atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+        if distributed.is_main():
+            atomic_write_text(path, json.dumps(result, indent=2) + "\n")
         bus.emit("baseline", **{name: {k: v for k, v in metrics["test"].items()
                                        if isinstance(v, float)}
                                 for name, metrics in result.items()})

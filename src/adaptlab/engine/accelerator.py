@@ -22,7 +22,7 @@ def make_accelerator(device: str, mixed_precision: str, grad_accum: int):
     in one notebook kernel do not inherit each other's precision or device)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import DataLoaderConfiguration
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
     if device == "cuda" and not torch.cuda.is_available():
         raise AdaptlabError("device 'cuda' requested but no CUDA device is available")
@@ -32,7 +32,13 @@ def make_accelerator(device: str, mixed_precision: str, grad_accum: int):
     precision = choose_mixed_precision(mixed_precision, on_cuda)
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+    # split_batches: batch_size is the global batch (see adaptlab.engine.distributed).
+    # find_unused_parameters: some strategies' trainable parameters take no part in a given
+    # forward (a gated side branch, a task head a prompt bypasses), which plain DDP refuses.
     return Accelerator(cpu=device == "cpu", mixed_precision=precision,
                        gradient_accumulation_steps=grad_accum,
-                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True,
+                                                                 split_batches=True),
+                       kwargs_handlers=[DistributedDataParallelKwargs(
+                           find_unused_parameters=True)],
                        step_scheduler_with_optimizer=False)

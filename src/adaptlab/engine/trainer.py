@@ -16,6 +16,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from adaptlab.costs.meter import CostMeter, SavedActivationCounter
+from adaptlab.engine import distributed
 from adaptlab.engine.atomic import atomic_write_with
 from adaptlab.engine.callbacks import HookContext
 from adaptlab.engine.checkpoint import load_latest_checkpoint, save_checkpoint
@@ -79,18 +80,28 @@ class Trainer:
         self._measured_signature: tuple[bool, ...] | None = None  # trainable set last counted
         self._step_signature: tuple[bool, ...] | None = None  # trainable set at the last step
 
+        self.processes = accelerator.num_processes
+        # A strategy whose trainable set changes cannot sit inside DDP (see
+        # ``distributed.average_gradients``): its model is placed, not wrapped.
+        self._manual_sync = self.processes > 1 and strategy.changes_trainable_set
+        self._plain_eval = dict(eval_loaders)
+        prepared = accelerator.prepare(train_loader, *eval_loaders.values())
+        self.train_loader = prepared[0]
+        self.eval_loaders = dict(zip(eval_loaders, prepared[1:], strict=True))
         accum = accelerator.gradient_accumulation_steps
-        self.steps_per_epoch = -(-len(train_loader) // accum)
+        # The prepared loader: the global batches of this epoch (batch_size is global).
+        self.steps_per_epoch = -(-len(self.train_loader) // accum)
         total = self.steps_per_epoch * settings.epochs
         self.optim = OptimizerControl(model, strategy.param_groups(model, settings.weight_decay),
                                       settings.lr, settings.schedule, total,
                                       int(settings.warmup_ratio * total))
         self.scheduler = self.optim.scheduler
-        prepared = accelerator.prepare(model, self.optim.optimizer, train_loader,
-                                       *eval_loaders.values())
-        self.model, self.optimizer, self.train_loader = prepared[:3]
+        if self._manual_sync:
+            self.model = model.to(accelerator.device)
+            self.optimizer = accelerator.prepare(self.optim.optimizer)
+        else:
+            self.model, self.optimizer = accelerator.prepare(model, self.optim.optimizer)
         self.optim.stepper = self.optimizer
-        self.eval_loaders = dict(zip(eval_loaders, prepared[3:], strict=True))
         meter.measure_model(self.unwrapped)
 
     @property
@@ -133,15 +144,35 @@ class Trainer:
         self.optim.restore(loaded.optimizer, state["optimizer_layout"])
         if self.accelerator.scaler is not None and state.get("scaler"):
             self.accelerator.scaler.load_state_dict(state["scaler"])
-        restore_rng(state["rng"])
+        saved_processes = state.get("processes", 1)
+        by_process = state.get("rng_by_process") or [state["rng"]]
+        # Each process continues its own random stream; with another process count they all
+        # take the main process's (the data order does not depend on it: see distributed).
+        restore_rng(by_process[self.accelerator.process_index]
+                    if len(by_process) == self.processes else state["rng"])
         self.meter.load_state(state.get("costs", {}))
         self.state = TrainState(**{**state["train"], "interrupted": False})
-        self.bus.emit("resume", epoch=self.state.epoch, step_in_epoch=self.state.step_in_epoch)
+        if not self.accelerator.is_main_process:  # the saved sums are over all processes
+            self.state.epoch_sums, self.state.epoch_samples = {}, 0
+        self.bus.emit("resume", epoch=self.state.epoch, step_in_epoch=self.state.step_in_epoch,
+                      processes=self.processes, saved_processes=saved_processes)
         return True
 
+    def _global_epoch_sums(self) -> tuple[dict[str, float], int]:
+        """The unfinished epoch's training sums over all processes."""
+        names = sorted(self.state.epoch_sums)
+        totals = distributed.sum_over_processes(
+            [self.state.epoch_sums[n] for n in names] + [float(self.state.epoch_samples)])
+        return dict(zip(names, totals[:-1], strict=True)), int(totals[-1])
+
     def _save_checkpoint(self) -> None:
-        state = {"train": asdict(self.state), "optimizer_layout": self.optim.layout(),
-                 "strategy": self.strategy.state_dict(), "rng": capture_rng(),
+        rng = distributed.gather_objects(capture_rng())
+        train = asdict(self.state)
+        if self.processes > 1:
+            train["epoch_sums"], train["epoch_samples"] = self._global_epoch_sums()
+        state = {"train": train, "optimizer_layout": self.optim.layout(),
+                 "strategy": self.strategy.state_dict(), "rng": rng[0],
+                 "rng_by_process": rng, "processes": self.processes,
                  "costs": self.meter.state(),
                  "scaler": self.accelerator.scaler.state_dict()
                  if self.accelerator.scaler is not None else None}
@@ -151,6 +182,7 @@ class Trainer:
                 self.strategy.saved_tensors(self.unwrapped),
                 self.optim.optimizer.state_dict(), state, self.strategy.tensor_state())
             self.bus.emit("checkpoint", epoch=self.state.epoch, path=str(path))
+        self.accelerator.wait_for_everyone()  # nobody reads a checkpoint half written
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> TrainState:
@@ -208,12 +240,17 @@ class Trainer:
             self.bus.emit("step", epoch=epoch, step=step + 1, global_step=self.state.global_step,
                           loss=loss, lr=self.scheduler.get_last_lr()[0], samples=len(labels))
             self._hook("on_step_end", ctx)
+            if self.processes > 1:
+                self._stop_requested = distributed.any_process(self._stop_requested)
             if self._stop_requested and step + 1 < len(self.train_loader):
                 self.state.step_in_epoch = step + 1
                 self.state.interrupted = True
                 self._save_checkpoint()
                 self.bus.emit("stopped", epoch=epoch, step=step + 1)
                 return
+        if self.processes > 1:
+            samples = int(distributed.sum_over_processes([float(samples)])[0])
+            self.state.epoch_sums, self.state.epoch_samples = self._global_epoch_sums()
         self.meter.add_epoch(time.perf_counter() - started, samples, steps)
         self.bus.emit("cost", **self.meter.to_dict())
         self._epoch_train = {k: v / max(self.state.epoch_samples, 1)
@@ -266,12 +303,22 @@ class Trainer:
 
     def _optimizer_step(self, ctx: HookContext) -> None:
         params = self.optim.parameters()
+        if self._manual_sync:
+            distributed.average_gradients(params)
         if self.settings.max_grad_norm:
             self.accelerator.clip_grad_norm_([p for p in params if p.requires_grad],
                                              self.settings.max_grad_norm)
         self._hook("on_before_optimizer_step", ctx)
         signature = self.optim.trainable_signature()
         if signature != self._step_signature:
+            if self._step_signature is not None and self.processes > 1 \
+                    and not self._manual_sync:
+                from adaptlab.errors import AdaptlabError
+
+                raise AdaptlabError(
+                    f"strategy {self.strategy.name!r} changed what trains during training, "
+                    "which several processes cannot follow under DistributedDataParallel; "
+                    "set changes_trainable_set = True on the strategy")
             # Frozen since the last step (or by a hook just now): no update, no state kept.
             self.optim.drop_frozen()
             self._step_signature = signature
@@ -284,7 +331,16 @@ class Trainer:
         self.meter.record_step(trainable, gradients, self.optim.state_bytes())
 
     def evaluate(self, split: str) -> dict:
-        return self.task.evaluate(self.model, self.eval_loaders[split])
+        """The task's metrics over the whole split, the same on every process."""
+        if self.processes == 1:
+            return self.task.evaluate(self.model, self.eval_loaders[split])
+        from adaptlab.engine.gathered_evaluation import DeviceLoader, gathered_evaluate
+
+        if getattr(self.task, "evaluation_replays", True):
+            return gathered_evaluate(self.accelerator, self.task, self.model,
+                                     self.eval_loaders[split])
+        return self.task.evaluate(self.unwrapped, DeviceLoader(self._plain_eval[split],
+                                                               self.accelerator.device))
 
     def _evaluate_and_track(self) -> None:
         metrics = self.evaluate("val")
@@ -328,6 +384,7 @@ class Trainer:
         """End on the best validation epoch's weights, as the report says it does, or with
         ``average_top_k`` on the average of the k best epochs' when validation does not say
         the average is worse than the best epoch."""
+        self.accelerator.wait_for_everyone()  # the main process wrote the best epoch's file
         if self._best_path().is_file() and self.state.best_epoch != self.state.epoch:
             self.strategy.load_saved(self.unwrapped, load_file(str(self._best_path())))
             self.bus.emit("restore_best", epoch=self.state.best_epoch)

@@ -103,6 +103,9 @@ class Strategy:
     # True where the adaptation cannot be folded into the base model's weights (a side
     # network): an export then holds the adapted model's own state, rebuilt with apply().
     keeps_structure: ClassVar[bool] = False
+    # True where what trains changes from step to step (SlimFit): several processes then
+    # average gradients by hand, as DistributedDataParallel fixes its parameters once.
+    changes_trainable_set: ClassVar[bool] = False
     # The learning rate an unset ``lr`` means for this strategy, and the range outside which
     # a run is warned (allowed: the range is where the literature and our demos found it
     # works). Subclasses set their own; these are the engine's old single default.

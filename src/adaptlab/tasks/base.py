@@ -52,6 +52,11 @@ class Task:
     # True when the model before training is already a working model (a pre-trained
     # forecaster, an identity-headed retrieval encoder), so it competes for the best epoch.
     initial_is_candidate = False
+    # How several processes evaluate (adaptlab.engine.gathered_evaluation): ``evaluate``
+    # calls only the model's forward, so gathered outputs can be replayed to it; and whether
+    # it also reads the batch's inputs (then they are gathered too).
+    evaluation_replays = True
+    evaluation_reads_inputs = False
 
     @classmethod
     def from_data(cls, data: SplitDataset, backbone: Any, options: TaskOptions) -> Task:

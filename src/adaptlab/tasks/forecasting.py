@@ -73,6 +73,7 @@ def median_level(outputs: torch.Tensor, inputs: torch.Tensor, median: int) -> to
 @register_task
 class ForecastingTask(Task):
     name = "forecasting"
+    evaluation_reads_inputs = True  # errors are scaled by each window's context
     prediction_writer = "adaptlab.predict.forecasting:ForecastWriter"
     monitor = "mase"
     higher_is_better = False

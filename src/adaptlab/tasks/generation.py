@@ -158,6 +158,7 @@ class GenerationTask(Task):
     """Encoder -> causal LM generation; BLEU (monitored) and exact match."""
 
     name = "generation"
+    evaluation_replays = False  # evaluate calls generate
     monitor = "bleu"
     explain_refusal = ("generation runs cannot be explained yet (their outputs are token "
                        "sequences, not scores)")
