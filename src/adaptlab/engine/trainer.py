@@ -9,10 +9,12 @@ Hooks: :mod:`adaptlab.engine.callbacks`; the optimizer: :mod:`adaptlab.engine.op
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from adaptlab.costs.meter import CostMeter, SavedActivationCounter
@@ -21,6 +23,7 @@ from adaptlab.engine.atomic import atomic_write_with
 from adaptlab.engine.callbacks import HookContext
 from adaptlab.engine.checkpoint import load_latest_checkpoint, save_checkpoint
 from adaptlab.engine.events import EventBus
+from adaptlab.engine.micro_batches import MicroBatches, split_batch
 from adaptlab.engine.optimizer import OptimizerControl
 from adaptlab.engine.rng import capture_rng, restore_rng
 
@@ -79,6 +82,7 @@ class Trainer:
         self._epoch_train: dict[str, float] = {}  # the last finished epoch's training metrics
         self._measured_signature: tuple[bool, ...] | None = None  # trainable set last counted
         self._step_signature: tuple[bool, ...] | None = None  # trainable set at the last step
+        self.micro = MicroBatches()  # pieces per batch, more after running out of memory
 
         self.processes = accelerator.num_processes
         # A strategy whose trainable set changes cannot sit inside DDP (see
@@ -288,18 +292,41 @@ class Trainer:
             self.model.train()
             self.strategy.train_mode(self.unwrapped)
             self.meter.measure_model(self.unwrapped)  # a strategy may have grown parameters
-        with self.accelerator.accumulate(self.model):
-            outputs, loss = self._forward(inputs, labels, count)
-            ctx.loss, ctx.outputs = loss, outputs
-            sums = self.task.batch_metrics(outputs, labels)
-            self._hook("on_before_backward", ctx)
-            self.accelerator.backward(loss)
-            self._hook("on_after_backward", ctx)
-            if self.accelerator.sync_gradients:
-                self._optimizer_step(ctx)
+        while True:
+            try:
+                loss, sums = self._pieces_step(inputs, labels, ctx, count)
+                break
+            except torch.OutOfMemoryError:
+                self.optimizer.zero_grad(set_to_none=True)
+                self.micro.after_out_of_memory(len(labels), self.processes, self.bus)
         if count:
             self.bus.emit("cost", **self.meter.to_dict())
-        return float(loss.detach()), sums
+        return loss, sums
+
+    def _pieces_step(self, inputs, labels, ctx: HookContext, count: bool
+                     ) -> tuple[float, dict[str, float]]:
+        """One optimizer step's forward and backward, over the batch in ``micro.pieces``
+        pieces (one unless memory ran out); each piece's loss weighs by its share."""
+        pieces = split_batch(inputs, labels, self.micro.pieces) if self.micro.pieces > 1 \
+            else [(inputs, labels)]
+        total, sums = 0.0, {}
+        with self.accelerator.accumulate(self.model):
+            for index, (piece, piece_labels) in enumerate(pieces):
+                last = index == len(pieces) - 1
+                with (nullcontext() if last or self.processes == 1
+                      else self.accelerator.no_sync(self.model)):
+                    outputs, loss = self._forward(piece, piece_labels, count and index == 0)
+                    ctx.loss, ctx.outputs = loss, outputs
+                    for name, value in self.task.batch_metrics(outputs, piece_labels).items():
+                        sums[name] = sums.get(name, 0.0) + value
+                    self._hook("on_before_backward", ctx)
+                    share = len(piece_labels) / len(labels)
+                    self.accelerator.backward(loss * share if len(pieces) > 1 else loss)
+                    self._hook("on_after_backward", ctx)
+                total += float(loss.detach()) * len(piece_labels)
+            if self.accelerator.sync_gradients:
+                self._optimizer_step(ctx)
+        return total / len(labels), sums
 
     def _optimizer_step(self, ctx: HookContext) -> None:
         params = self.optim.parameters()
