@@ -190,3 +190,40 @@ def test_refusals_before_any_process_starts(reference, tmp_path):
     assert not (tmp_path / "odd").exists()
     done = _adaptlab([*_args(data, tmp_path / "zero"), "--processes", "0"])
     assert done.returncode == 2 and "--processes 0" in done.stderr
+
+
+def test_training_view_worker_runs_stops_and_resumes_two_processes(reference, tmp_path):
+    """The notebook's worker with two processes: events stream back from the main process, a
+    stop reaches every process at the same step, and a resume (two processes again) ends on
+    the uninterrupted run's weights."""
+    from adaptlab.run_process import FINISHED, RunWorker
+
+    data, one = reference
+    out = tmp_path / "view"
+    worker = RunWorker().spawn()
+    try:
+        job = worker.submit(_config(data, out), processes=2)
+        seen = []
+        while True:
+            event = job.events.get(timeout=600)
+            if event["event"] == FINISHED:
+                break
+            seen.append(event)
+            if event["event"] == "step" and event["global_step"] == 2:
+                job.request_stop()
+        assert job.error is None, job.error_details
+        assert job.result.metrics == {}  # stopped, checkpointed
+        steps = [e["global_step"] for e in seen if e["event"] == "step"]
+        assert steps[:2] == [1, 2] and len(steps) < 8  # it stopped before the 8 steps
+        stopped = [e for e in seen if e["event"] == "stopped"]
+        assert len(stopped) == 1 and stopped[0]["step"] == steps[-1]
+
+        resumed = worker.submit(RunConfig.from_file(out / "config.json"), resume=True,
+                                processes=2)
+        resumed.join(600)
+        assert resumed.error is None, resumed.error_details
+        assert resumed.result.costs["processes"] == 2
+    finally:
+        worker.close()
+    _assert_close_metrics(one.metrics, json.loads((out / "metrics.json").read_text()))
+    assert _max_weight_difference(one.run_dir, out) < TOLERANCE

@@ -10,13 +10,18 @@ a few seconds on a CPU), which a warm one has behind it. A process that dies is 
 the next run.
 
 Protocol, one JSON object per line:
-- parent -> child stdin: a run ``{"config": {...}, "resume": bool}``; ``"stop"`` while it
-  runs; end of input (the parent is done or went away) stops the current run, with a
+- parent -> child stdin: a run ``{"config": {...}, "resume": bool, "processes": N}``;
+  ``"stop"`` while it runs; end of input (the parent is done or went away) stops the current run, with a
   checkpoint, and ends the process;
 - child -> parent stdout: ``{"event": "ready"}`` once the engine is imported; per run, every
   engine event, ``{"event": "stop_received", "global_step"}`` when a stop arrives, and last
   ``{"event": "run_result", ...}`` or ``{"event": "run_error", "error", "details"}``.
   Anything a run prints goes to stderr, never stdout.
+
+A run with ``processes`` > 1 is started by the child through torchrun (``--rank-job``
+below): the main process streams the engine's events on the same stdout, a stop reaches it
+through a file it looks for after every step (the engine then stops every process at the same
+step), and the outcome comes back in a file the child reports from.
 """
 
 from __future__ import annotations
@@ -115,8 +120,9 @@ class RunWorker:
         """Wait until the process has imported the engine (True) or the timeout passed."""
         return self._ready.wait(timeout)
 
-    def submit(self, config, resume: bool = False) -> RunJob:
-        """Start ``config`` (a ``RunConfig``); the process must be alive and free."""
+    def submit(self, config, resume: bool = False, processes: int = 1) -> RunJob:
+        """Start ``config`` (a ``RunConfig``) in ``processes`` data-parallel processes; the
+        worker must be alive and free."""
         import dataclasses
 
         if self._process is None:
@@ -124,7 +130,8 @@ class RunWorker:
         if self._job is not None:
             raise RuntimeError("this worker is already running a job")
         self._job = job = RunJob(self, config, resume)
-        self._send(json.dumps({"config": dataclasses.asdict(config), "resume": resume}))
+        self._send(json.dumps({"config": dataclasses.asdict(config), "resume": resume,
+                               "processes": processes}))
         return job
 
     def close(self) -> None:
@@ -208,8 +215,9 @@ class _Current:
             self.stop = True
             trainer = self.trainer
         if announce:
+            state = getattr(trainer, "state", None)
             _emit({"event": STOP_RECEIVED,
-                   "global_step": trainer.state.global_step if trainer else None})
+                   "global_step": state.global_step if state else None})
         if trainer is not None:
             trainer.request_stop()
 
@@ -227,7 +235,8 @@ def _listen(jobs: queue.SimpleQueue, current: _Current) -> None:
     jobs.put(None)
 
 
-def _run_one(job: dict, current: _Current) -> None:
+def _outcome(job: dict, subscriber, on_trainer) -> dict:
+    """Run ``job`` here; its last event (a result or an error)."""
     import traceback
 
     from adaptlab.config import RunConfig
@@ -235,16 +244,75 @@ def _run_one(job: dict, current: _Current) -> None:
     from adaptlab.run import run
 
     try:
-        result = run(RunConfig(**job["config"]), resume=job["resume"], subscribers=[_emit],
-                     progress=False, on_trainer=current.attach)
+        result = run(RunConfig(**job["config"]), resume=job["resume"], subscribers=[subscriber],
+                     progress=False, on_trainer=on_trainer)
     except AdaptlabError as exc:
-        _emit({"event": ERROR, "error": str(exc)})
+        return {"event": ERROR, "error": str(exc)}
     except Exception as exc:  # reported to the notebook with its traceback
-        _emit({"event": ERROR, "error": f"{type(exc).__name__}: {exc}",
-               "details": traceback.format_exc()})
+        return {"event": ERROR, "error": f"{type(exc).__name__}: {exc}",
+                "details": traceback.format_exc()}
+    return {"event": RESULT, "run_dir": str(result.run_dir), "metrics": result.metrics,
+            "costs": result.costs, "headline": result.headline}
+
+
+def _run_one(job: dict, current: _Current) -> None:
+    processes = int(job.get("processes", 1))
+    if processes > 1:
+        _run_in_processes(job, processes, current)
     else:
-        _emit({"event": RESULT, "run_dir": str(result.run_dir), "metrics": result.metrics,
-               "costs": result.costs, "headline": result.headline})
+        _emit(_outcome(job, _emit, current.attach))
+
+
+class _StopFile:
+    """Stands for the trainer of a run in other processes: a stop creates the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.state = path, None
+
+    def request_stop(self) -> None:
+        self.path.touch()
+
+
+def _run_in_processes(job: dict, processes: int, current: _Current) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="adaptlab-ranks-") as folder:
+        job_file, stop_file, result_file = (Path(folder) / n for n in
+                                            ("job.json", "stop", "result.json"))
+        job_file.write_text(json.dumps(job))
+        current.attach(_StopFile(stop_file))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes",
+                   "1", "--nproc_per_node", str(processes), "-m", "adaptlab.run_process",
+                   "--rank-job", str(job_file), str(stop_file), str(result_file)]
+        # The main rank writes its events straight to this process's stdout (the protocol
+        # pipe); torchrun's own messages go to stderr.
+        code = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=sys.__stdout__,
+                              stderr=sys.stderr, check=False).returncode
+        if result_file.is_file():
+            _emit(json.loads(result_file.read_text()))
+        else:
+            _emit({"event": ERROR, "error": f"one of the {processes} processes ended with exit "
+                                            f"code {code}; the log shows its message"})
+
+
+def _rank_main(job_file: Path, stop_file: Path, result_file: Path) -> int:
+    """One process of a several-process run (under torchrun)."""
+    sys.stdout = sys.stderr
+    from adaptlab.engine import distributed
+    from adaptlab.engine.atomic import atomic_write_text
+
+    trainer = {}
+
+    def forward(event: dict) -> None:  # only the main process's bus has subscribers
+        _emit(event)
+        if event["event"] == "step" and stop_file.exists() and "it" in trainer:
+            trainer["it"].request_stop()
+
+    outcome = _outcome(json.loads(job_file.read_text()), forward,
+                       lambda it: trainer.setdefault("it", it))
+    if distributed.is_main():
+        atomic_write_text(result_file, json.dumps(outcome, default=float))
+    return 0
 
 
 def main() -> int:
@@ -271,4 +339,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--rank-job"]:
+        sys.exit(_rank_main(*(Path(arg) for arg in sys.argv[2:5])))
     sys.exit(main())

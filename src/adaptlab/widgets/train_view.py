@@ -14,6 +14,7 @@ and leaves a checkpoint that Resume continues from.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -44,6 +45,12 @@ def unique_run_dir(out: str) -> str:
     return str(path)
 
 
+def _check_batch(batch_size: int, processes: int) -> None:
+    from adaptlab.engine.distributed import check_batch  # imports torch: only when training
+
+    check_batch(batch_size, processes)
+
+
 class TrainingView(widgets.VBox):
     """Trains what ``panel`` (a :class:`SetupPanel`) describes; ``result`` holds the last
     finished run (an ``adaptlab.assembly.RunResult``)."""
@@ -70,6 +77,10 @@ class TrainingView(widgets.VBox):
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self.resume_button = widgets.Button(description="Resume", icon="step-forward",
                                             disabled=True)
+        # Data-parallel processes (torchrun); the panel's batch size stays the global batch.
+        self.processes = widgets.BoundedIntText(
+            value=1, min=1, max=max(os.cpu_count() or 1, 8), description="Processes",
+            layout=widgets.Layout(width="160px"))
         self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="60%"))
         self.position = widgets.HTML("not started")
         self.message = widgets.HTML()
@@ -82,7 +93,8 @@ class TrainingView(widgets.VBox):
         self.stop_button.on_click(lambda _: self.stop())
         self.resume_button.on_click(lambda _: self.start(resume=True))
         super().__init__([
-            widgets.HBox([self.train_button, self.stop_button, self.resume_button]),
+            widgets.HBox([self.train_button, self.stop_button, self.resume_button,
+                          self.processes]),
             widgets.HBox([self.bar, self.position]), self.message, self.curves,
             widgets.HBox([self.cost_panel]), self.log_box])
         self.add_class("adaptlab-training-view")
@@ -118,7 +130,8 @@ class TrainingView(widgets.VBox):
         config = self.panel.config()
         config = dataclasses.replace(config, out=unique_run_dir(config.out))
         self.config, self.run_dir = config, Path(config.out)
-        return self._worker().submit(config)
+        _check_batch(config.batch_size, self.processes.value)
+        return self._worker().submit(config, processes=self.processes.value)
 
     def _resume_job(self) -> RunJob:
         from adaptlab.config import RunConfig
@@ -128,8 +141,9 @@ class TrainingView(widgets.VBox):
         if not resumable(self.run_dir):
             raise AdaptlabError(f"Resume: {self.run_dir} was stopped before its first step; "
                                 "press Train")
-        return self._worker().submit(RunConfig.from_file(self.run_dir / "config.json"),
-                                     resume=True)
+        config = RunConfig.from_file(self.run_dir / "config.json")
+        _check_batch(config.batch_size, self.processes.value)
+        return self._worker().submit(config, resume=True, processes=self.processes.value)
 
     def _worker(self) -> RunWorker:
         """The view's process, or a new one where the last has died (killed, out of
