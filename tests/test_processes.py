@@ -227,3 +227,18 @@ def test_training_view_worker_runs_stops_and_resumes_two_processes(reference, tm
         worker.close()
     _assert_close_metrics(one.metrics, json.loads((out / "metrics.json").read_text()))
     assert _max_weight_difference(one.run_dir, out) < TOLERANCE
+
+
+def test_slimfit_under_two_processes_keeps_the_replicas_equal(reference, tmp_path):
+    """SlimFit's trainable set changes every step, which DistributedDataParallel cannot
+    follow: the engine averages its gradients itself. The engine compares the processes'
+    weights after every epoch and stops the run when they differ, so finishing is the proof
+    (without the averaging it stops after epoch 1)."""
+    data, _ = reference
+    out = tmp_path / "slimfit"
+    args = [a if a != "head" else "slimfit" for a in _args(data, out)]
+    done = _adaptlab([*args, "--processes", "2"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2
+    assert json.loads((out / "costs.json").read_text())["processes"] == 2

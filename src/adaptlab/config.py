@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adaptlab.engine.trackers import parse_trackers
 from adaptlab.errors import AdaptlabError
 from adaptlab.schema import from_dict
 
@@ -67,6 +68,9 @@ class RunConfig:
     image_size: int | None = field(default=None, metadata={
         "min": 32, "max": 1024, "help": "override the backbone's input size (smaller = faster)"})
     seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})
+    trackers: list[str] | None = field(default_factory=list, metadata={
+        "help": "experiment trackers fed through Accelerate, comma-separated: tensorboard, "
+                "mlflow (both write under the run folder's trackers/), wandb; empty = none"})
     device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda", "mps")})
     mixed_precision: str = field(default="auto", metadata={"choices": ("auto", "no", "bf16", "fp16")})
     num_workers: int = field(default=0, metadata={"min": 0, "max": 64})
@@ -112,8 +116,9 @@ class RunConfig:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                   if f.name not in _IDENTITY_FIELDS}
         values.update(changes or {})
-        checked = from_dict(_TrainingFields, values, owner="run config")
-        return dataclasses.replace(self, **dataclasses.asdict(checked))
+        checked = dataclasses.asdict(from_dict(_TrainingFields, values, owner="run config"))
+        checked["trackers"] = parse_trackers(checked["trackers"])  # each known name once
+        return dataclasses.replace(self, **checked)
 
 
 # The training half of RunConfig, so schema.from_dict can check it without the identity fields.

@@ -13,6 +13,7 @@ from typing import Any
 from adaptlab.assembly import RunResult, assemble, load_source_data
 from adaptlab.config import RunConfig
 from adaptlab.engine import distributed
+from adaptlab.engine.trackers import check_installed
 from adaptlab.errors import AdaptlabError
 from adaptlab.plugins.registry import get_domain
 from adaptlab.session import TrainingSession
@@ -68,6 +69,7 @@ def run(config: RunConfig, resume: bool = False,
     if resume:
         config = RunConfig.from_file(run_dir / "config.json")
     distributed.check_batch(config.batch_size, distributed.world_size())
+    check_installed(config.trackers)
     with distributed.main_first():
         parts = assemble(config)
         session = TrainingSession(parts.config, parts.domain, parts.data, parts.backbone,

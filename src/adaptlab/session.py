@@ -23,6 +23,7 @@ from adaptlab.engine.accelerator import make_accelerator
 from adaptlab.engine.atomic import atomic_write_text
 from adaptlab.engine.events import EventBus, JsonlEventWriter, TerminalProgress
 from adaptlab.engine.rng import seed_everything
+from adaptlab.engine.trackers import RunTrackers
 from adaptlab.engine.trainer import Trainer, TrainSettings
 from adaptlab.errors import AdaptlabError
 from adaptlab.model_card import try_write_model_card
@@ -110,6 +111,7 @@ class TrainingSession:
             atomic_write_text(run_dir / "data.json",
                               json.dumps(self.data.description(), indent=1) + "\n")
         bus = EventBus()
+        self.trackers = RunTrackers(self.config, run_dir)  # started with the Accelerator
         writer = JsonlEventWriter(run_dir / "events.jsonl") if main else None
         for subscriber in ([writer] + ([TerminalProgress()] if progress else [])
                            + list(subscribers)) if main else []:
@@ -119,10 +121,13 @@ class TrainingSession:
         finally:
             if writer is not None:
                 writer.close()
+            self.trackers.end()
 
     def _make_trainer(self, run_dir: Path, bus: EventBus):
         accelerator = make_accelerator(self.config.device, self.config.mixed_precision,
-                                       self.config.grad_accum)
+                                       self.config.grad_accum,
+                                       tracking=self.trackers.accelerator_options())
+        self.trackers.start(accelerator, bus)
         seed_everything(self.config.seed, deterministic=accelerator.device.type == "cpu")
         model, layer_map = self._build_model()
         loaders = self._loaders()

@@ -17,9 +17,11 @@ def choose_mixed_precision(requested: str, on_cuda: bool) -> str:
     return requested
 
 
-def make_accelerator(device: str, mixed_precision: str, grad_accum: int):
+def make_accelerator(device: str, mixed_precision: str, grad_accum: int,
+                     tracking: dict | None = None):
     """An Accelerator for one run (the global Accelerate state is reset first, so several runs
-    in one notebook kernel do not inherit each other's precision or device)."""
+    in one notebook kernel do not inherit each other's precision or device). ``tracking``:
+    the experiment trackers' options (``engine.trackers.RunTrackers.accelerator_options``)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
@@ -41,4 +43,4 @@ def make_accelerator(device: str, mixed_precision: str, grad_accum: int):
                                                                  split_batches=True),
                        kwargs_handlers=[DistributedDataParallelKwargs(
                            find_unused_parameters=True)],
-                       step_scheduler_with_optimizer=False)
+                       step_scheduler_with_optimizer=False, **(tracking or {}))

@@ -112,3 +112,32 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
     for grad in grads:
         grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
         offset += grad.numel()
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """The main process's buffers (BatchNorm's running statistics) on every process, as
+    DistributedDataParallel does before each forward, for a model it does not wrap."""
+    if world_size() == 1:
+        return
+    for buffer in model.buffers():
+        torch.distributed.broadcast(buffer, src=0)
+
+
+def check_replicas_agree(model: torch.nn.Module, epoch: int) -> None:
+    """Refuse to go on when the processes' models differ.
+
+    Data-parallel training keeps every process's weights bit for bit equal (the same averaged
+    gradients meet the same optimizer); a strategy that changed its trainable set without
+    synchronising, or a layer with per-process state, breaks that silently, and each
+    process would then evaluate and save another model. One checksum per epoch finds it."""
+    if world_size() == 1:
+        return
+    with torch.no_grad():
+        total = sum(float(p.detach().double().abs().sum()) for p in model.parameters())
+    tensor = torch.tensor([total, -total], dtype=torch.float64)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    highest, lowest = float(tensor[0]), -float(tensor[1])
+    if highest != lowest:
+        raise AdaptlabError(f"after epoch {epoch} the {world_size()} processes hold different "
+                            f"weights (parameter checksums {lowest!r} to {highest!r}): a "
+                            "strategy changed what trains without synchronising gradients")

@@ -22,6 +22,7 @@ from adaptlab.engine import distributed
 from adaptlab.engine.atomic import atomic_write_with
 from adaptlab.engine.callbacks import HookContext
 from adaptlab.engine.checkpoint import load_latest_checkpoint, save_checkpoint
+from adaptlab.engine.device_path import channels_last_inputs
 from adaptlab.engine.events import EventBus
 from adaptlab.engine.micro_batches import MicroBatches, split_batch
 from adaptlab.engine.optimizer import OptimizerControl
@@ -67,7 +68,7 @@ class Trainer:
 
     def __init__(self, *, model, strategy, task, settings: TrainSettings, train_loader,
                  eval_loaders: dict, run_dir: Path, bus: EventBus, accelerator,
-                 meter: CostMeter) -> None:
+                 meter: CostMeter, channels_last: bool = False) -> None:
         self.accelerator = accelerator
         self.strategy = strategy
         self.task = task
@@ -83,6 +84,7 @@ class Trainer:
         self._measured_signature: tuple[bool, ...] | None = None  # trainable set last counted
         self._step_signature: tuple[bool, ...] | None = None  # trainable set at the last step
         self.micro = MicroBatches()  # pieces per batch, more after running out of memory
+        self.channels_last = channels_last  # images in the model's memory layout
 
         self.processes = accelerator.num_processes
         # A strategy whose trainable set changes cannot sit inside DDP (see
@@ -202,6 +204,9 @@ class Trainer:
             if self.state.interrupted:
                 break
             self._hook("on_epoch_end", self._context())
+            if self._manual_sync:
+                distributed.broadcast_buffers(self.unwrapped)
+            distributed.check_replicas_agree(self.unwrapped, self.state.epoch)
             self._evaluate_and_track()
             self._save_checkpoint()
             self.bus.emit("epoch_end", epoch=self.state.epoch)
@@ -272,6 +277,8 @@ class Trainer:
         self.state.epoch_samples += count
 
     def _forward(self, inputs, labels, count: bool):
+        if self.channels_last:
+            inputs = channels_last_inputs(inputs)
         if not count:
             outputs = self.model(inputs)
             return outputs, self.task.loss(outputs, labels)

@@ -20,7 +20,7 @@ from adaptlab.errors import AdaptlabError
 
 VARIED = ("k", "backbone")
 # Fields that do not change what a run learns, and the one the sweep sets per run.
-NOT_SETTINGS = ("out", "device", "num_workers", "seed")
+NOT_SETTINGS = ("out", "device", "num_workers", "seed", "trackers")
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,7 @@ def _check_same_curve(out: Path, target: RunConfig, source: RunConfig) -> None:
         saved = json.loads(recorded.read_text())
         for side in ("target", "source"):
             differing = sorted(k for k in wanted[side] if saved[side].get(k) != wanted[side][k]
-                               and k not in ("device", "num_workers"))
+                               and k not in ("device", "num_workers", "trackers"))
             if differing:
                 raise AdaptlabError(f"{out} holds a curve with other {side} settings "
                                     f"({', '.join(differing)}); choose another --out")

@@ -20,7 +20,7 @@ from pathlib import Path
 from adaptlab.config import RunConfig
 
 # Fields that do not change what a run learns.
-NOT_IN_KEY = ("out", "device", "num_workers")
+NOT_IN_KEY = ("out", "device", "num_workers", "trackers")
 
 
 def cache_root() -> Path:

@@ -1,0 +1,57 @@
+"""How a model runs fast on its device: memory layout, activation recomputation, loaders.
+
+Mixed precision and compilation are Accelerate's (``mixed_precision``, ``dynamo_backend``);
+what it leaves to the caller is here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from adaptlab.errors import AdaptlabError
+
+
+def use_channels_last(model: nn.Module, device: torch.device, wanted: bool) -> bool:
+    """Channels-last weights for a convolutional model on CUDA; whether it was applied (the
+    engine then gives images the same layout)."""
+    if not wanted or device.type != "cuda" or \
+            not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return False
+    model.to(memory_format=torch.channels_last)
+    return True
+
+
+def channels_last_inputs(inputs):
+    if torch.is_tensor(inputs) and inputs.ndim == 4 and inputs.is_floating_point():
+        return inputs.contiguous(memory_format=torch.channels_last)
+    return inputs
+
+
+def enable_gradient_checkpointing(model: nn.Module, backbone_name: str) -> str:
+    """Recompute the backbone's blocks in backward; which mechanism was used.
+
+    Hugging Face models and timm models each have their own switch (which knows the model's
+    blocks); non-reentrant checkpointing works when the blocks' inputs need no gradient (a
+    frozen embedding, an adapter inside the block)."""
+    for module in model.modules():
+        if getattr(module, "supports_gradient_checkpointing", False):
+            options = {"use_reentrant": False}
+            if hasattr(module, "activation_checkpointing_enable"):  # its newer name
+                module.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+            else:
+                module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+            return "transformers"
+        if hasattr(module, "set_grad_checkpointing"):
+            try:
+                module.set_grad_checkpointing(True)
+            except (AssertionError, NotImplementedError):
+                continue
+            return "timm"
+    raise AdaptlabError(f"gradient_checkpointing: backbone {backbone_name!r} has no block "
+                        "recomputation (Hugging Face and timm backbones do); set it to false")
+
+
+def loader_options(device_type: str, num_workers: int) -> dict:
+    """Pinned host memory for copies to a GPU, and workers kept between epochs."""
+    return {"pin_memory": device_type == "cuda", "persistent_workers": num_workers > 0}
