@@ -74,6 +74,14 @@ class RunConfig:
     device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda", "mps")})
     mixed_precision: str = field(default="auto", metadata={"choices": ("auto", "no", "bf16", "fp16")})
     num_workers: int = field(default=0, metadata={"min": 0, "max": 64})
+    channels_last: bool = field(default=True, metadata={
+        "help": "on CUDA, convolutional models and their images in channels-last layout "
+                "(faster convolutions with tensor cores)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute the backbone's block activations in backward instead of keeping "
+                "them (less memory, about a third more compute)"})
+    torch_compile: bool = field(default=False, metadata={
+        "help": "compile the model with torch.compile (inductor); pays off on long GPU runs"})
     out: str = "runs/latest"
 
     def to_json(self) -> str:

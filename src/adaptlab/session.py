@@ -21,6 +21,8 @@ from adaptlab.data.torch_datasets import make_torch_dataset
 from adaptlab.engine import distributed
 from adaptlab.engine.accelerator import make_accelerator
 from adaptlab.engine.atomic import atomic_write_text
+from adaptlab.engine.device_path import (enable_gradient_checkpointing, loader_options,
+                                         use_channels_last)
 from adaptlab.engine.events import EventBus, JsonlEventWriter, TerminalProgress
 from adaptlab.engine.rng import seed_everything
 from adaptlab.engine.trackers import RunTrackers
@@ -58,6 +60,8 @@ class TrainingSession:
         self.strategy.check_model(model, layer_map)
         self.strategy.check_shared_options(model, layer_map)
         self._start_from_source(model, layer_map, dry_run=True)  # a misfit fails here
+        if self.config.gradient_checkpointing:  # refused before the run folder is written
+            enable_gradient_checkpointing(model, self.backbone.name)
 
     def _build_model(self):
         model, layer_map = self.task.build_model(self.backbone, self.strategy.config)
@@ -84,7 +88,8 @@ class TrainingSession:
 
     def _loaders(self) -> dict[str, DataLoader]:
         options = {"image_size": self.config.image_size, "seed": self.config.seed}
-        common = {"batch_size": self.config.batch_size, "num_workers": self.config.num_workers}
+        common = {"batch_size": self.config.batch_size, "num_workers": self.config.num_workers,
+                  **loader_options(self._device_type(), self.config.num_workers)}
         train = make_torch_dataset(self.data, "train", self.backbone, True, options)
         # The loader's own generator keeps its per-epoch seed draws off the global RNG, which
         # a resumed run restores to the exact step where the original stopped.
@@ -123,9 +128,14 @@ class TrainingSession:
                 writer.close()
             self.trackers.end()
 
+    def _device_type(self) -> str:
+        wanted = self.config.device
+        return "cuda" if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()) \
+            else wanted
+
     def _make_trainer(self, run_dir: Path, bus: EventBus):
         accelerator = make_accelerator(self.config.device, self.config.mixed_precision,
-                                       self.config.grad_accum,
+                                       self.config.grad_accum, self.config.torch_compile,
                                        tracking=self.trackers.accelerator_options())
         self.trackers.start(accelerator, bus)
         seed_everything(self.config.seed, deterministic=accelerator.device.type == "cpu")
@@ -133,6 +143,10 @@ class TrainingSession:
         loaders = self._loaders()
         baseline = self._baseline(run_dir, model, loaders, accelerator.device, bus)
         model = self.strategy.setup(model, layer_map)
+        if self.config.gradient_checkpointing:
+            bus.emit("gradient_checkpointing",
+                     mechanism=enable_gradient_checkpointing(model, self.backbone.name))
+        channels_last = use_channels_last(model, accelerator.device, self.config.channels_last)
         self._init_head(model, layer_map, loaders["eval_train"], accelerator.device, bus)
         cfg = self.config
         settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -144,7 +158,8 @@ class TrainingSession:
                           settings=settings, train_loader=loaders["train"],
                           eval_loaders={s: loaders[f"eval_{s}"] for s in SPLITS},
                           run_dir=run_dir, bus=bus, accelerator=accelerator,
-                          meter=CostMeter(device=str(accelerator.device)))
+                          meter=CostMeter(device=str(accelerator.device)),
+                          channels_last=channels_last)
         return trainer, loaders, baseline
 
     def _train_and_report(self, run_dir: Path, resume: bool, bus: EventBus,

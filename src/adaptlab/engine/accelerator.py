@@ -18,7 +18,7 @@ def choose_mixed_precision(requested: str, on_cuda: bool) -> str:
 
 
 def make_accelerator(device: str, mixed_precision: str, grad_accum: int,
-                     tracking: dict | None = None):
+                     compile_model: bool = False, tracking: dict | None = None):
     """An Accelerator for one run (the global Accelerate state is reset first, so several runs
     in one notebook kernel do not inherit each other's precision or device). ``tracking``:
     the experiment trackers' options (``engine.trackers.RunTrackers.accelerator_options``)."""
@@ -43,4 +43,5 @@ def make_accelerator(device: str, mixed_precision: str, grad_accum: int,
                                                                  split_batches=True),
                        kwargs_handlers=[DistributedDataParallelKwargs(
                            find_unused_parameters=True)],
+                       dynamo_backend="inductor" if compile_model else "no",
                        step_scheduler_with_optimizer=False, **(tracking or {}))
