@@ -382,12 +382,14 @@ def _check_before_launch(config, args: argparse.Namespace) -> None:
 
     from adaptlab.config import RunConfig
     from adaptlab.engine.distributed import check_batch
+    from adaptlab.engine.trackers import check_installed
     from adaptlab.run import _check_run_dir
 
     _check_run_dir(Path(config.out), args.resume)
     if args.resume:
         config = RunConfig.from_file(Path(config.out) / "config.json")
     check_batch(config.batch_size, args.processes)
+    check_installed(config.trackers)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -15,6 +15,12 @@ from adaptlab.schema import from_dict
 _IDENTITY_FIELDS = {"domain", "dataset", "data", "backbone", "strategy", "strategy_options", "out"}
 
 
+# Fields that say how a run executes, not what it learns: a sweep or transfer curve resumed
+# with other values is the same experiment, and a cached source run stays valid.
+EXECUTION_FIELDS = ("device", "num_workers", "trackers", "channels_last",
+                    "gradient_checkpointing", "torch_compile")
+
+
 @dataclass
 class RunConfig:
     """Everything needed to replay a run; serialises to ``config.json``.

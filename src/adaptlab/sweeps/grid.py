@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adaptlab.config import RunConfig
+from adaptlab.config import EXECUTION_FIELDS, RunConfig
 from adaptlab.errors import AdaptlabError
 
 VARIED = ("k", "backbone")
 # Fields that do not change what a run learns, and the one the sweep sets per run.
-NOT_SETTINGS = ("out", "device", "num_workers", "seed", "trackers")
+NOT_SETTINGS = ("out", "seed", *EXECUTION_FIELDS)
 
 
 @dataclass(frozen=True)

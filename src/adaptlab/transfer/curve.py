@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from adaptlab.config import RunConfig
+from adaptlab.config import EXECUTION_FIELDS, RunConfig
 from adaptlab.engine.atomic import atomic_write_text, atomic_write_with
 from adaptlab.errors import AdaptlabError
 from adaptlab.transfer.source_cache import SourceRun, complete_run, ensure_source_run
@@ -160,7 +160,7 @@ def _check_same_curve(out: Path, target: RunConfig, source: RunConfig) -> None:
         saved = json.loads(recorded.read_text())
         for side in ("target", "source"):
             differing = sorted(k for k in wanted[side] if saved[side].get(k) != wanted[side][k]
-                               and k not in ("device", "num_workers", "trackers"))
+                               and k not in EXECUTION_FIELDS)
             if differing:
                 raise AdaptlabError(f"{out} holds a curve with other {side} settings "
                                     f"({', '.join(differing)}); choose another --out")

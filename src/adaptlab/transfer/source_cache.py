@@ -17,10 +17,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptlab.config import RunConfig
+from adaptlab.config import EXECUTION_FIELDS, RunConfig
 
 # Fields that do not change what a run learns.
-NOT_IN_KEY = ("out", "device", "num_workers", "trackers")
+NOT_IN_KEY = ("out", *EXECUTION_FIELDS)
 
 
 def cache_root() -> Path:
