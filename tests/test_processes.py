@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_colour_folder
 from safetensors.torch import load_file
 
 from adaptlab.config import RunConfig
 from adaptlab.run import run
+from conftest import write_colour_folder
 
 pytestmark = pytest.mark.slow
 
