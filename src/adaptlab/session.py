@@ -21,8 +21,7 @@ from adaptlab.data.torch_datasets import make_torch_dataset
 from adaptlab.engine import distributed
 from adaptlab.engine.accelerator import make_accelerator
 from adaptlab.engine.atomic import atomic_write_text
-from adaptlab.engine.device_path import (enable_gradient_checkpointing, loader_options,
-                                         use_channels_last)
+from adaptlab.engine.device_path import enable_gradient_checkpointing, loader_options, use_channels_last
 from adaptlab.engine.events import EventBus, JsonlEventWriter, TerminalProgress
 from adaptlab.engine.rng import seed_everything
 from adaptlab.engine.trackers import RunTrackers
