@@ -251,7 +251,8 @@ class Trainer:
             self.state.global_step += 1
             ctx.global_step = self.state.global_step
             self.bus.emit("step", epoch=epoch, step=step + 1, global_step=self.state.global_step,
-                          loss=loss, lr=self.scheduler.get_last_lr()[0], samples=len(labels))
+                          loss=loss, lr=self.scheduler.get_last_lr()[0],
+                          samples=len(labels) * self.processes)  # the global batch
             self._hook("on_step_end", ctx)
             if self.processes > 1:
                 self._stop_requested = distributed.any_process(self._stop_requested)
