@@ -49,3 +49,16 @@ def test_group_split_keeps_groups_together():
 def test_group_spanning_two_classes_is_refused():
     with pytest.raises(AdaptlabError, match="group 'scan7' holds items of two classes"):
         stratified_split([("a", 0), ("b", 1)], groups=["scan7", "scan7"])
+
+
+def test_none_is_a_word_where_the_field_cannot_be_empty():
+    """``--set class_weighting=none`` is one of the field's choices, not an empty value; the
+    saved config (which a resume reads) holds the word and reads back the same."""
+    config = RunConfig(domain="wildlife", out="x").with_overrides(["class_weighting=none"],
+                                                                  set())
+    assert config.class_weighting == "none"
+    assert RunConfig.from_json(config.to_json()).validated().class_weighting == "none"
+    optional = RunConfig(domain="wildlife", out="x").validated({"image_size": "none"})
+    assert optional.image_size is None  # an optional field: "none" empties it
+    with pytest.raises(AdaptlabError, match="schedule"):
+        RunConfig(domain="wildlife", out="x").validated({"schedule": "none"})

@@ -33,7 +33,9 @@ def _hints(cls: type) -> dict[str, Any]:
 def coerce(owner: str, field: dataclasses.Field, raw: Any, hint: Any) -> Any:
     """Turn ``raw`` (text from ``--set`` or a JSON value) into the field's type, checked."""
     kind, optional = _base_type(hint)
-    if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null")):
+    # "none" is the empty value only where a field may be empty: elsewhere it is a word
+    # (class_weighting=none), checked against the field's choices like any other.
+    if raw is None or (optional and isinstance(raw, str) and raw.lower() in ("none", "null")):
         if optional:
             return None
         raise AdaptlabError(f"{owner}: {field.name} cannot be empty")
