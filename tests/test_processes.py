@@ -25,10 +25,12 @@ from conftest import write_colour_folder
 
 pytestmark = pytest.mark.slow
 
-# 14 images a class: 24 train, 9 val and 9 test images here. A global batch of 6 splits as
-# 3 + 3 and divides the training split (no padded training batch); each evaluation split
-# ends in a batch of 3, which two processes can only share with a padding duplicate.
-BATCH = 6
+# 6 red, 14 green and 14 blue images: 20 train, 7 val and 7 test here. Unequal classes give
+# the balanced loss unequal weights, whose weighted mean two processes must reproduce; a
+# global batch of 4 splits as 2 + 2 and divides the training split (no padded training
+# batch); each evaluation split ends in a batch of 3, which two processes can only share
+# with a padding duplicate.
+BATCH = 4
 TOLERANCE = 1e-5  # float32 sums in another order
 
 # Records every write under the run folder from a process whose RANK is not 0: Python's
@@ -115,6 +117,8 @@ def reference(tmp_path_factory):
     """The data and one uninterrupted run in one process."""
     root = tmp_path_factory.mktemp("processes")
     data = write_colour_folder(root / "data", per_class=14)
+    for index in range(8):
+        (data / "red" / f"red{index}.png").unlink()
     result = run(_config(data, root / "one"), progress=False)
     return data, result
 
@@ -125,7 +129,7 @@ def test_split_sizes_are_awkward(reference):
     _, result = reference
     sizes = result.metrics["split_sizes"]
     assert sizes["train"] % BATCH == 0
-    assert sizes["val"] % BATCH and sizes["test"] % BATCH
+    assert sizes["val"] % BATCH % 2 and sizes["test"] % BATCH % 2
 
 
 def test_two_processes_train_as_one_with_one_writer(reference, tmp_path):
@@ -183,10 +187,10 @@ def test_resume_with_another_process_count(reference, tmp_path):
 
 def test_refusals_before_any_process_starts(reference, tmp_path):
     data, _ = reference
-    done = _adaptlab([*_args(data, tmp_path / "odd"), "--processes", "4"])
+    done = _adaptlab([*_args(data, tmp_path / "odd"), "--processes", "3"])
     assert done.returncode == 2
-    assert done.stderr.strip() == ("adaptlab: error: batch_size=6 is the global batch and must "
-                                   "divide evenly over 4 processes; use a multiple of 4")
+    assert done.stderr.strip() == ("adaptlab: error: batch_size=4 is the global batch and must "
+                                   "divide evenly over 3 processes; use a multiple of 3")
     assert not (tmp_path / "odd").exists()
     done = _adaptlab([*_args(data, tmp_path / "zero"), "--processes", "0"])
     assert done.returncode == 2 and "--processes 0" in done.stderr
@@ -214,7 +218,7 @@ def test_training_view_worker_runs_stops_and_resumes_two_processes(reference, tm
         assert job.error is None, job.error_details
         assert job.result.metrics == {}  # stopped, checkpointed
         steps = [e["global_step"] for e in seen if e["event"] == "step"]
-        assert steps[:2] == [1, 2] and len(steps) < 8  # it stopped before the 8 steps
+        assert steps[:2] == [1, 2] and len(steps) < 10  # it stopped before the 10 steps
         stopped = [e for e in seen if e["event"] == "stopped"]
         assert len(stopped) == 1 and stopped[0]["step"] == steps[-1]
 

@@ -84,7 +84,10 @@ def gathered_evaluate(accelerator, task, model: nn.Module, loader) -> dict:
         # Python objects: outputs differ in shape between tasks and token inputs between
         # processes; the last batch's padding duplicates are dropped here.
         samples += accelerator.gather_for_metrics(local, use_gather_object=True)
-    batches = [samples[i:i + REPLAY_BATCH] for i in range(0, len(samples), REPLAY_BATCH)]
+    # The single-process batches again: a task's per-batch means (a class-weighted loss)
+    # then sum exactly as they would there.
+    size = getattr(loader, "total_batch_size", None) or REPLAY_BATCH
+    batches = [samples[i:i + size] for i in range(0, len(samples), size)]
     replay = ReplayModel([_stack([s[0] for s in batch]) for batch in batches],
                          accelerator.device)
     replay_loader = [send_to_device((_stack([s[2] for s in batch]) if keep_inputs else None,

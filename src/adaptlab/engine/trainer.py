@@ -321,6 +321,7 @@ class Trainer:
         pieces (one unless memory ran out); each piece's loss weighs by its share."""
         pieces = split_batch(inputs, labels, self.micro.pieces) if self.micro.pieces > 1 \
             else [(inputs, labels)]
+        shares = self._loss_shares([piece_labels for _, piece_labels in pieces])
         total, sums = 0.0, {}
         with self.accelerator.accumulate(self.model):
             for index, (piece, piece_labels) in enumerate(pieces):
@@ -332,13 +333,23 @@ class Trainer:
                     for name, value in self.task.batch_metrics(outputs, piece_labels).items():
                         sums[name] = sums.get(name, 0.0) + value
                     self._hook("on_before_backward", ctx)
-                    share = len(piece_labels) / len(labels)
-                    self.accelerator.backward(loss * share if len(pieces) > 1 else loss)
+                    self.accelerator.backward(loss * shares[index] if shares else loss)
                     self._hook("on_after_backward", ctx)
                 total += float(loss.detach()) * len(piece_labels)
             if self.accelerator.sync_gradients:
                 self._optimizer_step(ctx)
         return total / len(labels), sums
+
+    def _loss_shares(self, pieces: list) -> list[float] | None:
+        """What each piece's mean loss is multiplied by so that the gradient, summed over the
+        pieces and averaged over the processes, is the whole global batch's mean loss's
+        (a class-weighted mean divides by its weights, which differ from piece to piece);
+        None when the batch is one piece in one process."""
+        if len(pieces) == 1 and self.processes == 1:
+            return None
+        weights = [float(self.task.loss_denominator(labels)) for labels in pieces]
+        whole = distributed.sum_over_processes([sum(weights)])[0]
+        return [w * self.processes / whole for w in weights]
 
     def _optimizer_step(self, ctx: HookContext) -> None:
         params = self.optim.parameters()

@@ -73,6 +73,12 @@ class Task:
     def evaluate(self, model: nn.Module, loader) -> dict:
         raise NotImplementedError
 
+    def loss_denominator(self, labels: Any) -> float:
+        """What ``loss`` divides its sum by for these labels (the sample count for a plain
+        mean): the engine weighs the losses of a batch's pieces (micro-batches, processes)
+        by it, so that they add up to the whole batch's loss."""
+        return float(len(labels))
+
     def batch_metrics(self, outputs: Any, labels: torch.Tensor) -> dict[str, float]:
         """Sums over one training batch of metrics cheap enough to take every step (the
         engine divides by the epoch's sample count): the training curve beside validation,

@@ -149,6 +149,12 @@ class ClassificationTask(Task):
         weight = self.weights.to(logits.device) if self.weights is not None else None
         return nn.functional.cross_entropy(logits.float(), labels, weight=weight)
 
+    def loss_denominator(self, labels: torch.Tensor) -> float:
+        # cross_entropy's weighted mean divides by the weights of the batch's labels
+        if self.weights is None:
+            return float(len(labels))
+        return float(self.weights[labels.cpu()].sum())
+
     @torch.no_grad()
     def batch_metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         return {"accuracy": float((logits.argmax(dim=-1) == labels).sum())}
