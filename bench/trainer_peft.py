@@ -230,30 +230,6 @@ def _seconds(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}" if value < 1 else f"{value:.1f}"
 
 
-def fastai_check() -> str:
-    """One sentence: whether pip would install fastai beside the pinned torch."""
-    from importlib import metadata
-
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet",
-                           "--report", "-", "fastai"], capture_output=True, text=True)
-    if proc.returncode:  # the resolver's own words, from its conflict report on
-        lines = [line.strip() for line in proc.stderr.splitlines() if "://" not in line]
-        start = next((i for i, line in enumerate(lines) if "conflict is caused by" in line), 0)
-        return ("fastai cannot be installed beside the pinned torch, pip's resolver refuses it: "
-                f"`{' '.join(line for line in lines[start:start + 6] if line)}`.")
-    chosen = {i["metadata"]["name"].lower(): i["metadata"]["version"]
-              for i in json.loads(proc.stdout)["install"]}
-    present = {d.metadata["Name"].lower(): d.version for d in metadata.distributions()}
-    changed = [f"{n} {present[n]} to {v}" for n, v in chosen.items() if n in present]
-    torch = any(n.startswith(("torch", "nvidia", "triton")) for n in chosen if n in present)
-    return (f"a dry run of `pip install fastai` resolves (fastai {chosen.get('fastai', '?')} "
-            f"and {len(chosen) - 1} other packages) "
-            + (f"but changes {', '.join(changed)}" if changed else "changing no installed package")
-            + ("; it cannot sit beside the pinned torch, so there is no fastai comparison."
-               if torch else f", so it would install beside the pinned torch "
-               f"{present.get('torch', '?')}; the fastai comparison is not yet run."))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -261,7 +237,6 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of both tools")
-    parser.add_argument("--skip-fastai-check", action="store_true")
     parser.add_argument("--print-only", action="store_true")
     parser.add_argument("--worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -271,8 +246,6 @@ def main() -> None:
     spec = resolve(args)
     print(f"adaptlab's LoRA targets ({len(spec['target_modules'])}): {spec['target_modules']}; "
           f"saved whole: {spec['modules_to_save']}", flush=True)
-    fastai = "" if args.skip_fastai_check else fastai_check()
-    print(fastai, flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS":
            str(args.threads), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     adaptlab = shutil.which("adaptlab", path=str(Path(sys.executable).parent)) or "adaptlab"
@@ -300,7 +273,7 @@ def main() -> None:
                                       "phases": trainer_phases(result, launch, end)})
             print(f"round {index}: " + ", ".join(f"{tool} {r[-1]['wall']:.1f} s (test accuracy "
                   f"{r[-1]['test']['accuracy']:.3f})" for tool, r in rounds.items()), flush=True)
-    section = _section(args, spec, rounds, fastai)
+    section = _section(args, spec, rounds)
     print(section)
     if not args.print_only:
         write_section("trainer-peft-code-cpu", section)
@@ -312,7 +285,7 @@ def _metric(runs: list[dict], name: str) -> str:
         f"{statistics.median(values):.3f} ({values[0]:.3f}-{values[-1]:.3f})"
 
 
-def _section(args, spec: dict, rounds: dict, fastai: str) -> str:
+def _section(args, spec: dict, rounds: dict) -> str:
     a_runs, t_runs = rounds["adaptlab"], rounds["trainer"]
     a_wall, t_wall = (statistics.median(r["wall"] for r in runs) for runs in (a_runs, t_runs))
     ratio = a_wall / t_wall
@@ -407,8 +380,7 @@ def _section(args, spec: dict, rounds: dict, fastai: str) -> str:
         "unadapted baselines, evaluates train (and val where not reused) as well as test at the "
         "end, checks that "
         "the saved adapter reloads to the same logits and writes metrics, costs and a model "
-        "card; Trainer evaluates test only when asked.\n\n"
-        + (f"fastai: {fastai}\n" if fastai else ""))
+        "card; Trainer evaluates test only when asked.\n")
 
 
 if __name__ == "__main__":
