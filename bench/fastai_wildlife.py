@@ -19,20 +19,16 @@ import argparse
 import inspect
 import json
 import os
-import resource
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, write_section  # noqa: E402
+from whole_process import CROWDED, timed  # noqa: E402
 
-OTHERS = ("bench/trainer_peft.py", "bench/processes.py")  # benchmarks whose timing we would skew
-CROWDED: list[tuple[float, bool]] = []  # (cores others kept busy, run kept anyway)
+from report import held_out_metric, machine, seconds, write_section  # noqa: E402
 
 
 # -- the fastai side, in its own process ------------------------------------------------------
@@ -110,51 +106,6 @@ def fastai_worker(spec_path: Path, out: Path) -> None:
         "lrs": [base / 2 / mult, base / 2]}))
 
 
-# -- timing whole processes ------------------------------------------------------------------
-def wait_for_others() -> None:
-    while any(subprocess.run(["pgrep", "-f", name], capture_output=True).returncode == 0
-              for name in OTHERS):
-        print(f"waiting for {' / '.join(OTHERS)} to finish", flush=True)
-        time.sleep(20)
-
-
-def busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy since boot (0 where /proc is missing)."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    except OSError:
-        return 0.0
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle, iowait
-
-
-def timed(command: list[str], env: dict, out: Path, log: Path) -> tuple[float, float, float]:
-    """(launch time, end time, wall seconds) of one process writing into a fresh ``out``.
-
-    On two shared cores a neighbour taking one of them leaves two OpenMP threads spinning for
-    each other, which slows a run several-fold: a run during which other processes kept the
-    machine busy (over a tenth of a core on average) is measured again, up to three times."""
-    for attempt in range(3):
-        wait_for_others()
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir()
-        own, busy = resource.getrusage(resource.RUSAGE_CHILDREN), busy_seconds()
-        with open(log, "w") as handle:
-            launch, started = time.time(), time.perf_counter()
-            code = subprocess.call(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
-            wall, end = time.perf_counter() - started, time.time()
-        if code:
-            print(log.read_text()[-4000:], file=sys.stderr)
-            raise SystemExit(f"{command[:4]} failed with exit status {code}")
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        others = busy_seconds() - busy - (after.ru_utime + after.ru_stime - own.ru_utime
-                                          - own.ru_stime)
-        if others <= 0.1 * wall:
-            break
-        CROWDED.append((others / wall, attempt == 2))  # the third is kept whatever it found
-        print(f"  others kept {others / wall:.2f} cores busy during that run", flush=True)
-    return launch, end, wall
-
-
 def adaptlab_phases(run_dir: Path, launch: float, end: float) -> dict[str, float]:
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     first, last = {}, {}
@@ -220,7 +171,7 @@ def main() -> None:
                  "--epochs", str(args.epochs), "--seed", str(args.seed),
                  "--set", f"batch_size={args.batch_size}", "--set", f"image_size={args.image_size}",
                  "--device", "cpu", "--out", str(run_dir), "--quiet"],
-                env, run_dir, tmp / f"adaptlab-{index}.log")
+                env, tmp / f"adaptlab-{index}.log", run_dir)
             metrics = json.loads((run_dir / "metrics.json").read_text())
             config = json.loads((run_dir / "config.json").read_text())
             rounds["adaptlab"].append({"wall": wall, "test": metrics["final"]["test"],
@@ -229,7 +180,7 @@ def main() -> None:
                                        "phases": adaptlab_phases(run_dir, launch, end)})
             launch, end, wall = timed([sys.executable, __file__, "--worker",
                                        str(tmp / "spec.json"), str(out)],
-                                      env, out, tmp / f"fastai-{index}.log")
+                                      env, tmp / f"fastai-{index}.log", out)
             result = json.loads((out / "result.json").read_text())
             rounds["fastai"].append({"wall": wall, "test": result["test"], "result": result,
                                      "phases": fastai_phases(result, launch, end)})
@@ -243,16 +194,6 @@ def main() -> None:
         write_section("fastai-wildlife-cpu", section)
 
 
-def _metric(runs: list[dict], name: str) -> str:
-    values = sorted(r["test"][name] for r in runs)
-    return f"{values[0]:.3f}" if values[0] == values[-1] else \
-        f"{statistics.median(values):.3f} ({values[0]:.3f}-{values[-1]:.3f})"
-
-
-def _seconds(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}" if value < 1 else f"{value:.1f}"
-
-
 def _section(args, rounds: dict) -> str:
     a_runs, f_runs = rounds["adaptlab"], rounds["fastai"]
     a_wall, f_wall = (statistics.median(r["wall"] for r in runs) for runs in (a_runs, f_runs))
@@ -263,8 +204,8 @@ def _section(args, rounds: dict) -> str:
     a_acc, f_acc, a_f1, f_f1 = (med(a_runs, "accuracy"), med(f_runs, "accuracy"),
                                 med(a_runs, "macro_f1"), med(f_runs, "macro_f1"))
     config, result, splits = a_runs[0]["config"], f_runs[0]["result"], a_runs[0]["splits"]
-    rows = [f"| {label} | {_seconds(phase(a_runs, key))} | "
-            f"{_seconds(None if f_runs[0]['phases'][key] is None else phase(f_runs, key))} |"
+    rows = [f"| {label} | {seconds(phase(a_runs, key))} | "
+            f"{seconds(None if f_runs[0]['phases'][key] is None else phase(f_runs, key))} |"
             for key, label in PHASES.items()]
     faster = "fastai" if f_wall < a_wall else "adaptlab"
     extra = phase(a_runs, "baselines") + phase(a_runs, "after") - phase(f_runs, "after")
@@ -316,10 +257,10 @@ def _section(args, rounds: dict) -> str:
         f"cross-entropy, no loader workers, seed {args.seed}.\n\n"
         "| tool | wall s (median) | rounds (adaptlab / fastai) | test accuracy | test macro-F1 |\n"
         "|---|---|---|---|---|\n"
-        f"| adaptlab | {a_wall:.1f} | {rounds_text} | {_metric(a_runs, 'accuracy')} | "
-        f"{_metric(a_runs, 'macro_f1')} |\n"
-        f"| fastai | {f_wall:.1f} | | {_metric(f_runs, 'accuracy')} | "
-        f"{_metric(f_runs, 'macro_f1')} |\n\n"
+        f"| adaptlab | {a_wall:.1f} | {rounds_text} | {held_out_metric(a_runs, 'accuracy')} | "
+        f"{held_out_metric(a_runs, 'macro_f1')} |\n"
+        f"| fastai | {f_wall:.1f} | | {held_out_metric(f_runs, 'accuracy')} | "
+        f"{held_out_metric(f_runs, 'macro_f1')} |\n\n"
         f"**adaptlab / fastai wall-time ratio: {ratio:.3f}.** {speed} {quality}\n\n"
         "Where the time goes (median seconds over rounds; adaptlab from its run folder's "
         "`events.jsonl` and file times, fastai from timestamps around `fine_tune`; the phases "

@@ -28,3 +28,17 @@ def write_section(name: str, body: str) -> None:
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else \
         text.rstrip() + "\n\n" + block + "\n"
     BENCHMARKS.write_text(text)
+
+
+def held_out_metric(runs: list[dict], name: str) -> str:
+    """A held-out metric over rounds: the value when every round agrees, else median (range)."""
+    import statistics
+
+    values = sorted(r["test"][name] for r in runs)
+    return f"{values[0]:.3f}" if values[0] == values[-1] else \
+        f"{statistics.median(values):.3f} ({values[0]:.3f}-{values[-1]:.3f})"
+
+
+def seconds(value: float | None) -> str:
+    """A phase's seconds for a table; a dash where the tool has no such phase."""
+    return "—" if value is None else f"{value:.2f}" if value < 1 else f"{value:.1f}"

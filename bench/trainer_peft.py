@@ -20,14 +20,15 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, write_section  # noqa: E402
+from whole_process import timed  # noqa: E402
+
+from report import held_out_metric, machine, seconds, write_section  # noqa: E402
 
 DOMAIN, DATASET, STRATEGY = "code", "stdlib-modules", "lora"
 GOAL = 0.90  # adaptlab's wall time over Trainer's, at a held-out metric at least Trainer's
@@ -155,19 +156,6 @@ def trainer_worker(spec_path: Path, out: Path) -> None:
         "total_steps": total, "trainable": trainable, "threads": torch.get_num_threads()}))
 
 
-# -- timing whole processes ------------------------------------------------------------------
-def timed(command: list[str], env: dict, log: Path) -> tuple[float, float, float]:
-    """(launch time, end time, wall seconds) of one process; its output goes to ``log``."""
-    with open(log, "w") as handle:
-        launch, started = time.time(), time.perf_counter()
-        code = subprocess.call(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
-        wall, end = time.perf_counter() - started, time.time()
-    if code:
-        print(log.read_text()[-4000:], file=sys.stderr)
-        raise SystemExit(f"{command[:3]} failed with exit status {code}")
-    return launch, end, wall
-
-
 def adaptlab_phases(run_dir: Path, launch: float, end: float) -> dict[str, float]:
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     first = {}
@@ -226,10 +214,6 @@ PHASES = {  # key: (row label, short name for the verdict)
 }
 
 
-def _seconds(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}" if value < 1 else f"{value:.1f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -279,12 +263,6 @@ def main() -> None:
         write_section("trainer-peft-code-cpu", section)
 
 
-def _metric(runs: list[dict], name: str) -> str:
-    values = sorted(r["test"][name] for r in runs)
-    return f"{values[0]:.3f}" if values[0] == values[-1] else \
-        f"{statistics.median(values):.3f} ({values[0]:.3f}-{values[-1]:.3f})"
-
-
 def _section(args, spec: dict, rounds: dict) -> str:
     a_runs, t_runs = rounds["adaptlab"], rounds["trainer"]
     a_wall, t_wall = (statistics.median(r["wall"] for r in runs) for runs in (a_runs, t_runs))
@@ -298,7 +276,7 @@ def _section(args, spec: dict, rounds: dict) -> str:
         a = median(a_runs, key)
         t = None if t_runs[0]["phases"][key] is None else median(t_runs, key)
         gaps.append((a - (t or 0.0), short))
-        rows.append(f"| {label} | {_seconds(a)} | {_seconds(t)} |")
+        rows.append(f"| {label} | {seconds(a)} | {seconds(t)} |")
     per_epoch = [median(a_runs, "training") / args.epochs, median(t_runs, "training") / args.epochs]
     result = t_runs[0]["result"]
     met = ratio <= GOAL and a_f1 >= t_f1 and a_acc >= t_acc
@@ -360,10 +338,10 @@ def _section(args, spec: dict, rounds: dict) -> str:
         f"parameters on the Trainer side.\n\n"
         "| tool | wall s (median) | rounds (adaptlab / Trainer) | test accuracy | test macro-F1 "
         "| best epoch |\n|---|---|---|---|---|---|\n"
-        f"| adaptlab | {a_wall:.1f} | {rounds_text} | {_metric(a_runs, 'accuracy')} | "
-        f"{_metric(a_runs, 'macro_f1')} | {sorted({r['best_epoch'] for r in a_runs})} |\n"
-        f"| Trainer + peft | {t_wall:.1f} | | {_metric(t_runs, 'accuracy')} | "
-        f"{_metric(t_runs, 'macro_f1')} | {sorted({r['best_epoch'] for r in t_runs})} |\n\n"
+        f"| adaptlab | {a_wall:.1f} | {rounds_text} | {held_out_metric(a_runs, 'accuracy')} | "
+        f"{held_out_metric(a_runs, 'macro_f1')} | {sorted({r['best_epoch'] for r in a_runs})} |\n"
+        f"| Trainer + peft | {t_wall:.1f} | | {held_out_metric(t_runs, 'accuracy')} | "
+        f"{held_out_metric(t_runs, 'macro_f1')} | {sorted({r['best_epoch'] for r in t_runs})} |\n\n"
         f"**adaptlab / Trainer wall-time ratio: {ratio:.3f}** (goal: at most {GOAL:.2f} at a held-out "
         f"metric at least Trainer's); paired per-round ratios {paired[0]:.3f}-{paired[-1]:.3f}. "
         f"{verdict}\n\n"
