@@ -266,3 +266,22 @@ def test_fracast_features_are_the_normalised_last_block_output():
     # The core ends with its norm (the neck) on the last application of its shared block.
     torch.testing.assert_close(backbone.module.core.norm(out.blocks[0]), out.features)
     torch.testing.assert_close(pooled[:, backbone.feature_dim:], out.features[:, -1])
+
+
+def test_timm_vit_takes_other_image_sizes_and_is_unchanged_at_its_own(tmp_path):
+    """``image_size`` works for a vision transformer as for a CNN (its position embeddings
+    resampled per input), and at the model's own 224 px the features equal timm's fixed-size
+    model with the same weights."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    fixed = timm.create_model(VIT, pretrained=False, num_classes=0).eval()
+    save_file(fixed.state_dict(), str(tmp_path / "vit.safetensors"))
+    ours = timm_backbone(VIT, weights=tmp_path / "vit.safetensors").module.eval()
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(ours(images), fixed(images), atol=1e-5)
+        assert ours(torch.randn(2, 3, 64, 64)).shape == (2, fixed.num_features)
+        with pytest.raises(AssertionError):
+            fixed(torch.randn(2, 3, 64, 64))  # what a fixed-size model does with 64 px

@@ -41,7 +41,7 @@ def timm_backbone(model_name: str, weights: str | Path | None = None,
     import timm
 
     try:
-        model = timm.create_model(model_name, pretrained=False, num_classes=0, in_chans=in_chans)
+        model = _create(timm, model_name, pretrained=False, in_chans=in_chans)
     except RuntimeError as exc:
         raise AdaptlabError(f"unknown timm backbone {model_name!r} ({exc})") from exc
     if weights is not None:
@@ -50,8 +50,7 @@ def timm_backbone(model_name: str, weights: str | Path | None = None,
         source = f"local file {weights}"
     elif pretrained:
         try:
-            model = timm.create_model(model_name, pretrained=True, num_classes=0,
-                                      in_chans=in_chans)
+            model = _create(timm, model_name, pretrained=True, in_chans=in_chans)
         except Exception as exc:  # hub errors come in many types (offline, auth, 404)
             raise AdaptlabError(
                 f"backbone {model_name!r}: pretrained weights could not be fetched from the hub "
@@ -63,6 +62,16 @@ def timm_backbone(model_name: str, weights: str | Path | None = None,
     return Backbone(name=model_name, module=model, num_features=model.num_features,
                     layer_map=layer_map_from_timm(model), preprocessing=_preprocessing(model),
                     source=source, feature_layout=_feature_layout(model))
+
+
+def _create(timm, model_name: str, pretrained: bool, in_chans: int):
+    """The model without its classifier; a vision transformer takes any image size (its
+    position embeddings resampled per input), so ``image_size`` works for it as for a CNN."""
+    options = {"pretrained": pretrained, "num_classes": 0, "in_chans": in_chans}
+    try:
+        return timm.create_model(model_name, dynamic_img_size=True, **options)
+    except TypeError:  # a convolutional model: any size already, and no such argument
+        return timm.create_model(model_name, **options)
 
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], by_position: bool,
