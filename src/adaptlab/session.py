@@ -85,10 +85,10 @@ class TrainingSession:
         self._start_from_source(model, layer_map)
         return model, layer_map
 
-    def _loaders(self) -> dict[str, DataLoader]:
+    def _loaders(self, device_type: str) -> dict[str, DataLoader]:
         options = {"image_size": self.config.image_size, "seed": self.config.seed}
         common = {"batch_size": self.config.batch_size, "num_workers": self.config.num_workers,
-                  **loader_options(self._device_type(), self.config.num_workers)}
+                  **loader_options(device_type, self.config.num_workers)}
         train = make_torch_dataset(self.data, "train", self.backbone, True, options)
         # The loader's own generator keeps its per-epoch seed draws off the global RNG, which
         # a resumed run restores to the exact step where the original stopped.
@@ -127,11 +127,6 @@ class TrainingSession:
                 writer.close()
             self.trackers.end()
 
-    def _device_type(self) -> str:
-        wanted = self.config.device
-        return "cuda" if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()) \
-            else wanted
-
     def _make_trainer(self, run_dir: Path, bus: EventBus):
         accelerator = make_accelerator(self.config.device, self.config.mixed_precision,
                                        self.config.grad_accum, self.config.torch_compile,
@@ -139,7 +134,7 @@ class TrainingSession:
         self.trackers.start(accelerator, bus)
         seed_everything(self.config.seed, deterministic=accelerator.device.type == "cpu")
         model, layer_map = self._build_model()
-        loaders = self._loaders()
+        loaders = self._loaders(accelerator.device.type)
         baseline = self._baseline(run_dir, model, loaders, accelerator.device, bus)
         model = self.strategy.setup(model, layer_map)
         if self.config.gradient_checkpointing:

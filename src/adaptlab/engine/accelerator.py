@@ -35,8 +35,9 @@ def make_accelerator(device: str, mixed_precision: str, grad_accum: int,
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     # split_batches: batch_size is the global batch (see adaptlab.engine.distributed).
-    # find_unused_parameters: some strategies' trainable parameters take no part in a given
-    # forward (a gated side branch, a task head a prompt bypasses), which plain DDP refuses.
+    # find_unused_parameters: a plug-in strategy may leave a trainable parameter out of a
+    # forward, which plain DDP refuses at the next step; the price is one walk of the
+    # autograd graph per step (PyTorch warns once where nothing was unused).
     return Accelerator(cpu=device == "cpu", mixed_precision=precision,
                        gradient_accumulation_steps=grad_accum,
                        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True,
