@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.plugins.registry import discover_domains
 from adaptlab.server.listing import domains_payload, runs_payload
 from adaptlab.server.paths import PathRefused, relative_to_root, resolve_inside
-from adaptlab.templates import TemplateParameterError, write_template
+from adaptlab.templates import TemplateParameterError, build_template, write_template
 from adaptlab.tutorial_notebooks import copy_tutorial, list_tutorials
 
 AUTH_RESOURCE = "adaptlab"
@@ -37,11 +38,25 @@ class _AdaptlabHandler(APIHandler):
 
     def resolve(self, relative: str) -> Path:
         try:
-            return resolve_inside(self.root, relative,
-                                  allow_hidden=bool(getattr(self.contents_manager,
-                                                            "allow_hidden", False)))
+            return resolve_inside(self.root, relative, allow_hidden=self.allow_hidden)
         except PathRefused as exc:
             raise web.HTTPError(403, str(exc)) from exc
+
+    @property
+    def allow_hidden(self) -> bool:
+        return bool(getattr(self.contents_manager, "allow_hidden", False))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """jupyter_server replies with ``HTTPError.log_message``, which tornado 6.6 returns
+        with every '%' doubled: a refused '%2e%2e' would be named as '%%2e%%2e'."""
+        error = (kwargs.get("exc_info") or (None, None))[1]
+        if not isinstance(error, web.HTTPError) or not error.get_message():
+            super().write_error(status_code, **kwargs)
+            return
+        message = error.get_message()
+        self.set_header("Content-Type", "application/json")
+        self.log.warning("wrote error: %r", message)
+        self.finish(json.dumps({"message": message, "reason": error.reason}))
 
     def reply(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -91,30 +106,56 @@ class NotebooksHandler(_AdaptlabHandler):
         found = (await asyncio.to_thread(discover_domains)).domains
         if domain_name not in found:
             raise web.HTTPError(404, f"unknown domain {domain_name!r}; installed: {sorted(found)}")
-        target = self._new_notebook(path, body.get("unique"), "a template")
+        self.resolve(path)  # a refused path is refused before its parameters are judged
         try:
-            await asyncio.to_thread(write_template, found[domain_name], target,
-                                    parameters=parameters)
+            # write_template makes the folders before it checks the parameters: checked
+            # first, a bad value leaves nothing behind.
+            await asyncio.to_thread(build_template, found[domain_name], parameters)
         except TemplateParameterError as exc:
             raise web.HTTPError(400, str(exc)) from exc
-        except AdaptlabError as exc:  # created by someone else meanwhile
-            raise web.HTTPError(409, str(exc)) from exc
+        async with self._write_lock:
+            target = self._new_notebook(path, body.get("unique"), "a template")
+            await self._write(path, target, write_template, found[domain_name], target,
+                              parameters=parameters)
         self.reply({"path": relative_to_root(self.root, target), "domain": domain_name}, 201)
 
     async def _copy_tutorial(self, body: dict[str, Any]) -> None:
         """``{"tutorial": NAME, "path", "unique"?}``: a copy of a tutorial notebook."""
         name, path = body.get("tutorial"), body.get("path")
+        if not isinstance(name, str) or not name:  # a list or object is no dict key: a 500
+            raise web.HTTPError(400, f"field 'tutorial' must name a tutorial, got {name!r}")
         _check_notebook_path(path)
         known = {t["name"]: t for t in await asyncio.to_thread(list_tutorials)}
         if name not in known:
             raise web.HTTPError(404, f"unknown tutorial {name!r}; the tutorials: {sorted(known)}")
-        target = self._new_notebook(path, body.get("unique"), "a tutorial")
-        try:
-            await asyncio.to_thread(copy_tutorial, name, target)
-        except AdaptlabError as exc:  # created by someone else meanwhile
-            raise web.HTTPError(409, str(exc)) from exc
+        async with self._write_lock:
+            target = self._new_notebook(path, body.get("unique"), "a tutorial")
+            await self._write(path, target, copy_tutorial, name, target)
         self.reply({"path": relative_to_root(self.root, target), "tutorial": name,
                     "domain": known[name]["domain"]}, 201)
+
+    @property
+    def _write_lock(self) -> asyncio.Lock:
+        """One notebook written at a time per server: between the free-name check and the
+        write, another request for the same name would otherwise replace this one."""
+        return self.settings.setdefault("adaptlab_notebook_lock", asyncio.Lock())
+
+    async def _write(self, path: str, target: Path, write: Any, *args: Any,
+                     **kwargs: Any) -> None:
+        """``write(*args)`` on a worker thread; on failure, the folders it made are removed."""
+        missing = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+        try:
+            await asyncio.to_thread(write, *args, **kwargs)
+        except (AdaptlabError, OSError) as exc:
+            for folder in missing:  # deepest first; only the empty ones it made
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            if isinstance(exc, AdaptlabError):  # created by someone else meanwhile
+                raise web.HTTPError(409, str(exc)) from exc
+            raise web.HTTPError(400, f"cannot write {path!r}: "
+                                f"{exc.strerror or type(exc).__name__}") from exc
 
     def _body(self) -> dict[str, Any]:
         try:
@@ -139,7 +180,9 @@ class NotebooksHandler(_AdaptlabHandler):
     def _free_name(target: Path) -> Path:
         for number in range(1, 1000):
             candidate = target.with_name(f"{target.stem}-{number}{target.suffix}")
-            if not candidate.exists():
+            # lexists: a dangling link is taken too, as writing through it could land
+            # outside the root.
+            if not os.path.lexists(candidate):
                 return candidate
         raise web.HTTPError(409, f"{target.name}: no free name up to -999")
 
@@ -165,14 +208,39 @@ class ReportHandler(_AdaptlabHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        run = self.get_argument("run", "")
-        if not run:
+        run = self._run_argument()
+        if not run.strip():
             raise web.HTTPError(400, "query parameter 'run' must name a run folder")
-        page = self.resolve(run) / "report" / "index.html"
+        run_dir = self.resolve(run)
+        try:
+            # The run folder is inside the root; its report, or the page, may still be a
+            # link to elsewhere.
+            page = resolve_inside(self.root,
+                                  f"{relative_to_root(self.root, run_dir)}/report/index.html",
+                                  allow_hidden=self.allow_hidden)
+        except PathRefused as exc:
+            raise web.HTTPError(403, f"run {run!r}: its report leads outside the server root "
+                                "or into a hidden folder (a symbolic link)") from exc
         if not page.is_file():
             raise web.HTTPError(404, f"run {run!r} has no report yet (explain it first)")
-        html = await asyncio.to_thread(page.read_text, encoding="utf-8")
+        try:
+            html = await asyncio.to_thread(page.read_text, encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise web.HTTPError(404, f"run {run!r}: its report cannot be read "
+                                f"({type(exc).__name__})") from exc
         self.finish(html, set_content_type="text/html; charset=utf-8")
+
+    def _run_argument(self) -> str:
+        """``run`` as sent: tornado's ``get_argument`` turns a NUL into a space and strips
+        the ends, which would resolve a different path than the one asked for."""
+        values = self.request.query_arguments.get("run")
+        if not values:
+            return ""
+        try:
+            return values[-1].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise web.HTTPError(400, f"query parameter 'run' is not UTF-8: {values[-1]!r}") \
+                from exc
 
 
 def handlers(base_url: str) -> list[tuple[str, type]]:

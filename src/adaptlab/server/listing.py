@@ -44,12 +44,23 @@ def domains_payload() -> dict[str, Any]:
             "errors": found.errors}
 
 
+# What a run folder written by hand, by an older version or half-deleted can raise while it
+# is read: the listing shows it as unreadable instead of failing for every run.
+UNREADABLE = (AdaptlabError, OSError, ValueError, KeyError, TypeError, AttributeError)
+
+
 def run_entry(root: Path, run_dir: Path, now: float) -> dict[str, Any]:
-    path = relative_to_root(root, run_dir) or run_dir.name
+    path = relative_to_root(root, run_dir) or "."
     try:
-        summary = summarise_run(run_dir)
-    except AdaptlabError as exc:
-        return {"path": path, "name": run_dir.name, "status": "unreadable", "error": str(exc)}
+        return _run_entry(root, run_dir, path, now)
+    except UNREADABLE as exc:
+        return {"path": path, "name": run_dir.name, "status": "unreadable",
+                "error": str(exc) if isinstance(exc, AdaptlabError)
+                else f"{type(exc).__name__}: {exc}"}
+
+
+def _run_entry(root: Path, run_dir: Path, path: str, now: float) -> dict[str, Any]:
+    summary = summarise_run(run_dir)
     events = run_dir / "events.jsonl"
     modified = events.stat().st_mtime if events.is_file() else (
         run_dir / "config.json").stat().st_mtime
@@ -69,13 +80,25 @@ def run_entry(root: Path, run_dir: Path, now: float) -> dict[str, Any]:
             "samples_per_second": summary.samples_per_second,
             "epochs_run": summary.epochs_run,
             "notebook": notebook if notebook and Path(summary.notebook).is_file() else None,
-            "report": summary.report is not None}
+            # The report endpoint refuses a report that is a link out of the root.
+            "report": summary.report is not None
+            and relative_to_root(root, summary.report) is not None}
 
 
 def runs_payload(root: str | Path) -> dict[str, Any]:
     """Runs under the server root, newest first, with status, target metric and costs."""
     root = Path(root)
-    folders = find_runs(root, max_depth=RUNS_MAX_DEPTH, limit=RUNS_LIMIT)
+    # One more than shown tells a root with exactly RUNS_LIMIT runs from one with more.
+    for attempt in (1, 2):
+        try:
+            folders = find_runs(root, max_depth=RUNS_MAX_DEPTH, limit=RUNS_LIMIT + 1)
+            break
+        except FileNotFoundError:  # a run deleted between the walk and its sort
+            if attempt == 2:
+                raise
     now = time.time()
-    runs = [run_entry(root, folder, now) for folder in reversed(folders)]
-    return {"runs": runs, "truncated": len(folders) >= RUNS_LIMIT}
+    # os.walk does not follow links, so no run outside the root is found; checked anyway,
+    # since a listed run is one the report endpoint is asked for.
+    runs = [run_entry(root, folder, now) for folder in reversed(folders[-RUNS_LIMIT:])
+            if relative_to_root(root, folder) is not None]
+    return {"runs": runs, "truncated": len(folders) > RUNS_LIMIT}
