@@ -72,12 +72,13 @@ def _loader_options(config: RunConfig, tasks: tuple[str, ...], modalities: list[
                     what: str) -> dict[str, Any]:
     """``seed``, plus the series options that are set (a loader of images has none).
 
-    ``horizon`` belongs to the forecasting task; ``max_gap`` (gap filling) to any series
-    input, forecast or classified, which the dataset's modality says."""
+    ``horizon`` belongs to the forecasting task; ``max_gap`` (gap filling) and ``season`` to
+    any series input, forecast or classified, which the dataset's modality says."""
     options: dict[str, Any] = {"seed": config.seed}
     series = any(modality.startswith("series") for modality in modalities)
     for key, allowed, needs in (("horizon", "forecasting" in tasks, "forecasting task"),
-                                ("max_gap", series, "series data")):
+                                ("max_gap", series, "series data"),
+                                ("season", series, "series data")):
         value = getattr(config, key)
         if value is None:
             continue

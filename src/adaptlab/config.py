@@ -65,6 +65,9 @@ class RunConfig:
     max_gap: int | None = field(default=None, metadata={
         "min": 0, "max": 100_000, "help": "series: the longest run of missing values the gap "
                                           "rule fills by interpolation (unset = 3)"})
+    season: int | None = field(default=None, metadata={
+        "min": 1, "max": 100_000, "help": "series: steps in one seasonal cycle, for seasonal "
+                                          "naive and MASE (unset = from the spacing)"})
     forecast_loss: str = field(default="quantile", metadata={
         "choices": ("quantile", "point"),
         "help": "forecasting: pinball loss over every quantile, or absolute error of the median"})

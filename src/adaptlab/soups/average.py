@@ -25,7 +25,8 @@ from adaptlab.errors import AdaptlabError
 # What makes two runs start from the same weights.
 START_FIELDS = ("domain", "backbone", "backbone_weights", "init_from", "strategy")
 # What the soup is evaluated on: the first ingredient's splits, inputs and targets.
-DATA_FIELDS = ("dataset", "data", "image_size", "horizon", "max_gap", "forecast_loss")
+DATA_FIELDS = ("dataset", "data", "image_size", "horizon", "max_gap", "season",
+               "forecast_loss")
 # Strategy options that change how a run trains, not what its saved tensors mean (the
 # model-soups recipe varies exactly such hyperparameters between ingredients).
 TRAINING_ONLY_OPTIONS = frozenset({"layer_decay", "head_lr_scale", "head_init", "head_dropout"})

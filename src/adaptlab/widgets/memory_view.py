@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # adaptlab.costs imports torch: only when a plan is made
 DEBOUNCE_SECONDS = 0.6  # a pause in typing before a changed setting is planned
 # Fields that change what the planner loads (data, backbone); the rest only change the plan.
 _ASSEMBLY_FIELDS = ("domain", "dataset", "data", "backbone", "backbone_weights", "horizon",
-                    "max_gap", "train_samples", "seed", "class_weighting", "forecast_loss")
+                    "max_gap", "season", "train_samples", "seed", "class_weighting",
+                    "forecast_loss")
 _PLAN_FIELDS = ("strategy", "strategy_options", "batch_size", "image_size", "device",
                 "mixed_precision")
 

@@ -9,7 +9,7 @@ DOMAIN = DomainSpec(
     icon=package_icon(__name__),
     name="timeseries",
     title="Time series",
-    description="Forecast or classify series from CSV, Parquet or NetCDF files, adapting a "
+    description="Forecast or classify series from CSV, Parquet, NetCDF or UCR/UEA files, adapting a "
                 "pre-trained forecaster; forecasts are evaluated walk-forward against seasonal "
                 "naive (MAE, RMSE, MASE).",
     tasks=("forecasting", "classification"),
@@ -85,7 +85,8 @@ DOMAIN = DomainSpec(
     user_data_loader="adaptlab_timeseries.datasets:read_series_data",
     predict_reader="adaptlab_timeseries.predict_inputs:read_prediction_series",
     data_help="a CSV or Parquet table with a time column and value columns, a NetCDF file "
-              "with a time dimension, or a folder of them",
+              "with a time dimension, or a folder of them; to classify, class folders of "
+              "them or UCR/UEA cases (.ts, .arff, .npz; NAME_TRAIN with NAME_TEST)",
     template_cells=(
         ("markdown", "## The walk-forward split\n\nEach series' last span is the test period "
                      "and the span before it validation; no training window forecasts a step "

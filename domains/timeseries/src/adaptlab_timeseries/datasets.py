@@ -52,7 +52,7 @@ def to_split_dataset(series: list[Series], horizon: int, val_steps: int, test_st
 def load_cmip6_arctic(options: dict) -> SplitDataset:
     horizon = int(options.get("horizon", DEMO_HORIZON))
     log = ReadLog(skip_refused=True)
-    series = _demo_series(log, options.get("max_gap"))
+    series = _demo_series(log, options.get("max_gap"), season=options.get("season"))
     targets = {s.name for s in series if s.name.startswith(TARGET_MODEL + "_")}
     if not targets:
         raise AdaptlabError(f"{DEMO_FILE}: no series of the target model {TARGET_MODEL}")
@@ -97,11 +97,12 @@ def load_cmip6_warming(options: dict) -> SplitDataset:
                         preprocessing={"clip_steps": CLIP_STEPS, "clip_stride": CLIP_STRIDE})
 
 
-def _demo_series(log: ReadLog, max_gap: int | None, name: str = DEMO_FILE) -> list[Series]:
+def _demo_series(log: ReadLog, max_gap: int | None, name: str = DEMO_FILE,
+                 season: int | None = None) -> list[Series]:
     path = resources.files("adaptlab_timeseries") / "demo_data" / name
     with resources.as_file(path) as file:
         return read_table(Path(file), log=log, max_gap=MAX_GAP_DEFAULT if max_gap is None
-                          else max_gap)
+                          else max_gap, season=season)
 
 
 # Single-series demos from the statsmodels datasets: (file, default horizon, longest gap the
@@ -115,7 +116,8 @@ def _single_series(name: str, options: dict) -> SplitDataset:
     file, horizon, max_gap = SINGLE_SERIES[name]
     horizon = int(options.get("horizon", horizon))
     log = ReadLog()
-    series = _demo_series(log, options.get("max_gap", max_gap), file)
+    series = _demo_series(log, options.get("max_gap", max_gap), file,
+                          season=options.get("season"))
     return to_split_dataset(series, horizon, 2 * horizon, 2 * horizon, log, source=file)
 
 
@@ -155,25 +157,103 @@ def read_labelled_series(root: Path, seed: int, max_gap: int = MAX_GAP_DEFAULT) 
                         notes=log.notes, preprocessing={"min_steps": shortest})
 
 
+def read_case_data(files: tuple[Path, Path | None], seed: int,
+                   max_gap: int = MAX_GAP_DEFAULT) -> SplitDataset:
+    """Labelled cases (.ts, .arff, .npz): a test file is the test split and a fifth of the
+    train file's cases (per class) validation; a lone file is split 60/20/20 per class."""
+    from adaptlab_timeseries.cases import cases_to_series, read_cases
+
+    train_file, test_file = files
+    log = ReadLog(skip_refused=True)
+    read = read_cases(train_file)
+    train, test = read if isinstance(read, tuple) else (read, None)
+    if test is None and test_file is not None:
+        test = read_cases(test_file)
+        if isinstance(test, tuple):
+            raise AdaptlabError(f"{test_file}: a test file holds X and y, not X_train/X_test")
+    classes = train.classes
+    channels = {len(case) for part in (train, test) if part for case in part.values}
+    if len(channels) > 1:
+        raise AdaptlabError(f"{train_file}: cases have {sorted(channels)} channels; train and "
+                            "test cases need the same channels")
+    labelled = {}
+    for part in (train, test):
+        if part is None:
+            continue
+        items = []
+        for item, label in cases_to_series(part, max_gap, log):
+            if label not in classes:
+                raise AdaptlabError(f"{part.path}: {item.origin.rsplit(' [', 1)[-1][:-1]} has "
+                                    f"class {label!r}, which the train file {train.path.name} "
+                                    f"does not declare ({' '.join(classes)})")
+            items.append((SeriesWindow(item, len(item), 0), classes.index(label)))
+        labelled[part is test] = items
+    if len(labelled.get(False, [])) < 2 or (test is not None and not labelled.get(True)):
+        reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in log.skipped[:3])
+        raise AdaptlabError(f"{train_file}: too few usable cases ({reasons or 'none read'})")
+    if test is None:
+        samples = stratified_split(labelled[False], seed=seed)
+    else:
+        samples = stratified_split(labelled[False], fractions=(0.2, 0.0), seed=seed)
+        samples["test"] = labelled[True]
+    everything = [window for split in samples.values() for window, _ in split]
+    return SplitDataset(class_names=classes, samples=samples, skipped=log.skipped,
+                        source=" + ".join(str(f) for f in files if f is not None),
+                        modality="series-labelled", notes=log.notes,
+                        preprocessing={"min_steps": min(len(w.series) for w in everything),
+                                       "channels": channels.pop()})
+
+
+def long_enough(series: list[Series], horizon: int, held_out: int, log: ReadLog) -> list[Series]:
+    """Series that hold a context, a horizon and both held-out spans; the others are skipped
+    and listed (as the gap rule's refusals are), so one short file does not stop a folder."""
+    context = min_context(max(s.season for s in series))
+    needed = context + horizon + 2 * held_out
+    kept = []
+    for item in series:
+        if len(item) >= needed:
+            kept.append(item)
+            continue
+        log.skipped.append({"file": item.origin or item.name,
+                            "reason": f"{item.origin or item.name}: {len(item)} steps are too "
+                                      f"few for horizon {horizon} with {held_out} validation "
+                                      f"and {held_out} test steps and a {context}-step context "
+                                      f"(needs {needed}); shorten the horizon or add data"})
+    return kept
+
+
 def read_series_data(path: str, seed: int = 0, horizon: int | None = None,
-                     max_gap: int = MAX_GAP_DEFAULT) -> SplitDataset:
-    """User series (``--data``). A folder holding only class sub-folders is a classification
-    set (:func:`read_labelled_series`). Otherwise a CSV/Parquet/NetCDF file or a folder of
-    them is forecast: each series' last ``2 * horizon`` steps are the test span and the
-    ``2 * horizon`` before validation, so every held-out span holds ``horizon + 1`` forecast
-    origins (the split is by time; ``seed`` is unused). Series the gap rule refuses are
-    skipped and listed while others remain."""
+                     max_gap: int = MAX_GAP_DEFAULT, season: int | None = None) -> SplitDataset:
+    """User series (``--data``). UCR/UEA case files (.ts, .arff, .npz; a NAME_TRAIN file with
+    its NAME_TEST, or a folder holding them) and folders holding only class sub-folders are
+    classification sets (:func:`read_case_data`, :func:`read_labelled_series`). Otherwise a
+    CSV/Parquet/NetCDF file or a folder of them is forecast: each series' last
+    ``2 * horizon`` steps are the test span and the ``2 * horizon`` before validation, so
+    every held-out span holds ``horizon + 1`` forecast origins (the split is by time;
+    ``seed`` is unused). Series the gap rule refuses, or too short for the split, are skipped
+    and listed while others remain. ``season`` replaces the season the spacing implies."""
+    from adaptlab_timeseries.cases import case_files
+
     root = Path(path)
-    if root.is_dir() and not any(p.is_file() for p in root.iterdir()) and \
-            len([p for p in root.iterdir() if p.is_dir()]) >= 2:
-        if horizon is not None:
-            raise AdaptlabError(f"{root}: class folders hold series to classify; horizon applies "
-                                "to forecasting")
+    files = case_files(root) if root.exists() else None
+    classified = files is not None or (
+        root.is_dir() and not any(p.is_file() for p in root.iterdir())
+        and len([p for p in root.iterdir() if p.is_dir()]) >= 2)
+    if classified and horizon is not None:
+        raise AdaptlabError(f"{root}: labelled series are classified; horizon applies to "
+                            "forecasting")
+    if files is not None:
+        return read_case_data(files, seed, max_gap)
+    if classified:
         return read_labelled_series(root, seed, max_gap)
     horizon = int(horizon or DEMO_HORIZON)
     log = ReadLog(skip_refused=True)
-    series = read_series(path, max_gap=max_gap, log=log)
+    series = read_series(path, max_gap=max_gap, log=log, season=season)
+    series = long_enough(series, horizon, 2 * horizon, log) if series else []
     if not series:
+        names = ", ".join(Path(item["file"]).name for item in log.skipped[:8])
         reasons = "; ".join(item["reason"] for item in log.skipped[:3])
-        raise AdaptlabError(f"{path}: every series was refused ({reasons})")
+        more = f" and {len(log.skipped) - 8} more" if len(log.skipped) > 8 else ""
+        raise AdaptlabError(f"{path}: no usable series left: {names}{more} ({reasons})")
+    log.notes += log.season_notes()
     return to_split_dataset(series, horizon, 2 * horizon, 2 * horizon, log, source=str(path))

@@ -20,15 +20,21 @@ from adaptlab.data.series import MAX_GAP_DEFAULT, Series, SeriesWindow
 from adaptlab.errors import AdaptlabError
 from adaptlab.predict.inputs import NO_LABEL, PredictionInputs
 from adaptlab_timeseries.datasets import min_context
-from adaptlab_timeseries.readers import _FREQUENCIES, TABLE_SUFFIXES, TIME_NAMES, ReadLog, read_series
+from adaptlab_timeseries.readers import (
+    TABLE_SUFFIXES,
+    Grid,
+    ReadLog,
+    find_time_column,
+    netcdf_columns,
+    read_series,
+    regular_grid,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from adaptlab.run_loading import LoadedRun
 
-# Pandas period frequency by steps per season: the readers give each frequency its own season.
-_FREQUENCY_OF_SEASON = {season: freq for _, _, freq, season in _FREQUENCIES}
 # How files write time stamps: the first that reproduces a file's own stamp is used for the
 # forecast's stamps (none: the period's own label, such as 2011Q1).
 _STAMP_FORMATS = ("%Y", "%Y-%m", "%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S",
@@ -38,9 +44,15 @@ _STAMP_FORMATS = ("%Y", "%Y-%m", "%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%
 
 def read_prediction_series(path: Path, run: LoadedRun) -> PredictionInputs:
     """The domain's ``predict_reader``: series to forecast or to classify, by the run's task."""
+    from adaptlab_timeseries.cases import case_files
+
     log = ReadLog(skip_refused=True)  # a series the gap rule refuses is listed, not fatal
     max_gap = MAX_GAP_DEFAULT if run.config.max_gap is None else run.config.max_gap
-    series = read_series(path, max_gap=max_gap, log=log)
+    files = case_files(Path(path)) if Path(path).exists() else None
+    if files is not None:
+        return _cases_to_classify(path, files, run, max_gap, log)
+    series = read_series(path, max_gap=max_gap, log=log,
+                         season=getattr(run.config, "season", None))
     if run.data.modality == "series-labelled":
         return _series_to_classify(path, series, run, log.skipped)
     return _series_to_forecast(path, series, run, log.skipped)
@@ -61,7 +73,7 @@ def _series_to_forecast(path: Path, series: list[Series], run: LoadedRun,
             continue
         file = _file_of(item)
         if file not in stamps:
-            stamps[file] = _FileStamps.of(Path(file), item.season)
+            stamps[file] = _FileStamps.of(Path(file))
         samples.append((SeriesWindow(item, len(item), horizon), NO_LABEL))
         names.append(item.name)
         times.append(stamps[file].after(item, horizon))
@@ -96,6 +108,25 @@ def _series_to_classify(path: Path, series: list[Series], run: LoadedRun,
                             skipped=skipped, source=str(path))
 
 
+def _cases_to_classify(path: Path, files: tuple[Path, Path | None], run: LoadedRun,
+                       max_gap: int, log: ReadLog) -> PredictionInputs:
+    """Case files (.ts, .arff, .npz) to classify: every case of the file (of a pair, the
+    test file), joined into one sequence as training joined them; labels, if any, unused."""
+    from adaptlab_timeseries.cases import cases_to_series, read_cases
+
+    if run.data.modality != "series-labelled":
+        raise AdaptlabError(f"{path}: labelled cases are classified; run {run.run_dir} "
+                            "forecasts series")
+    read = read_cases(files[1] or files[0], labelled=False)
+    cases = read[1] if isinstance(read, tuple) else read
+    trained = run.data.preprocessing.get("channels", 1)
+    if len(cases.values[0]) != trained:
+        raise AdaptlabError(f"{cases.path}: cases have {len(cases.values[0])} channel(s); the "
+                            f"run was trained on {trained}")
+    series = [item for item, _ in cases_to_series(cases, max_gap, log)]
+    return _series_to_classify(path, series, run, log.skipped)
+
+
 def _run_horizon(run: LoadedRun) -> int:
     """The run's forecast horizon: from data.json, or its data's windows."""
     horizon = run.data.task_options.get("horizon")
@@ -123,21 +154,27 @@ class _FileStamps:
     """How a file writes its time stamps: its grid's frequency, where a stamp falls in its
     period (``offset`` from the period's start, or from its last day when ``at_end``: month-end
     dates) and the text format; continues a series' grid in the same way. Without a format,
-    steps are written as period labels (``2011-01``, ``2011Q1``)."""
+    steps are written as period labels (``2011-01``, ``2011Q1``); a fixed-step grid (100 Hz,
+    a step index) continues by its step."""
 
-    freq: str
+    freq: str | None
     format: str | None = None
     at_end: bool = False
     offset: Any = None  # a pandas Timedelta
+    grid: Grid | None = None
 
     @classmethod
-    def of(cls, path: Path, season: int) -> _FileStamps:
+    def of(cls, path: Path) -> _FileStamps:
         """The style of a table's last time stamp; a NetCDF file's times are numbers, so its
         forecast steps get period labels."""
         import pandas as pd
 
-        freq = _FREQUENCY_OF_SEASON[season]
         column = _table_time_column(path)
+        times = column.tolist() if column is not None else netcdf_columns(path)[0]
+        grid = regular_grid(times, path, column.name if column is not None else "time")[2]
+        if grid.kind != "period":
+            return cls(None, grid=grid)
+        freq = grid.freq
         stamps = pd.to_datetime(column, errors="coerce") if column is not None else None
         if stamps is None or not stamps.notna().any():
             return cls(freq)
@@ -160,6 +197,8 @@ class _FileStamps:
 
         if not item.times:
             return [str(len(item) + step) for step in range(steps)]
+        if self.grid is not None:
+            return self.grid.after(item.times[-1], steps)
         last = pd.Period(item.times[-1], freq=self.freq)
         return [self._write(last + step) for step in range(1, steps + 1)]
 
@@ -180,12 +219,11 @@ def _table_time_column(path: Path) -> pd.Series | None:
         return None
     if name.endswith((".parquet", ".pq")):
         frame = pd.read_parquet(path)
-        frame = frame[[c for c in frame.columns if _is_time_name(c)]]
     else:
+        # The header first: the time column alone is read as text, as the readers read it.
+        columns = pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",", nrows=0).columns
         frame = pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",",
-                            usecols=_is_time_name)
-    return frame.iloc[:, 0].astype(str) if len(frame.columns) else None
-
-
-def _is_time_name(column) -> bool:
-    return str(column).strip().lower() in TIME_NAMES
+                            usecols=[find_time_column(columns)] if find_time_column(columns)
+                            is not None else [], dtype=str)
+    column = find_time_column(frame.columns)
+    return frame[column].astype(str) if column is not None else None
