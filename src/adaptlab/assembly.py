@@ -117,13 +117,25 @@ def build_backbone(config: RunConfig, domain: DomainSpec, data=None):
     """The configured backbone; ``data``'s grid (gridded fields) goes along as
     ``options["grid"]``, from which field networks decide whether longitude wraps."""
     spec = domain.backbone(config.backbone)
-    options = dict(spec.options)
-    if data is not None and data.coords:
-        options["grid"] = data.coords
+    options = {**spec.options, **data_backbone_options(spec.options, data)}
     options["init_seed"] = config.seed  # built-in networks start from it; others ignore it
     if config.backbone_weights:
         options["weights"] = config.backbone_weights
     return resolve_reference(spec.builder)(options)
+
+
+def data_backbone_options(spec_options: dict[str, Any], data) -> dict[str, Any]:
+    """What the data tells a backbone: its grid, and, for a backbone with an ``in_channels``
+    option, the channel count a loader records in ``task_options["in_channels"]`` when its
+    inputs carry more than the backbone's default (a mask channel)."""
+    options: dict[str, Any] = {}
+    if data is None:
+        return options
+    if data.coords:
+        options["grid"] = data.coords
+    if "in_channels" in spec_options and data.task_options.get("in_channels"):
+        options["in_channels"] = int(data.task_options["in_channels"])
+    return options
 
 
 @dataclass

@@ -97,6 +97,9 @@ def explain(run: str | Path | LoadedRun, method: str | None = None,
     target = make_target(loaded.data.modality, loaded.model, loaded.backbone, loaded.data.task,
                          loaded.data.class_names)
     target.layer_map = loaded.layer_map
+    valid = loaded.data.task_options.get("valid_cells")
+    if valid is not None:  # cells without data: their attribution is zero by definition
+        target.valid = torch.tensor(valid, dtype=torch.bool)
     dataset = make_torch_dataset(loaded.data, split, loaded.backbone, False,
                                  {"image_size": loaded.config.image_size})
     chosen = [target.sample(dataset, i) for i in choose_samples(loaded, split, samples)]
@@ -114,6 +117,11 @@ def explain(run: str | Path | LoadedRun, method: str | None = None,
 def _explain(loaded: LoadedRun, target: ExplainTarget, samples: list[Sample], method: str,
              split: str, run_checks: bool, compare: bool, settings: dict) -> Explanation:
     result = attribute(target, samples, method, settings=dict(settings))
+    valid = getattr(target, "valid", None)
+    if valid is not None:
+        result.notes.append(f"{int((~valid).sum())} of {valid.numel()} grid cells carry no "
+                            "data (a fixed mask): their attributions are zero and the checks "
+                            "leave them out")
     explanation = Explanation(loaded, target, samples, result, split,
                               seconds={"attribution": result.seconds})
     score = target.score_module()

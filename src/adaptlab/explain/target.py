@@ -197,6 +197,19 @@ class FieldTarget(ImageTarget):
 
     modality = "field"
     feature_axes = "grid points (lat, lon)"
+    valid: torch.Tensor | None = None  # [lat, lon], false at cells without data
+
+    def _masks(self, features: torch.Tensor) -> bool:
+        # A field rendered as an image (an image backbone) is not on the grid the mask is.
+        return self.valid is not None and tuple(features.shape[-2:]) == tuple(self.valid.shape)
+
+    def to_features(self, attributions: torch.Tensor) -> torch.Tensor:
+        features = super().to_features(attributions)
+        return features * self.valid.to(features.device) if self._masks(features) else features
+
+    def eligible(self, sample: Sample) -> torch.Tensor:
+        eligible = super().eligible(sample)
+        return eligible & self.valid if self._masks(eligible) else eligible
 
     def sample(self, dataset, index: int) -> Sample:
         from matplotlib import colormaps

@@ -30,10 +30,10 @@ WEIGHTS_FILE = "model.safetensors"
 
 def backbone_options(loaded) -> dict[str, Any]:
     """The builder and options :func:`adaptlab.assembly.build_backbone` used for the run."""
+    from adaptlab.assembly import data_backbone_options
+
     spec = loaded.domain.backbone(loaded.config.backbone)
-    options = dict(spec.options)
-    if loaded.data.coords:
-        options["grid"] = loaded.data.coords
+    options = {**spec.options, **data_backbone_options(spec.options, loaded.data)}
     options["init_seed"] = loaded.config.seed
     if loaded.config.backbone_weights:
         options["weights"] = loaded.config.backbone_weights

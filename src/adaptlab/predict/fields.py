@@ -97,6 +97,11 @@ class FieldWriter(PredictionWriter):
                         for name, label in zip(self.names, labels, strict=True)] \
             if inputs.labels_known else []
         self.weights = self._area_weights(grid, shape[1])
+        # Cells the run's data has no values at (a fixed mask) are written as missing.
+        valid = run.data.task_options.get("valid_cells")
+        self.invalid = None if valid is None else ~np.asarray(valid, dtype=bool)
+        if self.invalid is not None:
+            self.weights = self.weights * ~self.invalid
         stats = ["area_mean", "min", "max"]
         columns = stats if len(self.names) == 1 else \
             [f"{name}_{stat}" for name in self.names for stat in stats]
@@ -135,19 +140,24 @@ class FieldWriter(PredictionWriter):
             raise AdaptlabError(f"run {self.run.run_dir} predicts {tuple(outputs.shape[1:])} "
                                 "per input, not fields on a grid; only fields are written")
         fields = outputs.float().cpu().numpy() * np.float32(self.scale)
+        if self.invalid is not None:
+            fields[..., self.invalid] = np.nan
         rows = []
         for index, field in zip(indices, fields, strict=True):
             step = self.steps[index]
             for variable, channel in zip(self.variables, field, strict=True):
                 variable[step] = channel
             if self.targets:
-                truth = np.asarray(self.inputs.samples[index][1], dtype=np.float32)
+                truth = np.asarray(self.inputs.samples[index][1], dtype=np.float32).copy()
+                if self.invalid is not None:
+                    truth[..., self.invalid] = np.nan
                 for variable, channel in zip(self.targets, truth * np.float32(self.scale),
                                              strict=True):
                     variable[step] = channel
             stats = [number(value) for channel in field for value in (
-                float((channel * self.weights).mean()), float(channel.min()),
-                float(channel.max()))]
+                float(np.nansum(channel * self.weights) / self.weights.sum()
+                      * self.weights.shape[-1] / channel.shape[-1]),
+                float(np.nanmin(channel)), float(np.nanmax(channel)))]
             rows.append([self.inputs.names[index], time_label(self.times[step]), *stats,
                          str(self.netcdf)])
         self.table.add(rows)

@@ -10,6 +10,10 @@ area-weighted mean, so ACC measures the pattern and RMSE the amplitude. Baseline
 training: persistence (the input field the loader names as the same quantity as the
 target) and climatology (the training targets' mean).
 
+A loader whose grid has cells without data (a fixed mask) names the others in
+``task_options["valid_cells"]`` ([lat][lon], true where the target is defined): their weight is
+zero in the loss, the metrics and the baselines, so a value filled in there never counts.
+
 When the loader names such an input channel (``residual_channel``), the model predicts the
 change from it (output = that field + head), as weather networks predict tendencies: the
 change is small and stationary where the field itself drifts out of the training range (a
@@ -67,13 +71,20 @@ class FieldRegressionTask(Task):
     prediction_writer = "adaptlab.predict.fields:FieldWriter"
 
     def __init__(self, output_names: list[str], target_shape: tuple[int, ...],
-                 coords: dict[str, list[float]], residual_channel: int | None = None) -> None:
+                 coords: dict[str, list[float]], residual_channel: int | None = None,
+                 valid_cells: list[list[bool]] | None = None) -> None:
         self.output_names = output_names
         self.residual_channel = residual_channel
         self.target_shape = tuple(target_shape)
         self.field_output = len(self.target_shape) == 3
         self.weights = latitude_weights(coords, self.target_shape[-2]) if self.field_output \
             else None
+        if valid_cells is not None and self.field_output:
+            valid = torch.tensor(valid_cells, dtype=torch.float32)
+            if tuple(valid.shape) != self.target_shape[-2:]:
+                raise AdaptlabError(f"valid_cells has shape {tuple(valid.shape)}, the target "
+                                    f"grid {self.target_shape[-2:]}")
+            self.weights = self.weights * valid
 
     def build_model(self, backbone: Backbone, head_options):
         outputs = self.target_shape[0]
@@ -97,7 +108,10 @@ class FieldRegressionTask(Task):
         """Mean over everything but the batch, area-weighted for fields: [B]."""
         if not self.field_output:
             return values.flatten(1).mean(dim=1)
-        return (values * self.weights.to(values.device)).flatten(1).mean(dim=1)
+        w = self.weights.to(values.device)
+        # The weights' total over the grid, not the cell count: masked cells weigh nothing.
+        total = w.expand(values.shape[-2:]).sum() * values.shape[1]
+        return (values * w).flatten(1).sum(dim=1) / total
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self._weighted((outputs.float() - targets.float()) ** 2).mean()
@@ -108,7 +122,7 @@ class FieldRegressionTask(Task):
         w = self.weights.to(truth.device)
 
         def centred(x):
-            return x - (x * w).sum(dim=(-2, -1), keepdim=True) / (w.sum() * x.shape[-1])
+            return x - (x * w).sum(dim=(-2, -1), keepdim=True) / w.expand(x.shape[-2:]).sum()
 
         p, t = centred(predicted), centred(truth)
         top = (p * t * w).flatten(1).sum(1)
@@ -172,7 +186,8 @@ class FieldRegressionTask(Task):
             if not shape:
                 raise AdaptlabError("the data's description records no target shape; load the "
                                     "run with its data")
-        return cls(data.class_names, shape, data.coords, data.task_options.get("residual_channel"))
+        return cls(data.class_names, shape, data.coords, data.task_options.get("residual_channel"),
+                   data.task_options.get("valid_cells"))
 
     @classmethod
     def explain_reduction(cls, model: nn.Module, backbone) -> ScoreReduction:

@@ -7,7 +7,8 @@ against the RUN's training climatology (never one recomputed from the new file, 
 would remove the very signal to predict), the same scale, windows of the same number of time
 steps as channels. The grid must be the run's: a network trained on one grid would run on
 another without a word, on other places and resolutions, so another grid is refused, naming
-what differs.
+what differs. So is a mask (cells NaN at every time step) other than the run's training
+mask, with how many cells differ; the predicted fields are NaN at the masked cells.
 
 One input per time step with a full window behind it: the first ``history - 1`` steps only
 start the first window. Each input is named ``file:time``.
@@ -23,6 +24,7 @@ import numpy as np
 from adaptlab.errors import AdaptlabError
 from adaptlab.predict.fields import time_label
 from adaptlab.predict.inputs import NO_LABEL, PredictionInputs
+from adaptlab_weather.masks import check_same_mask, fixed_mask, with_valid_channel
 from adaptlab_weather.readers import LAT_NAMES, LON_NAMES, grid_dim, open_fields
 
 if TYPE_CHECKING:
@@ -113,12 +115,9 @@ def _read(path: Path, record: dict[str, Any], run: LoadedRun):
         template = xr.Dataset(coords={dim: _coordinate(data, dim) for dim in (time, lat, lon)})
     finally:
         data.close()
-    bad = np.argwhere(~np.isfinite(values))
-    if len(bad):
-        step, y, x = bad[0].tolist()
-        raise AdaptlabError(f"{path}: variable {name!r} is NaN or infinite at {time} "
-                            f"{time_label(template[time].values[step])}, {lat} index {y}, "
-                            f"{lon} index {x} ({len(bad)} values)")
+    masked = fixed_mask(values, path, name, (time, lat, lon),
+                        lambda step: time_label(template[time].values[step]))
+    check_same_mask(path, name, masked, run.data.task_options.get("valid_cells"), run.run_dir)
     return values, template, (time, lat, lon), name
 
 
@@ -137,10 +136,15 @@ def read_field_inputs(path: Path, run: LoadedRun) -> PredictionInputs:
                             f"reads windows of {history}, so at least {history} are needed")
     # Windows are views of one float32 array: memory stays that of the file's field.
     anomalies = to_anomalies(values, record)
+    valid = run.data.task_options.get("valid_cells")
+    if valid is not None:  # the mask as training had it: 0 in the cells, channel 0 the map
+        valid = np.asarray(valid, dtype=bool)
+        anomalies[:, ~valid] = 0.0
     steps = list(range(history - 1, len(anomalies)))
     times = template[dims[0]].values
     return PredictionInputs(
-        samples=[(anomalies[end - history + 1:end + 1], NO_LABEL) for end in steps],
+        samples=[(with_valid_channel(anomalies[end - history + 1:end + 1], valid), NO_LABEL)
+                 for end in steps],
         names=[f"{path}:{time_label(times[end])}" for end in steps], modality="field",
         source=str(path), details={"coords": run.data.coords, "grid": template, "dims": dims,
                                    "steps": steps, "variable": name})
