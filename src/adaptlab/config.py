@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptlab.engine.trackers import parse_trackers
-from adaptlab.errors import AdaptlabError
+from adaptlab.errors import AdaptlabError, did_you_mean
 from adaptlab.schema import from_dict
 
 _IDENTITY_FIELDS = {"domain", "dataset", "data", "backbone", "strategy", "strategy_options", "out"}
@@ -124,8 +124,9 @@ class RunConfig:
                 strategy[bare] = value
             else:
                 raise AdaptlabError(
-                    f"--set {key}: unknown key; training keys: {sorted(training_fields)}; "
-                    f"strategy {self.strategy!r} keys: {sorted(strategy_keys)}")
+                    f"--set {key}: unknown key; "
+                    f"{did_you_mean(bare, training_fields | set(strategy_keys))}not a training "
+                    f"setting nor an option of strategy {self.strategy!r}")
         return dataclasses.replace(self.validated(training), strategy_options=strategy)
 
     def validated(self, changes: dict[str, Any] | None = None) -> RunConfig:

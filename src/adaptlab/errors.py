@@ -7,3 +7,12 @@ class AdaptlabError(Exception):
 
 class PluginError(AdaptlabError):
     """A domain plugin could not be loaded or its metadata is invalid."""
+
+
+def did_you_mean(name: str, known) -> str:
+    """``"did you mean a, b? "`` naming the nearest of ``known`` (difflib), or ``""``: a typo
+    gets its likely fix instead of every name there is."""
+    import difflib
+
+    near = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+    return f"did you mean {', '.join(near)}? " if near else ""

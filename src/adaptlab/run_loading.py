@@ -80,6 +80,13 @@ class LoadedRun:
                        progress=progress, num_workers=num_workers, options=options)
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # cut off mid-write, or another tool's file
+        raise AdaptlabError(f"{path}: not readable JSON ({exc})") from exc
+
+
 def load_run(run_dir: str | Path, device: str | None = None, with_data: bool = True) -> LoadedRun:
     """Rebuild the run in ``run_dir`` with its saved weights; refuses unfinished runs.
 
@@ -96,8 +103,7 @@ def load_run(run_dir: str | Path, device: str | None = None, with_data: bool = T
             raise AdaptlabError(f"{run_dir} is not a finished run ({name} missing)")
     described = None
     if not with_data and (run_dir / "data.json").is_file():
-        described = SplitDataset.from_description(
-            json.loads((run_dir / "data.json").read_text()))
+        described = SplitDataset.from_description(_read_json(run_dir / "data.json"))
     parts = assemble(RunConfig.from_file(run_dir / "config.json"), data=described)
     config, domain, strategy, data, backbone = (parts.config, parts.domain, parts.strategy,
                                                 parts.data, parts.backbone)
@@ -127,8 +133,8 @@ def load_run(run_dir: str | Path, device: str | None = None, with_data: bool = T
     target = torch.device(device) if device else \
         torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(target).eval()
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = _read_json(run_dir / "metrics.json")
     costs_path = run_dir / "costs.json"
-    costs = json.loads(costs_path.read_text()) if costs_path.is_file() else {}
+    costs = _read_json(costs_path) if costs_path.is_file() else {}
     return LoadedRun(run_dir, config, domain, data, backbone, strategy, model, layer_map,
                      metrics, costs, build_fresh, source_head)

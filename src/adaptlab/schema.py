@@ -12,7 +12,7 @@ import types
 import typing
 from typing import Any
 
-from adaptlab.errors import AdaptlabError
+from adaptlab.errors import AdaptlabError, did_you_mean
 
 
 def _base_type(annotation: Any) -> tuple[type, bool]:
@@ -82,7 +82,8 @@ def from_dict(cls: type, values: dict[str, Any], owner: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise AdaptlabError(f"{owner}: unknown key {unknown[0]!r}; known keys: {sorted(fields)}")
+        raise AdaptlabError(f"{owner}: unknown key {unknown[0]!r}; "
+                            f"{did_you_mean(unknown[0], fields)}known keys: {sorted(fields)}")
     hints = _hints(cls)
     kwargs = {name: coerce(owner, fields[name], raw, hints[name]) for name, raw in values.items()}
     instance = cls(**kwargs)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +40,7 @@ from adaptlab.costs.fake_count import (
     warm_fake_tensors,
 )
 from adaptlab.costs.sizes import format_size
-from adaptlab.errors import AdaptlabError
+from adaptlab.errors import AdaptlabError, did_you_mean
 
 KINDS = ("parameters", "gradients", "optimizer", "activations")
 
@@ -138,9 +137,8 @@ def check_strategy_names(names: list[str]) -> None:
     known = strategy_names()
     for name in names:
         if name not in known:
-            near = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(near)}? " if near else ""
-            raise AdaptlabError(f"--strategy {name!r}: unknown strategy; {hint}known: "
+            raise AdaptlabError(f"--strategy {name!r}: unknown strategy; "
+                                f"{did_you_mean(name, known)}known: "
                                 f"{', '.join(known)}")
 
 
@@ -339,8 +337,8 @@ def plan_config(domain: str, assignments: list[str], strategies: list[str] | Non
     for item in assignments:
         key = item.partition("=")[0].strip().removeprefix("strategy.")
         if key and "=" in item and key not in known:
-            raise AdaptlabError(f"--set {key}: unknown key; not a training setting nor an "
-                                f"option of {', '.join(keys)}")
+            raise AdaptlabError(f"--set {key}: unknown key; {did_you_mean(key, known)}not a "
+                                f"training setting nor an option of {', '.join(keys)}")
     config = config.with_overrides(assignments, set().union(*keys.values()))
     options = {name: {k: v for k, v in config.strategy_options.items() if k in names}
                for name, names in keys.items()}

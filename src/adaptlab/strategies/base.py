@@ -34,6 +34,16 @@ from adaptlab.schema import from_dict
 WEIGHTS_FILE = "weights.safetensors"
 
 
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A run's weights file; a damaged or foreign one (a pickle renamed) is named."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - SafetensorError and OS errors alike
+        raise AdaptlabError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
 @dataclass
 class StrategyConfig:
     """Options every strategy shares: the shape of the new task head."""
@@ -302,10 +312,16 @@ class Strategy:
         """Put tensors saved by :meth:`saved_tensors` back (resume, best epoch, reload);
         ``ignore_mismatched`` skips tensors of another shape (a source run's head for other
         classes)."""
+        own = model.state_dict()
         if ignore_mismatched:
-            own = model.state_dict()
             tensors = {k: v for k, v in tensors.items()
                        if k not in own or own[k].shape == v.shape}
+        # load_state_dict reports other shapes as a RuntimeError listing every tensor.
+        for key, tensor in tensors.items():
+            if key in own and own[key].shape != tensor.shape:
+                raise AdaptlabError(f"strategy {self.name!r}: saved tensor {key!r} has shape "
+                                    f"{tuple(tensor.shape)}, this model's {tuple(own[key].shape)} "
+                                    "(saved for another model, data or version)")
         result = model.load_state_dict(tensors, strict=False)
         if result.unexpected_keys:
             raise AdaptlabError(f"strategy {self.name!r}: saved tensors this model lacks, e.g. "
@@ -324,16 +340,18 @@ class Strategy:
 
     def final_tensors(self, run_dir: Path) -> dict[str, torch.Tensor]:
         """What :meth:`save_final` wrote, read back."""
-        from safetensors.torch import load_file
-
         path = Path(run_dir) / WEIGHTS_FILE
         if not path.is_file():
             raise AdaptlabError(f"{run_dir} holds no weights ({WEIGHTS_FILE} missing)")
-        return load_file(str(path))
+        return read_safetensors(path)
 
     def load_final(self, model: nn.Module, run_dir: Path) -> None:
         """Load what :meth:`save_final` wrote into a model :meth:`apply` has prepared."""
-        self.load_saved(model, self.final_tensors(run_dir))
+        tensors = self.final_tensors(run_dir)
+        try:
+            self.load_saved(model, tensors)
+        except AdaptlabError as exc:
+            raise AdaptlabError(f"{Path(run_dir) / WEIGHTS_FILE}: {exc}") from exc
 
     def merged_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The adapted model as a plain state dict of the base task model (what ``init_from``

@@ -41,12 +41,16 @@ def read_code_data(path: str | Path, seed: int = 0) -> SplitDataset:
 
 def _read_text(path: Path, skipped: list[dict[str, str]]) -> str | None:
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
+        reason = "a binary file (NUL bytes), not source text" if "\x00" in text else None
     except UnicodeDecodeError as exc:
-        reason = f"not valid UTF-8 (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})"
-        skipped.append({"file": str(path), "reason": reason})
-        warnings.warn(f"skipping {path}: {reason}", stacklevel=3)
-        return None
+        text, reason = None, (f"not valid UTF-8 (byte {exc.start}: "
+                              f"{exc.object[exc.start:exc.start + 1]!r})")
+    if reason is None:
+        return text
+    skipped.append({"file": str(path), "reason": reason})
+    warnings.warn(f"skipping {path}: {reason}", stacklevel=3)
+    return None
 
 
 def _retrieval(pairs: list[tuple[str, str]], seed: int, source: str,
@@ -69,7 +73,12 @@ def _retrieval(pairs: list[tuple[str, str]], seed: int, source: str,
 def jsonl_lines(path: Path) -> Iterator[tuple[int, Any]]:
     """Each non-blank line's number and parsed value; a line that is not JSON is refused by
     its number."""
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise AdaptlabError(f"{path}: not valid UTF-8 (byte {exc.start}); JSONL is UTF-8 "
+                            "text") from exc
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -116,7 +125,12 @@ def read_labelled_folder(root: Path, seed: int) -> SplitDataset:
                     seen.add(code_key(text))
                     items.append((text, index))
     if not items:
-        raise AdaptlabError(f"data folder {root}: no readable source files")
+        first = f" ({skipped[0]['file']}: {skipped[0]['reason']})" if skipped else ""
+        raise AdaptlabError(f"data folder {root}: no readable source files{first}")
+    empty = sorted(set(range(len(labels))) - {label for _, label in items})
+    if empty:  # else the run trains a class it never sees
+        raise AdaptlabError(f"data folder {root}: label folder {labels[empty[0]]!r} has no "
+                            "readable source files")
     return SplitDataset(class_names=labels, samples=stratified_split(items, seed=seed),
                         skipped=skipped, source=str(root), modality="text")
 

@@ -51,6 +51,13 @@ def read_medmnist_npz(path: Path) -> SplitDataset:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise AdaptlabError(f"{path}: not a readable .npz archive ({exc})") from exc
+    try:
+        return _medmnist_splits(path, archive)
+    except ValueError as exc:  # an object array: loading it would run pickle
+        raise AdaptlabError(f"{path}: not a readable .npz archive ({exc})") from exc
+
+
+def _medmnist_splits(path: Path, archive) -> SplitDataset:
     with archive:
         missing = [key for key in MEDMNIST_KEYS if key not in archive.files]
         if missing:
@@ -93,6 +100,9 @@ def _read_nifti(path: Path) -> tuple[list[np.ndarray], str]:
 
     volume = np.asarray(nib.load(path).dataobj, dtype=np.float32)
     volume = np.squeeze(volume)
+    if not np.isfinite(volume).all():  # else a NaN slice would pass the empty-slice test unseen
+        voxel = tuple(np.argwhere(~np.isfinite(volume))[0].tolist())
+        raise AdaptlabError(f"NIfTI {path}: NaN or infinite value at voxel {voxel}")
     if volume.ndim == 2:
         return [volume], str(path)
     if volume.ndim != 3:
@@ -136,5 +146,10 @@ def read_array_folder(root: Path, kind: str, seed: int) -> SplitDataset:
     if not items:
         raise AdaptlabError(f"data folder {root}: no readable {kind.upper()} images")
     samples = stratified_split(items, seed=seed, groups=groups)
+    # A class with fewer than 3 files stays in train: with none of 3+, nothing is held out.
+    for split in ("val", "test"):
+        if not samples[split]:
+            raise AdaptlabError(f"data folder {root}: the {split} split is empty; a class needs "
+                                f"at least 3 readable {kind.upper()} files (scans) to be held out")
     return SplitDataset(class_names=class_names, samples=samples, skipped=skipped,
                         source=str(root), modality="array-image")

@@ -161,6 +161,9 @@ def read_point_folder(root: str | Path, seed: int = 0, **_: object) -> SplitData
     skipped: list[dict[str, str]] = []
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     segmentation = not classes
+    if len(classes) == 1:
+        raise AdaptlabError(f"{root} has one class folder ({classes[0].name!r}); "
+                            "classification needs at least two")
     entries = [(path, 0) for path in _files(root)] if segmentation else \
         [(path, label) for label, folder in enumerate(classes) for path in _files(folder)]
     if not entries:

@@ -233,13 +233,13 @@ class PeftStrategy(Strategy):
         return {"weights_file": f"{ADAPTER_DIR}/{ADAPTER_WEIGHTS}", "weights_bytes": size}
 
     def final_tensors(self, run_dir: Path) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load_file
+        from adaptlab.strategies.base import read_safetensors
 
         path = Path(run_dir) / ADAPTER_DIR / ADAPTER_WEIGHTS
         if not path.is_file():
             raise AdaptlabError(f"{run_dir} holds no {self.name} adapter ({ADAPTER_DIR}/"
                                 f"{ADAPTER_WEIGHTS} missing)")
-        return load_file(str(path))
+        return read_safetensors(path)
 
     def saved_adapter_config(self, run_dir: Path) -> dict[str, Any]:
         """The adapter config ``save_final`` wrote (peft's JSON)."""
