@@ -39,13 +39,17 @@ def load_causal_lm(source: str | Path) -> CausalLm:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from adaptlab.backbones.weights import UNREADABLE_WEIGHTS, pretrained_failure
+
     hf_logging.disable_progress_bar()
     try:
-        module = AutoModelForCausalLM.from_pretrained(str(source))
-        tokenizer = AutoTokenizer.from_pretrained(str(source))
-    except (OSError, ValueError) as exc:
+        # Explicitly off: see hf_encoders (None would prompt to run a folder's own code).
+        module = AutoModelForCausalLM.from_pretrained(str(source), trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(str(source), trust_remote_code=False)
+    except (OSError, ValueError, *UNREADABLE_WEIGHTS) as exc:
+        hint = "" if Path(source).is_dir() else "; offline, give a local model folder"
         raise AdaptlabError(f"language model {str(source)!r} could not be loaded "
-                            f"({type(exc).__name__}); offline, give a local model folder") from exc
+                            f"({pretrained_failure(str(source), exc)}){hint}") from exc
     # BERT-style vocabularies start with [CLS] and end with [SEP]; GPT-style ones use one
     # end-of-text token for both.
     bos = _first_id(tokenizer, ("bos_token_id", "cls_token_id", "eos_token_id"))

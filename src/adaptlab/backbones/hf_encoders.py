@@ -14,6 +14,7 @@ from torch import nn
 
 from adaptlab.backbones.backbone import Backbone
 from adaptlab.backbones.layer_map import layer_map_from_hf_encoder
+from adaptlab.backbones.weights import UNREADABLE_WEIGHTS, pretrained_failure
 from adaptlab.errors import AdaptlabError
 
 
@@ -50,12 +51,17 @@ def hf_encoder(options: dict) -> Backbone:
     hf_logging.disable_progress_bar()  # our own progress output is the one users read
     source = str(options.get("weights") or options["model_id"])
     try:
-        model = AutoModel.from_pretrained(source)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        raise AdaptlabError(f"backbone {source!r} could not be loaded ({type(exc).__name__}); "
-                            "offline, pass a local model folder with --set backbone_weights=PATH"
-                            ) from exc
+        # trust_remote_code=False, not transformers' default None: None asks "run the custom
+        # code? [y/N]" on stdin (a kernel shows it as a prompt), so a folder or hub repo
+        # with an auto_map could run its code on one keystroke. Its weights load with
+        # weights_only (transformers' default), so a pickled .bin runs nothing either.
+        model = AutoModel.from_pretrained(source, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError, *UNREADABLE_WEIGHTS) as exc:
+        hint = "" if Path(source).is_dir() else \
+            "; offline, pass a local model folder with --set backbone_weights=PATH"
+        raise AdaptlabError(f"backbone {source!r} could not be loaded "
+                            f"({pretrained_failure(source, exc)}){hint}") from exc
     return Backbone(name=options.get("name", source), module=MeanPooledEncoder(model),
                     num_features=model.config.hidden_size,
                     layer_map=layer_map_from_hf_encoder(model).prefixed("encoder"),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from adaptlab.errors import AdaptlabError
 
@@ -39,3 +41,27 @@ def load_weights_option(module: torch.nn.Module, options: dict) -> None:
     from another project), when given, replaces the initialisation."""
     if options.get("weights"):
         module.load_state_dict(load_state_dict_file(Path(options["weights"])))
+
+
+TORCH_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+# What a weights file that is not what it claims raises from a loader: refused unread.
+UNREADABLE_WEIGHTS = (pickle.UnpicklingError, SafetensorError)
+
+
+def pretrained_failure(source: str, exc: Exception) -> str:
+    """Why ``from_pretrained(source)`` failed, in one line.
+
+    transformers refuses a pickled weights file holding more than tensors (``weights_only``)
+    with a long message that names no file; a user needs the file, and to know nothing in
+    it ran. A ``model.safetensors`` that is not one (a pickle renamed) is named the same way.
+    """
+    folder = Path(source)
+    if isinstance(exc, UNREADABLE_WEIGHTS):
+        suffixes = TORCH_WEIGHT_SUFFIXES if isinstance(exc, pickle.UnpicklingError) \
+            else (".safetensors",)
+        files = sorted(str(p) for p in folder.glob("*") if p.suffix in suffixes) \
+            if folder.is_dir() else []
+        return (f"weights file {' or '.join(files) or 'in it'} is not plain tensors "
+                f"({type(exc).__name__}); refused without running anything in it")
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

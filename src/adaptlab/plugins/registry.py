@@ -1,7 +1,8 @@
 """Find installed domain plugins through the ``adaptlab.domains`` entry-point group.
 
-Each plugin loads in isolation: an import error or invalid metadata is recorded with its
-reason and the plugin is skipped; the others still load.
+Each plugin loads in isolation: an import error, invalid metadata or an import that does
+not finish within ``ADAPTLAB_PLUGIN_IMPORT_TIMEOUT`` seconds is recorded with its reason and
+the plugin is skipped; the others still load.
 
 Discovery runs once per process: the CLI, the server handlers and the widgets all ask for
 the domains, and reading every distribution's entry points (and logging a broken plugin)
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import threading
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
@@ -20,6 +23,10 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.plugins.spec import DomainSpec
 
 ENTRY_POINT_GROUP = "adaptlab.domains"
+IMPORT_TIMEOUT_ENV = "ADAPTLAB_PLUGIN_IMPORT_TIMEOUT"
+# Generous: a plugin module is metadata only, but a cold disk or a network home folder can
+# make a first import slow, and a healthy plugin reported as hung is worse than a wait.
+DEFAULT_IMPORT_TIMEOUT = 20.0
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +39,27 @@ class DiscoveryResult:
     errors: list[dict[str, str]] = field(default_factory=list)
 
 
+def import_timeout() -> float:
+    """Seconds one plugin may take to import (``ADAPTLAB_PLUGIN_IMPORT_TIMEOUT``)."""
+    raw = os.environ.get(IMPORT_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_IMPORT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        # Discovery never raises; a typo here must not take every domain down.
+        logger.warning("adaptlab: %s=%r is not a positive number of seconds; using %g",
+                       IMPORT_TIMEOUT_ENV, raw, DEFAULT_IMPORT_TIMEOUT)
+        return DEFAULT_IMPORT_TIMEOUT
+    return value
+
+
+class PluginImportTimeout(Exception):
+    """A plugin's import (or its spec factory) did not return in time."""
+
+
 def _load_one(entry_point) -> DomainSpec:
     loaded = entry_point.load()
     spec = loaded() if callable(loaded) and not isinstance(loaded, DomainSpec) else loaded
@@ -41,15 +69,60 @@ def _load_one(entry_point) -> DomainSpec:
     return spec
 
 
+def _load_bounded(entry_point, timeout: float) -> DomainSpec:
+    """``_load_one`` in a worker thread, given up on after ``timeout`` seconds.
+
+    Trade-off: Python cannot kill a thread, so a plugin that hangs keeps its thread (a
+    daemon: it never holds up the process's exit) and the lock on its half-imported module;
+    it stays unusable for the life of the process, and a busy loop keeps costing CPU. The
+    alternative, importing each plugin in a subprocess that can be killed, would cost a
+    fresh interpreter per ``adaptlab domains`` and could not hand back the live
+    ``DomainSpec`` (its loaders are named by reference, but template cells and defaults
+    would have to survive a round trip). A hang in C code that never releases the GIL is
+    beyond this bound too; a plugin module that only declares metadata has no such code.
+    """
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["spec"] = _load_one(entry_point)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit from a plugin included
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True,
+                              name=f"adaptlab-plugin-import-{entry_point.name}")
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise PluginImportTimeout(f"did not finish importing within {timeout:g} s "
+                                  f"(entry point {entry_point.value}; set "
+                                  f"{IMPORT_TIMEOUT_ENV} to wait longer)")
+    if "error" in outcome:
+        error = outcome["error"]
+        if isinstance(error, Exception):
+            raise error
+        # SystemExit or KeyboardInterrupt raised by a plugin's import is its failure, not a
+        # request to stop this process.
+        raise RuntimeError(f"import raised {type(error).__name__}: {error}")
+    return outcome["spec"]  # type: ignore[return-value]
+
+
+# Discovery is cached, but a server asks from several threads at once: without the lock each
+# would import (and, for a hanging plugin, wait out the timeout) on its own.
+_discover_lock = threading.Lock()
+
+
 @functools.cache
-def _discover() -> DiscoveryResult:
+def _discover_cached() -> DiscoveryResult:
     result = DiscoveryResult()
+    timeout = import_timeout()
     for entry_point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
         try:
-            spec = _load_one(entry_point)
+            spec = _load_bounded(entry_point, timeout)
         except Exception as exc:  # noqa: BLE001 - isolation is the point: report and go on
             result.errors.append({"plugin": entry_point.name,
-                                  "error": f"{type(exc).__name__}: {exc}"})
+                                  "error": str(exc) if isinstance(exc, PluginImportTimeout)
+                                  else f"{type(exc).__name__}: {exc}"})
             continue
         if spec.name in result.domains:
             result.errors.append({"plugin": entry_point.name,
@@ -59,6 +132,11 @@ def _discover() -> DiscoveryResult:
     for error in result.errors:  # once per process: the result is cached
         logger.warning("adaptlab: domain plugin %r skipped: %s", error["plugin"], error["error"])
     return result
+
+
+def _discover() -> DiscoveryResult:
+    with _discover_lock:
+        return _discover_cached()
 
 
 def discover_domains() -> DiscoveryResult:
@@ -72,7 +150,8 @@ def discover_domains() -> DiscoveryResult:
 
 def clear_discovery_cache() -> None:
     """Forget the discovered domains: the next call reads the entry points again."""
-    _discover.cache_clear()
+    with _discover_lock:
+        _discover_cached.cache_clear()
 
 
 def get_domain(name: str) -> DomainSpec:

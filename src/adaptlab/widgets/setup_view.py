@@ -39,11 +39,16 @@ class SetupPanel(widgets.VBox):
         from adaptlab.plugins.registry import discover_domains
         from adaptlab.strategies.registry import strategy_names
 
-        self._domains = discover_domains().domains
+        found = discover_domains()
+        self._domains = found.domains
+        failures = "; ".join(f"{e['plugin']}: {e['error']}" for e in found.errors)
         if not self._domains:
-            raise AdaptlabError("no domain plugins are installed")
+            raise AdaptlabError("no domain plugins are installed"
+                                + (f" that load (failed: {failures})" if failures else ""))
         if domain is not None and domain not in self._domains:
-            raise AdaptlabError(f"domain {domain!r} is not installed; installed: "
+            broken = [e["error"] for e in found.errors if e["plugin"] == domain]
+            raise AdaptlabError(f"domain {domain!r} failed to load: {broken[0]}" if broken else
+                                f"domain {domain!r} is not installed; installed: "
                                 f"{sorted(self._domains)}")
         self._out = out
         self._extra_settings: dict[str, Any] = {}  # RunConfig fields without a control
@@ -54,6 +59,10 @@ class SetupPanel(widgets.VBox):
         names = sorted(self._domains)
         self.domain = widgets.Dropdown(options=names, value=domain or names[0],
                                        description="domain")
+        # A broken plugin is missing from the picker; saying why beats a silent gap.
+        self.plugin_errors = widgets.HTML("".join(
+            f"<div><small>domain plugin <b>{html.escape(e['plugin'])}</b> failed to load: "
+            f"{html.escape(e['error'])}</small></div>" for e in found.errors))
         self.dataset = widgets.Dropdown(description="dataset")
         self.data_path = widgets.Text(description="data path", placeholder="folder or file")
         self.backbone = widgets.Dropdown(description="backbone")
@@ -68,7 +77,7 @@ class SetupPanel(widgets.VBox):
         self.training_controls: dict[str, widgets.Widget] = {}
         self.memory = MemoryPlanView()  # the predicted training memory of this setup
         self.applicability = ApplicabilityLine()  # which strategies apply to the backbone
-        super().__init__([self.domain, self.dataset, self.data_path, self.backbone,
+        super().__init__([self.domain, self.plugin_errors, self.dataset, self.data_path, self.backbone,
                           self.backbone_info, self.strategy, self.applicability,
                           self.strategy_box,
                           widgets.HTML("<b>training</b>"), self.training_box, self.message,

@@ -155,7 +155,8 @@ def cached_docstring_lm(settings: DocstringLmSettings, pairs: list[tuple[str, st
 
     if not pairs:
         raise AdaptlabError("docstring LM: no pre-training text")
-    encoder_tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+    # Off by name: transformers' default (None) would prompt to run a folder's own code.
+    encoder_tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()), trust_remote_code=False)
     root = Path(cache or cache_root()) / "language_models"
     key = cache_key(settings, pairs, encoder_tokenizer.get_vocab())
     folder = root / f"docstring-lm-{key}"
