@@ -1,19 +1,16 @@
-"""A run killed after a checkpoint and resumed ends with the same weights as an uninterrupted
-run (CPU, deterministic), and the freezing state survives the resume."""
+"""A run stopped mid-epoch and resumed ends with the same weights as an uninterrupted run (CPU,
+deterministic), and the freezing state survives the resume. Kills: test_crash_safety.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
+from adaptlab.backbones.offline import efficientnet_lite0
 from adaptlab.config import RunConfig
 from adaptlab.run import run
 
@@ -33,36 +30,6 @@ def _assert_same_weights(a: Path, b: Path) -> None:
         assert (first[name] == second[name]).all(), name
 
 
-def test_killed_run_resumes_to_identical_weights(tmp_path, colour_folder):
-    reference = run(_config(colour_folder, tmp_path / "reference"), progress=False)
-
-    crashed = tmp_path / "crashed"
-    command = [sys.executable, "-m", "adaptlab.cli", "run", "wildlife", "--data",
-               str(colour_folder), "--strategy", "freeze", "--set", "k=-3", "--out",
-               str(crashed), "--device", "cpu", "--epochs", "3", "--set", "image_size=64",
-               "--set", "batch_size=8", "--set", "lr=0.003", "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "PYTHONHASHSEED": "0"})
-    events = crashed / "events.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if events.is_file() and '"event": "checkpoint"' in events.read_text():
-            process.send_signal(signal.SIGKILL)  # a crash: no cleanup, no final files
-            break
-        time.sleep(0.02)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not (crashed / "metrics.json").exists()
-
-    resumed = run(RunConfig(domain="wildlife", out=str(crashed)), resume=True, progress=False)
-    kinds = [json.loads(line)["event"] for line in events.read_text().splitlines()]
-    assert "resume" in kinds
-    _assert_same_weights(reference.run_dir / "weights.safetensors",
-                         resumed.run_dir / "weights.safetensors")
-    assert resumed.metrics["final"] == reference.metrics["final"]
-    assert resumed.costs["trainable_params"] == reference.costs["trainable_params"]
-
-
 def test_stop_mid_epoch_then_resume_matches(tmp_path, colour_folder):
     reference = run(_config(colour_folder, tmp_path / "reference", epochs=2), progress=False)
 
@@ -80,12 +47,37 @@ def test_stop_mid_epoch_then_resume_matches(tmp_path, colour_folder):
                        .read_text())
     assert state["train"]["step_in_epoch"] == 1 and state["train"]["epoch"] == 0
 
+    checkpoint = load_file(str(next((tmp_path / "stopped" / "checkpoints")
+                                    .glob("epoch-*/model.safetensors"))))
+    seen, at = {}, {}
+
+    def at_resume(event):
+        if event["event"] == "resume":
+            for name, param in seen["trainer"].unwrapped.named_parameters():
+                at[name] = (param.requires_grad, param.detach().clone())
+
     resumed = run(RunConfig(domain="wildlife", out=str(tmp_path / "stopped")), resume=True,
-                  progress=False)
+                  progress=False, subscribers=[at_resume],
+                  on_trainer=lambda trainer: seen.setdefault("trainer", trainer))
+    # Freezing survived, seen in the resumed process's model (costs.json's trainable count is
+    # itself restored from the checkpoint, so it cannot tell): the stem and the bottom 13
+    # blocks, named from the network, are frozen at their pre-trained values, and the rest
+    # holds the checkpoint's trained values, which a fresh configure would not give.
+    network = efficientnet_lite0().module
+    blocks = [f"blocks.{s}.{i}." for s, stage in enumerate(network.blocks)
+              for i in range(len(stage))]
+    pretrained = {f"backbone.{name}": p for name, p in network.named_parameters()}
+    frozen = {name for name in pretrained
+              if name.startswith(("backbone.conv_stem.", "backbone.bn1.", *(
+                  f"backbone.{b}" for b in blocks[:-3])))}
+    assert {name for name, (grad, _) in at.items() if not grad} == frozen
+    assert all(torch.equal(at[name][1], pretrained[name]) for name in frozen)
+    trained = [name for name in at if name not in frozen]
+    assert all(torch.equal(at[name][1], checkpoint[name]) for name in trained)
+    assert not all(torch.equal(at[name][1], pretrained[name]) for name in trained
+                   if name in pretrained)
     _assert_same_weights(reference.run_dir / "weights.safetensors",
                          resumed.run_dir / "weights.safetensors")
-    # Freezing survived: the resumed run trained exactly the same parameter set.
-    assert resumed.costs["trainable_params"] == reference.costs["trainable_params"]
     # The interrupted epoch's training metrics cover the whole epoch (sums are checkpointed).
     assert [h["train"] for h in resumed.metrics["history"]] == \
         [h["train"] for h in reference.metrics["history"]]

@@ -83,10 +83,16 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def resumable(run_dir: str | Path) -> bool:
-    """True when the run folder holds a complete checkpoint: the engine writes the
-    ``checkpoints/latest`` pointer last (``engine.checkpoint.save_checkpoint``). Read here
-    without importing the engine, so listing runs never imports torch."""
-    return (Path(run_dir) / "checkpoints" / "latest").is_file()
+    """True when the run folder holds a complete checkpoint: the engine names a checkpoint
+    folder ``epoch-*`` only once it is complete (``engine.checkpoint.save_checkpoint``). Read
+    here without importing the engine, so listing runs never imports torch."""
+    return any(p.is_dir() for p in (Path(run_dir) / "checkpoints").glob("epoch-*"))
+
+
+def can_resume(run_dir: str | Path) -> bool:
+    """True when ``--resume`` continues the run: from its last checkpoint, or from its start
+    when it was killed before writing one (its config is all a restart needs)."""
+    return (Path(run_dir) / "config.json").is_file()
 
 
 def summarise_run(run_dir: str | Path) -> RunSummary:

@@ -43,6 +43,11 @@ def config_for(domain_name: str, **fields: Any) -> RunConfig:
     return config.validated({**defaults, **training})
 
 
+def _leftover(path: Path) -> bool:
+    """A temporary file an atomic write left when its process was killed: nothing of a run."""
+    return path.name.startswith(".") and ".tmp" in path.name
+
+
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
     if resume:
         if not (run_dir / "config.json").is_file():
@@ -50,7 +55,7 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise AdaptlabError(f"--out {run_dir} exists and is not a folder")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    if run_dir.is_dir() and any(not _leftover(p) for p in run_dir.iterdir()):
         raise AdaptlabError(f"--out {run_dir} already holds a run; choose another folder or "
                             "pass --resume to continue it")
 

@@ -23,10 +23,9 @@ from adaptlab.engine.accelerator import make_accelerator
 from adaptlab.engine.atomic import atomic_write_text
 from adaptlab.engine.device_path import enable_gradient_checkpointing, loader_options, use_channels_last
 from adaptlab.engine.events import EventBus, JsonlEventWriter, TerminalProgress
-from adaptlab.engine.rng import seed_everything
+from adaptlab.engine.rng import capture_rng, restore_rng, seed_everything
 from adaptlab.engine.trackers import RunTrackers
 from adaptlab.engine.trainer import Trainer, TrainSettings
-from adaptlab.errors import AdaptlabError
 from adaptlab.model_card import try_write_model_card
 from adaptlab.plugins.spec import DomainSpec
 from adaptlab.strategies.roundtrip import check_round_trip
@@ -109,11 +108,14 @@ class TrainingSession:
         main = distributed.is_main()
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
-        if main and not resume:
-            atomic_write_text(run_dir / "config.json", self.config.to_json() + "\n")
-            atomic_write_text(run_dir / "origin.json", json.dumps(_origin(), indent=2) + "\n")
-            atomic_write_text(run_dir / "data.json",
-                              json.dumps(self.data.description(), indent=1) + "\n")
+        if main:
+            # A resumed run killed before these were all written gets the missing ones.
+            for name, text in (("config.json", lambda: self.config.to_json()),
+                               ("origin.json", lambda: json.dumps(_origin(), indent=2)),
+                               ("data.json", lambda: json.dumps(self.data.description(),
+                                                                indent=1))):
+                if not resume or not (run_dir / name).is_file():
+                    atomic_write_text(run_dir / name, text() + "\n")
         bus = EventBus()
         self.trackers = RunTrackers(self.config, run_dir)  # started with the Accelerator
         writer = JsonlEventWriter(run_dir / "events.jsonl") if main else None
@@ -163,7 +165,10 @@ class TrainingSession:
         if on_trainer:
             on_trainer(trainer)
         if resume and not trainer.resume():
-            raise AdaptlabError(f"--resume: {run_dir} has no checkpoint yet")
+            # Killed before its first checkpoint: nothing trained is lost, so the run starts
+            # over from the same seed, which gives what an uninterrupted run gives.
+            bus.emit("resume", epoch=0, step_in_epoch=0, processes=trainer.processes,
+                     saved_processes=None, checkpoint=None)
         if trainer.accelerator.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         bus.emit("train_start", epochs=self.config.epochs, strategy=self.strategy.name,
@@ -220,8 +225,12 @@ class TrainingSession:
         path = run_dir / "baseline.json"
         if path.is_file():
             return json.loads(path.read_text())
+        # Random state untouched (iterating a loader draws a seed): a run resumed after a
+        # kill reads this file instead, and must then train exactly as this run does.
+        rng = capture_rng()
         result = self.task.baselines(model, {s: loaders[f"eval_{s}"] for s in SPLITS},
                                      self._source_loader(), device)
+        restore_rng(rng)
         if distributed.is_main():
             atomic_write_text(path, json.dumps(result, indent=2) + "\n")
         bus.emit("baseline", **{name: {k: v for k, v in metrics["test"].items()

@@ -1,8 +1,9 @@
 """Per-epoch checkpoints: safetensors for tensors, JSON for everything else, written atomically.
 
 Layout under ``RUN/checkpoints/``: ``epoch-NNNN/{model,optimizer,strategy}.safetensors`` and
-``state.json`` (optimizer structure, scheduler, RNG, epoch, strategy and engine state), a
-``latest`` pointer replaced atomically once the folder is complete, and ``best.safetensors``.
+``state.json`` (optimizer structure, scheduler, RNG, epoch, strategy and engine state), written
+in a hidden folder and renamed into place when complete; a ``latest`` pointer for readers, and
+``best.safetensors``. Resuming takes the newest folder that reads back.
 No pickle anywhere: a checkpoint from an untrusted source cannot run code.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from adaptlab.engine.atomic import _fsync_path, atomic_write_text
@@ -55,6 +57,7 @@ class Checkpoint:
     optimizer: dict
     strategy: dict[str, torch.Tensor]
     state: dict[str, Any]
+    folder: Path | None = None
 
 
 def save_checkpoint(root: Path, epoch: int, model_tensors: dict[str, torch.Tensor],
@@ -78,7 +81,13 @@ def save_checkpoint(root: Path, epoch: int, model_tensors: dict[str, torch.Tenso
         _fsync_path(child)
     final = root / name
     if final.exists():
-        shutil.rmtree(final)
+        # Renamed away before removal: a kill mid-removal must not leave a half folder
+        # under a checkpoint's name.
+        doomed = root / f".{name}.old"
+        if doomed.exists():
+            shutil.rmtree(doomed)
+        os.replace(final, doomed)
+        shutil.rmtree(doomed)
     os.replace(tmp, final)
     _fsync_path(root)
     atomic_write_text(root / "latest", name + "\n")
@@ -87,19 +96,65 @@ def save_checkpoint(root: Path, epoch: int, model_tensors: dict[str, torch.Tenso
     return final
 
 
-def load_latest_checkpoint(root: Path) -> Checkpoint | None:
-    """The last complete checkpoint, or None when there is none."""
-    pointer = root / "latest"
-    if not pointer.is_file():
-        return None
-    folder = root / pointer.read_text().strip()
+class DamagedCheckpoint(AdaptlabError):
+    def __init__(self, path: Path, cause: Exception) -> None:
+        super().__init__(f"checkpoint file {path} is damaged ({type(cause).__name__}: {cause})")
+        self.path = path
+
+
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError, SafetensorError)
+
+
+def _read_folder(folder: Path) -> Checkpoint:
+    """One checkpoint folder; a file that cannot be read raises ``DamagedCheckpoint`` naming it."""
+    tensors = {}
+    for name in ("model", "optimizer", "strategy"):
+        path = folder / f"{name}.safetensors"
+        if name == "strategy" and not path.is_file():
+            tensors[name] = {}  # written by versions before strategies held tensors
+            continue
+        try:
+            tensors[name] = load_file(str(path))
+        except _UNREADABLE as exc:
+            raise DamagedCheckpoint(path, exc) from exc
+    path = folder / "state.json"
     try:
-        model_tensors = load_file(str(folder / "model.safetensors"))
-        opt_tensors = load_file(str(folder / "optimizer.safetensors"))
-        strategy_file = folder / "strategy.safetensors"
-        strategy_tensors = load_file(str(strategy_file)) if strategy_file.is_file() else {}
-        state = json.loads((folder / "state.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise AdaptlabError(f"checkpoint {folder} cannot be read ({exc})") from exc
-    return Checkpoint(model_tensors, join_optimizer_state(opt_tensors, state.pop("optimizer")),
-                      strategy_tensors, state)
+        state = json.loads(path.read_text())
+        optimizer = join_optimizer_state(tensors["optimizer"], state.pop("optimizer"))
+    except _UNREADABLE as exc:
+        raise DamagedCheckpoint(path, exc) from exc
+    return Checkpoint(tensors["model"], optimizer, tensors["strategy"], state, folder)
+
+
+def _candidates(root: Path) -> list[Path]:
+    """Checkpoint folders, newest first.
+
+    A folder gets its ``epoch-*`` name only once every file in it is written and synced, so
+    each one was complete when written; the newest is taken even when the process died
+    before moving the ``latest`` pointer to it.
+    """
+    return sorted((p for p in root.glob("epoch-*") if p.is_dir()), reverse=True)
+
+
+def load_latest_checkpoint(root: Path, on_damaged=None) -> Checkpoint | None:
+    """The last complete checkpoint that reads back, or None when none was ever written.
+
+    A checkpoint damaged on disk (truncated, overwritten, not safetensors) is reported to
+    ``on_damaged(path, message)`` and the previous one is taken; when every one is damaged,
+    one error names the newest damaged file.
+    """
+    candidates = _candidates(root)
+    if not candidates:
+        return None
+    damaged: list[DamagedCheckpoint] = []
+    for folder in candidates:
+        try:
+            loaded = _read_folder(folder)
+        except DamagedCheckpoint as exc:
+            damaged.append(exc)
+            if on_damaged is not None:
+                on_damaged(exc.path, str(exc))
+            continue
+        return loaded
+    raise AdaptlabError(f"{damaged[0]}; no earlier checkpoint in {root} reads back either: "
+                        "start a new run") from damaged[0]

@@ -31,12 +31,21 @@ class EventBus:
             subscriber(event)
 
 
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        file.seek(-1, 2)
+        return file.read(1)
+
+
 class JsonlEventWriter:
     """Appends each event as one JSON line (flushed, so a crash loses at most one line)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        torn = path.is_file() and path.stat().st_size and _last_byte(path) != b"\n"
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        if torn:  # a killed run's half line stays one bad line instead of spoiling the next
+            self._file.write("\n")
 
     def __call__(self, event: Event) -> None:
         self._file.write(json.dumps(event, default=float) + "\n")

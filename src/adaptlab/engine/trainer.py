@@ -8,6 +8,7 @@ Hooks: :mod:`adaptlab.engine.callbacks`; the optimizer: :mod:`adaptlab.engine.op
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -139,7 +140,7 @@ class Trainer:
 
     # -- resume ---------------------------------------------------------------------------
     def resume(self) -> bool:
-        loaded = load_latest_checkpoint(self.checkpoint_dir)
+        loaded = load_latest_checkpoint(self.checkpoint_dir, on_damaged=self._checkpoint_damaged)
         if loaded is None:
             return False
         state = loaded.state
@@ -165,8 +166,15 @@ class Trainer:
         if not self.accelerator.is_main_process:  # the saved sums are over all processes
             self.state.epoch_sums, self.state.epoch_samples = {}, 0
         self.bus.emit("resume", epoch=self.state.epoch, step_in_epoch=self.state.step_in_epoch,
-                      processes=self.processes, saved_processes=saved_processes)
+                      processes=self.processes, saved_processes=saved_processes,
+                      checkpoint=loaded.folder.name)
         return True
+
+    def _checkpoint_damaged(self, path: Path, message: str) -> None:
+        if self.accelerator.is_main_process:
+            print(f"adaptlab: warning: {message}; resuming from the checkpoint before it",
+                  file=sys.stderr, flush=True)
+        self.bus.emit("checkpoint_damaged", path=str(path), message=message)
 
     def _global_epoch_sums(self) -> tuple[dict[str, float], int]:
         """The unfinished epoch's training sums over all processes."""
@@ -382,12 +390,13 @@ class Trainer:
 
     def evaluate(self, split: str) -> dict:
         """The task's metrics over the whole split, the same on every process."""
-        if split == "val" and self._val_measured is not None \
-                and self._val_measured[0] == self._fingerprint():
+        if split != "val":
+            return self._measure(split)
+        fingerprint = self._fingerprint()
+        if self._val_measured is not None and self._val_measured[0] == fingerprint:
             return dict(self._val_measured[1])
         metrics = self._measure(split)
-        if split == "val":
-            self._val_measured = (self._fingerprint(), dict(metrics))
+        self._val_measured = (fingerprint, dict(metrics))
         return metrics
 
     @torch.no_grad()
@@ -395,8 +404,10 @@ class Trainer:
         """Sums over every parameter and buffer: any update, restore or average moves them."""
         tensors = [t.detach() for t in (*self.unwrapped.parameters(), *self.unwrapped.buffers())
                    if t.is_floating_point()]
-        return (sum(float(t.double().sum()) for t in tensors),
-                sum(float(t.double().abs().sum()) for t in tensors))
+        # Accumulated in float64 without a float64 copy of each tensor.
+        return (float(sum(t.sum(dtype=torch.float64) for t in tensors)),
+                float(sum(torch.linalg.vector_norm(t, 1, dtype=torch.float64)
+                          for t in tensors)))
 
     def _measure(self, split: str) -> dict:
         if self.processes == 1:

@@ -81,7 +81,10 @@ class RunProgress:
 
     def _on_resume(self, event):
         self.epoch, self.step = event["epoch"], event["step_in_epoch"]
-        self.note(f"resumed after epoch {event['epoch']}, step {event['step_in_epoch']}")
+        if event.get("checkpoint", "") is None:
+            self.note("no checkpoint was written before the run stopped: starting over")
+        else:
+            self.note(f"resumed after epoch {event['epoch']}, step {event['step_in_epoch']}")
 
     def _on_epoch_start(self, event):
         self.epoch, self.steps_per_epoch, self.step = event["epoch"], event["steps"], event["start"]

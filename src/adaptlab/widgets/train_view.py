@@ -20,7 +20,7 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from adaptlab.compare import resumable
+from adaptlab.compare import can_resume
 from adaptlab.errors import AdaptlabError
 from adaptlab.run_process import FINISHED, RunJob, RunWorker
 from adaptlab.widgets.jobs import running_loop, wait_async, wait_blocking
@@ -138,8 +138,8 @@ class TrainingView(widgets.VBox):
 
         if self.run_dir is None or self.progress.status not in RESUMABLE:
             raise AdaptlabError("Resume: no stopped or failed run in this view; press Train")
-        if not resumable(self.run_dir):
-            raise AdaptlabError(f"Resume: {self.run_dir} was stopped before its first step; "
+        if not can_resume(self.run_dir):
+            raise AdaptlabError(f"Resume: {self.run_dir} holds no run (config.json missing); "
                                 "press Train")
         config = RunConfig.from_file(self.run_dir / "config.json")
         _check_batch(config.batch_size, self.processes.value)
@@ -250,7 +250,7 @@ class TrainingView(widgets.VBox):
         self.train_button.disabled = running
         self.stop_button.disabled = not running
         self.resume_button.disabled = running or self.progress.status not in RESUMABLE or \
-            self.run_dir is None or not resumable(self.run_dir)
+            self.run_dir is None or not can_resume(self.run_dir)
 
     def _refresh(self, force_curves: bool = False) -> None:
         progress = self.progress
