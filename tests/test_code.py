@@ -123,5 +123,6 @@ def test_retrieval_runs_end_to_end_with_lora(tmp_path, capsys):
     costs = json.loads((out / "costs.json").read_text())
     assert metrics["task"] == "retrieval" and metrics["split_sizes"]["test"] == 164
     assert costs["reload_max_abs_diff"] < 1e-5
-    # Chance MRR over 164 candidates is about 0.03; the encoder is far above it.
-    assert metrics["final"]["test"]["mrr"] > 0.5 and metrics["baseline"]["test"]["mrr"] > 0.5
+    # Chance MRR over 164 candidates is about 0.03, and the unadapted MiniLM (the run's own
+    # baseline, same candidates) is already near 0.85: only beating it shows adaptation.
+    assert metrics["final"]["test"]["mrr"] > metrics["baseline"]["test"]["mrr"]

@@ -12,7 +12,12 @@ import torch
 
 from adaptlab.explain.budget import saved_bytes_per_row
 from adaptlab.explain.checks import randomisation_check
-from adaptlab.explain.methods import AttributionMethod, register_method
+from adaptlab.explain.methods import (
+    AttributionMethod,
+    method_names,
+    register_method,
+    unregister_method,
+)
 from adaptlab.explain.runner import attribute
 from adaptlab.explain.target import make_target
 
@@ -140,7 +145,6 @@ def test_gradcam_on_a_vit_drops_the_class_token_and_regrids():
     assert tuple(result.features[0].shape) == (side, side)
 
 
-@register_method
 class InputMagnitude(AttributionMethod):
     """A broken explainer: |input|, whatever the model (an edge detector in disguise)."""
 
@@ -152,16 +156,17 @@ class InputMagnitude(AttributionMethod):
         return torch.cat([s.inputs for s in samples]).abs()
 
 
-def test_randomisation_check_fails_an_explainer_that_ignores_the_model(image_case):
-    model, target, samples = image_case
-    broken = attribute(target, samples, "test_input_magnitude", targets=[1] * len(samples))
-    check = randomisation_check(target, model, samples, broken, {})
-    assert not check.passed and check.mean_rank_correlation > 0.99
-    honest = attribute(target, samples, "integrated_gradients", targets=[1] * len(samples))
-    assert randomisation_check(target, model, samples, honest, {}).passed
+class Zeros(AttributionMethod):
+    """A broken explainer: all zeros, whatever the model."""
+
+    name = "test_zeros"
+    library = "test"
+    fallback = None
+
+    def attribute(self, ctx, samples, targets):
+        return torch.zeros_like(torch.cat([s.inputs for s in samples]))
 
 
-@register_method
 class Exploding(AttributionMethod):
     name = "test_exploding"
     library = "test"
@@ -172,7 +177,6 @@ class Exploding(AttributionMethod):
                            "modified by an inplace operation")
 
 
-@register_method
 class Hungry(AttributionMethod):
     """Runs out of memory above four rows per pass."""
 
@@ -185,14 +189,52 @@ class Hungry(AttributionMethod):
         return torch.cat([s.inputs for s in samples])
 
 
-def test_a_failing_method_is_routed_and_the_error_reported(image_case):
+TEST_METHODS = (InputMagnitude, Zeros, Exploding, Hungry)
+
+
+@pytest.fixture
+def broken_methods():
+    """The broken explainers, registered for one test: the registry is global, and one left
+    behind would be listed by ``adaptlab explain --list`` and met by every later test."""
+    for cls in TEST_METHODS:
+        register_method(cls)
+    try:
+        yield
+    finally:
+        for cls in TEST_METHODS:
+            unregister_method(cls.name)
+
+
+def test_the_test_explainers_are_registered_only_inside_their_tests():
+    assert not {cls.name for cls in TEST_METHODS} & set(method_names())
+
+
+def test_randomisation_check_fails_an_explainer_that_ignores_the_model(image_case, broken_methods):
+    model, target, samples = image_case
+    broken = attribute(target, samples, "test_input_magnitude", targets=[1] * len(samples))
+    check = randomisation_check(target, model, samples, broken, {})
+    assert not check.passed and check.mean_rank_correlation > 0.99
+    honest = attribute(target, samples, "integrated_gradients", targets=[1] * len(samples))
+    assert randomisation_check(target, model, samples, honest, {}).passed
+
+
+def test_randomisation_check_fails_a_constant_explainer(image_case, broken_methods):
+    # Both maps constant: no ranking to compare, which must not read as "uncorrelated".
+    model, target, samples = image_case
+    zeros = attribute(target, samples, "test_zeros", targets=[1] * len(samples))
+    check = randomisation_check(target, model, samples, zeros, {})
+    assert not check.passed
+    assert check.per_sample == [None] * len(samples) and check.mean_rank_correlation is None
+
+
+def test_a_failing_method_is_routed_and_the_error_reported(image_case, broken_methods):
     _, target, samples = image_case
     result = attribute(target, samples[:2], "test_exploding")
     assert result.method == "saliency"
     assert "test_exploding failed (RuntimeError" in result.notes[0]
 
 
-def test_out_of_memory_halves_the_rows_and_retries(image_case):
+def test_out_of_memory_halves_the_rows_and_retries(image_case, broken_methods):
     _, target, samples = image_case
     result = attribute(target, samples[:2], "test_hungry")
     assert result.method == "test_hungry" and result.plan.rows <= 4

@@ -225,8 +225,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if result.checks:
         check = result.checks["randomisation"]
+        mean = check["mean_rank_correlation"]
         print(f"randomisation check: {'passed' if check['passed'] else 'FAILED'} "
-              f"(rank correlation {check['mean_rank_correlation']:.3f})")
+              f"(rank correlation {'undefined' if mean is None else f'{mean:.3f}'}"
+              + (f"; {check['constant_maps']} constant map(s)" if check.get("constant_maps")
+                 else "") + ")")
     print(f"report: {page}")
     return 0
 

@@ -175,19 +175,32 @@ def pearson_correlation(a: torch.Tensor, b: torch.Tensor, eligible: torch.Tensor
     return float(np.corrcoef(x, y)[0, 1])
 
 
+def _constant(a: torch.Tensor, eligible: torch.Tensor) -> bool:
+    x = a.flatten()[eligible.flatten()].numpy()
+    return len(x) < 2 or bool(np.allclose(x, x[0]))
+
+
 @dataclass
 class RandomisationCheck:
-    mean_rank_correlation: float
-    per_sample: list[float]
+    """``per_sample`` holds None where a map is constant: a rank correlation is undefined
+    there, not 0. ``constant_maps`` counts the trained model's constant maps; any fails the
+    check, as a map that ranks nothing cannot show that it depends on the weights (an
+    explainer returning zeros would otherwise pass as perfectly uncorrelated). A constant
+    map of the shuffled copy alone leaves its sample out of the mean."""
+
+    mean_rank_correlation: float | None
+    per_sample: list[float | None]
     passed: bool
+    constant_maps: int = 0
 
     def to_dict(self) -> dict:
         return {"mean_rank_correlation": self.mean_rank_correlation,
                 "per_sample": self.per_sample, "passed": self.passed,
+                "constant_maps": self.constant_maps,
                 "threshold": RANDOMISATION_MAX_CORRELATION,
                 "what": "rank correlation of |attribution| between the trained model and a copy "
                         "with every weight tensor shuffled; a method that explains the model "
-                        "must give clearly different maps"}
+                        "must give clearly different maps, and a constant map fails"}
 
 
 def randomisation_check(target: ExplainTarget, model: nn.Module, samples: list[Sample],
@@ -195,7 +208,18 @@ def randomisation_check(target: ExplainTarget, model: nn.Module, samples: list[S
     shuffled = shuffled_copy(model)
     again = attribute(target, samples, result.method, model=shuffled, targets=result.targets,
                       settings=method_settings, plan=result.plan)
-    values = [rank_correlation(a.abs(), b.abs(), target.eligible(s))
-              for s, a, b in zip(samples, result.features, again.features, strict=True)]
-    mean = float(np.mean(values))
-    return RandomisationCheck(mean, values, mean < RANDOMISATION_MAX_CORRELATION)
+    values: list[float | None] = []
+    constant = 0
+    for s, a, b in zip(samples, result.features, again.features, strict=True):
+        eligible = target.eligible(s)
+        if _constant(a.abs(), eligible):
+            constant += 1
+            values.append(None)
+        elif _constant(b.abs(), eligible):
+            values.append(None)
+        else:
+            values.append(rank_correlation(a.abs(), b.abs(), eligible))
+    defined = [v for v in values if v is not None]
+    mean = float(np.mean(defined)) if defined else None
+    passed = constant == 0 and (mean is None or mean < RANDOMISATION_MAX_CORRELATION)
+    return RandomisationCheck(mean, values, passed, constant)

@@ -153,8 +153,15 @@ def _checks_section(checks: dict) -> str:
                       ("max-sensitivity (Captum, lower is better)", sens),
                       ("samples", fid["samples"])])
             + f"<p>Model-parameter randomisation: mean rank correlation "
-              f"{random['mean_rank_correlation']:.3f} (threshold {random['threshold']}): {verdict}. "
+              f"{_correlation(random)} (threshold {random['threshold']}): {verdict}. "
               f"{_e(random['what'])}.</p>")
+
+
+def _correlation(random: dict) -> str:
+    mean = random["mean_rank_correlation"]
+    text = "undefined" if mean is None else f"{mean:.3f}"
+    constant = random.get("constant_maps")
+    return f"{text} ({constant} constant map(s) of the trained model)" if constant else text
 
 
 def _comparison_section(comparison: dict | None) -> str:

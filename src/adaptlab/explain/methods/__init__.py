@@ -22,6 +22,11 @@ def register_method(cls: type[AttributionMethod]) -> type[AttributionMethod]:
     return cls
 
 
+def unregister_method(name: str) -> None:
+    """Remove a method :func:`register_method` added (one registered for a while only)."""
+    _METHODS.pop(name, None)
+
+
 @dataclass
 class MethodContext:
     """What a method receives: the target, the module to explain (possibly a patched copy),
