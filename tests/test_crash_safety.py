@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from adaptlab.config import RunConfig
 from adaptlab.run import run
-from conftest import run_cli
+from conftest import run_cli, write_colour_folder
 
 pytestmark = pytest.mark.slow
 DRIVER = Path(__file__).with_name("fault_injection.py")
@@ -50,6 +50,49 @@ def test_twenty_random_kills_end_on_the_uninterrupted_weights(tmp_path, colour_f
     assert report["final_metrics_equal"]
     # The kills landed in every phase: start-up, steps, evaluation and file writes.
     assert {k["mode"] for k in report["landed"]} >= {"start", "step", "file"}
+
+
+COMMANDS = Path(__file__).with_name("command_faults.py")
+
+
+def _killed_and_continued(out: Path, command: list[str], copy: Path | None = None) -> dict:
+    """Kill ``command`` three times at random moments, run it again after each kill, and
+    compare what it finally wrote with an uninterrupted run of it (command_faults.py)."""
+    result = subprocess.run(
+        [sys.executable, str(COMMANDS), "--kills", "3", "--out", str(out),
+         *(["--copy", str(copy)] if copy else []), "--", *command],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONHASHSEED": "0"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:] + \
+        (out / "attempts.log").read_text()[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["kills"] == 3
+    assert report["json_files"] and not report["differing"], report
+    return report
+
+
+def test_sweep_soup_explanation_and_curve_continue_after_kills(tmp_path):
+    # Data already split, so that runs of two seeds share their splits and make a soup.
+    for index, (split, per_class) in enumerate((("train", 6), ("val", 3), ("test", 3))):
+        write_colour_folder(tmp_path / "data" / split, per_class=per_class, seed=index)
+    sweep = _killed_and_continued(tmp_path / "sweep", [
+        "sweep", "wildlife", "--data", str(tmp_path / "data"), "--strategy", "freeze",
+        "--k", "2", "--seeds", "0,1", "--epochs", "2", "--device", "cpu", "--set",
+        "image_size=32", "--set", "batch_size=8", "--quiet", "--out", "{OUT}"])
+    assert sweep["weight_files"] == 2  # both runs of the sweep, equal to the uninterrupted's
+    runs = tmp_path / "sweep" / "reference"
+    soup = _killed_and_continued(tmp_path / "soup", [
+        "soup", str(runs / "k=2-seed=0"), str(runs / "k=2-seed=1"), "--device", "cpu",
+        "--out", "{OUT}"])
+    assert soup["weight_files"] == 1
+    explained = _killed_and_continued(tmp_path / "explain", [
+        "explain", "{OUT}", "--samples", "2", "--no-compare", "--device", "cpu"],
+        copy=runs / "k=2-seed=0")
+    assert explained["report_pages"] == 1 and explained["report_pages_whole"]
+    curve = _killed_and_continued(tmp_path / "curve", [
+        "transfer", "wildlife", "--fractions", "1", "--seeds", "0", "--epochs", "1", "--device",
+        "cpu", "--set", "image_size=32", "--source-set", "image_size=32", "--cache",
+        "{OUT}/cache", "--quiet", "--out", "{OUT}/curve"])
+    assert curve["weight_files"] == 3  # the source run and both arms
 
 
 def _config(data: Path, out: Path, epochs: int = 2) -> RunConfig:
