@@ -115,3 +115,11 @@ def test_untrusted_pickle_is_never_executed(tmp_path, capsys, colour_folder):
                       str(tmp_path / "r"), "--set", f"backbone_weights={weights}"] + FAST,
              str(weights), "cannot be read")
     assert not marker.exists()
+
+
+def test_traceback_only_with_debug(tmp_path, capsys):
+    argv = ["run", "wildlife", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["--debug", *argv], capsys)
+    assert code == 2 and "Traceback" in err and "nowhere" in err.strip().splitlines()[-1]

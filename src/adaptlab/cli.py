@@ -27,6 +27,8 @@ def _command_module(name: str):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaptlab", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="with an error, also print where in adaptlab it was raised")
     sub = parser.add_subparsers(dest="command", required=True)
 
     domains = sub.add_parser("domains", help="list installed domains, datasets, backbones")
@@ -447,6 +449,10 @@ def main(argv: list[str] | None = None) -> int:
         from adaptlab.engine.distributed import is_main
 
         if is_main():  # every process meets the same error; one says it
+            if args.debug:
+                import traceback
+
+                traceback.print_exc()
             print(f"adaptlab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
