@@ -23,7 +23,6 @@ import shutil
 import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 
 # Keys whose values are timings or sizes measured on the machine, not results, and what
@@ -33,24 +32,13 @@ UNSTABLE = re.compile(r"second|time|duration|throughput|per_s|elapsed|environmen
 
 
 def _fork(argv: list[str], log: Path) -> int:
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 0
-    try:
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
+    from fault_injection import fork_child
+
+    def body() -> int:
         from adaptlab.cli import main
 
-        code = main(argv)
-    except BaseException:  # noqa: BLE001 - reported to the parent through the status
-        traceback.print_exc()
-        code = 3
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        return main(argv)
+    return fork_child(log, body)
 
 
 def _wait(pid: int, kill_after: float | None) -> int:

@@ -58,9 +58,9 @@ def _kill_at_file_operation(run_dir: Path, n: int) -> None:
     sys.addaudithook(hook)
 
 
-def _attempt(args, run_dir: Path, resume: bool, log: Path, file_kill: int | None) -> int:
-    """Fork one attempt; returns the child's pid."""
-    _attempt.started = time.time()
+def fork_child(log: Path, body) -> int:
+    """Run ``body()`` in a forked child whose output goes to ``log``; the child's pid. The
+    child exits with ``body``'s status, or 3 after printing a traceback."""
     pid = os.fork()
     if pid:
         return pid
@@ -69,6 +69,19 @@ def _attempt(args, run_dir: Path, resume: bool, log: Path, file_kill: int | None
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
+        code = body() or 0
+    except BaseException:  # noqa: BLE001 - reported to the parent through the status
+        traceback.print_exc()
+        code = 3
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _attempt(args, run_dir: Path, resume: bool, log: Path, file_kill: int | None) -> int:
+    """Fork one attempt; returns the child's pid."""
+    def body() -> None:
         if file_kill:
             _kill_at_file_operation(run_dir, file_kill)
         from adaptlab.config import RunConfig
@@ -77,13 +90,9 @@ def _attempt(args, run_dir: Path, resume: bool, log: Path, file_kill: int | None
         config = RunConfig(domain="wildlife", out=str(run_dir)) if resume \
             else _config(args, run_dir)
         run(config, resume=resume, progress=False)
-    except BaseException:  # noqa: BLE001 - reported to the parent through the status
-        traceback.print_exc()
-        code = 3
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+
+    _attempt.started = time.time()
+    return fork_child(log, body)
 
 
 def _wait(pid: int, events_file: Path, kill) -> int:
