@@ -25,10 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-# Keys whose values are timings or sizes measured on the machine, not results, and what
-# the last invocation did (a source run "trained" first, "reused" when continued).
+# Keys whose values are timings or sizes measured on the machine, not results (an
+# explanation's memory plan states the memory free at the time), and what the last
+# invocation did (a source run "trained" first, "reused" when continued).
 UNSTABLE = re.compile(r"second|time|duration|throughput|per_s|elapsed|environment|peak|rss|"
-                      r"^action$")
+                      r"memory_plan|budget|^action$")
 
 
 def _fork(argv: list[str], log: Path) -> int:
@@ -61,6 +62,17 @@ def _stable(value, root: str):
     if isinstance(value, str):  # the folder's path, or its name alone (a run's name)
         return "{OUT}" if value == Path(root).name else value.replace(root, "{OUT}")
     return value
+
+
+def _paths_differing(a, b, path: str = "") -> list[str]:
+    """Where two JSON values differ, as paths (the first few, for the report)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [p for k in sorted(set(a) | set(b), key=str)
+                for p in _paths_differing(a.get(k), b.get(k), f"{path}/{k}")][:5]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [p for i, (x, y) in enumerate(zip(a, b, strict=True))
+                for p in _paths_differing(x, y, f"{path}[{i}]")][:5]
+    return [] if a == b else [f"{path}: {str(a)[:60]} != {str(b)[:60]}"]
 
 
 def _results(out: Path) -> dict[str, object]:
@@ -143,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     expected, got = _results(reference), _results(crashed)
     differ = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
+    where = {k: _paths_differing(expected.get(k), got.get(k)) for k in differ}
     tensors_ref, tensors = _tensors(reference), _tensors(crashed)
     differ += sorted(name for name in set(tensors_ref) | set(tensors)
                      if name not in tensors or name not in tensors_ref
@@ -152,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     whole_pages = all(page.read_text().rstrip().endswith("</html>") for page in pages)
     print(json.dumps({"command": command[0], "kills": kills, "attempts": attempts,
                       "json_files": len(expected), "weight_files": len(tensors_ref),
-                      "differing": differ, "report_pages": len(pages),
+                      "differing": differ, "where": where, "report_pages": len(pages),
                       "report_pages_whole": whole_pages,
                       "seconds_uninterrupted": round(whole, 2),
                       "seconds_total": round(time.monotonic() - started, 2)}))

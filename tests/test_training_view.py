@@ -212,7 +212,12 @@ def test_a_crashed_run_process_is_reported_and_the_kernel_lives_on(tmp_path, col
     view.wait_blocking()
     assert view.progress.status == "failed" and view.result is None
     assert "the run's process ended with exit code -9" in view.message_text
-    assert view.train_button.disabled is False and view.resume_button.disabled is True
+    # Killed before its first checkpoint: Resume starts the run over from its config.
+    assert not list((tmp_path / "runs" / "c" / "checkpoints").glob("epoch-*"))
+    assert view.train_button.disabled is False and view.resume_button.disabled is False
+    assert view.start(resume=True) is not None and view.wait_blocking() is not None
+    assert view.progress.status == "finished" and view.run_dir.name == "c"
+    assert "starting over" in "\n".join(view.progress.log)
     # The next Train gets a new process and runs to the end.
     panel.training_controls["epochs"].value = "1"
     assert view.start() is not None and view.wait_blocking() is not None

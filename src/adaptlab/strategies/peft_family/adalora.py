@@ -240,6 +240,15 @@ class AdaloraStrategy(PeftStrategy):
 
     def save_final(self, model: nn.Module, out_dir: Path) -> dict[str, Any]:
         config = model.peft_config["default"]
+        if config.rank_pattern:
+            # The weights may be an earlier epoch's (the best one restored), cut to other
+            # ranks than the allocator's last pattern: keep what these weights hold.
+            # (the pattern names lora_E inside the wrapped model, without peft's prefix)
+            values = {name.removeprefix("base_model.model."): value
+                      for name, value in model.named_parameters()}
+            config.rank_pattern = {name: (values[name].detach().view(-1) != 0).tolist()
+                                   if name in values else kept
+                                   for name, kept in config.rank_pattern.items()}
         pattern = dict(config.rank_pattern) if config.rank_pattern else None
         try:
             return super().save_final(model, out_dir)
