@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from test_server import _cookies
 from tornado.httpclient import HTTPClientError
 
 from adaptlab.server.handlers import handlers
@@ -108,14 +109,6 @@ async def test_every_endpoint_and_method_refuses_a_request_without_credentials(
                                     headers=headers, body="{}")
             assert code in (403, 405), endpoint
     assert _tree(jp_root_dir, outside) == before
-
-
-def _cookies(response) -> dict[str, str]:
-    found = {}
-    for header in response.headers.get_list("Set-Cookie"):
-        name, _, rest = header.partition("=")
-        found[name] = rest.split(";")[0]
-    return found
 
 
 async def _browser_login(jp_fetch, jp_serverapp) -> tuple[str, str]:
