@@ -182,7 +182,7 @@ def test_damaged_checkpoint_is_named_and_the_previous_one_taken(tmp_path, colour
     assert (run_dir / "metrics.json").read_text() == metrics
 
 
-def test_a_copied_checkpoint_folder_is_not_read_as_a_newer_one(tmp_path):
+def test_a_half_written_hidden_folder_is_never_loaded(tmp_path):
     """Only ``epoch-NNNN`` folders are checkpoints: a half-written hidden folder or a
     leftover from a removal is never loaded."""
     import torch

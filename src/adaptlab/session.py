@@ -109,7 +109,8 @@ class TrainingSession:
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
         if main:
-            # A resumed run killed before these were all written gets the missing ones.
+            # A resumed run killed before origin.json and data.json were written gets them
+            # (--resume needs config.json, so only a new run writes that one).
             for name, text in (("config.json", lambda: self.config.to_json()),
                                ("origin.json", lambda: json.dumps(_origin(), indent=2)),
                                ("data.json", lambda: json.dumps(self.data.description(),

@@ -404,7 +404,7 @@ class Trainer:
         """Sums over every parameter and buffer: any update, restore or average moves them."""
         tensors = [t.detach() for t in (*self.unwrapped.parameters(), *self.unwrapped.buffers())
                    if t.is_floating_point()]
-        # Accumulated in float64 without a float64 copy of each tensor.
+        # Accumulated in float64; the plain sum needs no float64 copy of the tensor.
         return (float(sum(t.sum(dtype=torch.float64) for t in tensors)),
                 float(sum(torch.linalg.vector_norm(t, 1, dtype=torch.float64)
                           for t in tensors)))
