@@ -201,3 +201,30 @@ def test_user_data_card_says_the_licence_is_unknown_then_explain_adds_the_checks
     verdict = "passed" if checks["randomisation"]["passed"] else "**FAILED**"
     assert verdict in explained
     assert "**Licence: unknown.**" in (out / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.slow
+def test_exported_folder_reads_back_through_the_hubs_own_libraries(demo_run, tmp_path):
+    """What the Hub and transformers read from a pushed folder, read here by their own code:
+    the card's metadata by ``huggingface_hub.ModelCard``, the labels by ``PretrainedConfig``,
+    the weights' format tag by safetensors (transformers refuses a file without it)."""
+    from huggingface_hub import ModelCard
+    from safetensors import safe_open
+    from transformers import PretrainedConfig
+
+    from adaptlab.export import export_run
+
+    out = tmp_path / "hub"
+    export_run(demo_run, out)
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "adaptlab"
+    assert {"adaptlab", "wildlife", "head"} <= set(card.data.tags)
+    assert card.data.license is None  # the photos carry several licences (test above)
+    assert card.text.lstrip().startswith("# ")
+    config = PretrainedConfig.from_pretrained(out)
+    classes = json.loads((demo_run / "data.json").read_text())["class_names"]
+    assert [config.id2label[i] for i in range(len(classes))] == classes
+    assert {name: config.label2id[name] for name in classes} == {n: i for i, n in
+                                                                enumerate(classes)}
+    with safe_open(out / "model.safetensors", "pt") as weights:
+        assert weights.metadata() == {"format": "pt"}
