@@ -4,7 +4,9 @@ loaded by transformers' ``AutoModelForCausalLM`` with its own tokenizer.
 A dataset names its LM in ``task_options``: ``language_model`` (a hub id, e.g. ``gpt2``, or a
 folder) or ``language_model_builder`` (``"module:function"`` returning such a folder, with
 ``language_model_options`` as its argument: a plugin's own pre-trained LM, built and cached
-on first use).
+on first use). An exported generation model names ``language_model_config`` instead: a folder
+with the LM's config and tokenizer but no weights (they are in the export's own weights file,
+loaded over the structure built here).
 """
 
 from __future__ import annotations
@@ -50,16 +52,38 @@ def load_causal_lm(source: str | Path) -> CausalLm:
         hint = "" if Path(source).is_dir() else "; offline, give a local model folder"
         raise AdaptlabError(f"language model {str(source)!r} could not be loaded "
                             f"({pretrained_failure(str(source), exc)}){hint}") from exc
+    return _with_tokens(module, tokenizer, str(source))
+
+
+def causal_lm_structure(folder: str | Path) -> CausalLm:
+    """The LM whose config and tokenizer are in ``folder``, with freshly initialised weights
+    for the caller to replace (an exported generation model's weights file holds them)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    folder = Path(folder)
+    try:
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
+        module = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+        if (folder / "generation_config.json").is_file():
+            module.generation_config = GenerationConfig.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise AdaptlabError(f"language model structure {str(folder)!r} could not be read "
+                            f"({exc})") from exc
+    return _with_tokens(module, tokenizer, str(folder))
+
+
+def _with_tokens(module: nn.Module, tokenizer, source: str) -> CausalLm:
     # BERT-style vocabularies start with [CLS] and end with [SEP]; GPT-style ones use one
     # end-of-text token for both.
     bos = _first_id(tokenizer, ("bos_token_id", "cls_token_id", "eos_token_id"))
     eos = _first_id(tokenizer, ("eos_token_id", "sep_token_id"))
     if bos is None or eos is None:
-        raise AdaptlabError(f"language model {str(source)!r}: its tokenizer names no "
+        raise AdaptlabError(f"language model {source!r}: its tokenizer names no "
                             "start or end token")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(eos)
-    return CausalLm(module=module.eval(), tokenizer=tokenizer, source=str(source),
+    return CausalLm(module=module.eval(), tokenizer=tokenizer, source=source,
                     bos_token_id=bos, eos_token_id=eos)
 
 
@@ -69,6 +93,8 @@ def language_model_for(task_options: dict[str, Any]) -> CausalLm:
 
     if task_options.get("language_model"):
         return load_causal_lm(task_options["language_model"])
+    if task_options.get("language_model_config"):
+        return causal_lm_structure(task_options["language_model_config"])
     builder = task_options.get("language_model_builder")
     if not builder:
         raise AdaptlabError("the generation task needs a language model: the dataset names "

@@ -12,6 +12,7 @@ rebuilds it) and through the export; the largest absolute difference must stay w
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -61,7 +62,9 @@ def reference_batch(loaded, rows: int = CHECK_ROWS) -> tuple[Any, list[torch.Ten
     inputs, _ = next(iter(loader))
     device = next(loaded.model.parameters()).device
     outputs = flatten_outputs(loaded.model(move_to(inputs, device)))
-    return inputs, [o.float().cpu() for o in outputs]
+    # Integer outputs (a generation's target token ids) keep their type: they set no scale
+    # for the allowed difference (see allowed_difference), so they must match exactly.
+    return inputs, [(o.float() if o.is_floating_point() else o).cpu() for o in outputs]
 
 
 def _checked(what: str, outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
@@ -71,6 +74,20 @@ def _checked(what: str, outputs: list[torch.Tensor], reference: list[torch.Tenso
         raise AdaptlabError(f"{what} export differs from the run's own outputs by "
                             f"{difference:.3g} (allowed {allowed:.3g}); nothing written")
     return difference
+
+
+def _refuse_graph_export(run_dir: Path, format: str) -> None:
+    """Refuse ``format`` (ONNX, TorchScript) in the task's words where its runs are not one
+    traced graph; the task is read from ``metrics.json``, so before the run loads."""
+    from adaptlab.tasks.registry import get_task_class, task_names
+
+    try:
+        task = json.loads((run_dir / "metrics.json").read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return  # load_run names what is wrong with the folder
+    refusal = get_task_class(task).graph_export_refusal if task in task_names() else None
+    if refusal:
+        raise AdaptlabError(f"--format {format}: {refusal}")
 
 
 def _publish(tmp: Path, out_dir: Path) -> None:
@@ -112,10 +129,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, format: str = "safetens
     """Export the finished run in ``run_dir`` into the new folder ``out_dir``.
 
     ``format``: ``safetensors`` (the Hub folder only), ``onnx`` (plus ``model.onnx``) or
-    ``torchscript`` (plus ``model.pt``). ``merge``: fold a peft adapter into the weights;
-    without it a LoRA run is written as base weights plus ``adapter/``. ONNX and TorchScript
-    are always merged, and so is every strategy without an adapter (their weights are the
-    plain model's). ``device``: where the run's model computes the reference outputs.
+    ``torchscript`` (plus ``model.pt``; neither for a generation run, whose decoding is a
+    loop around the model: refused before anything is written). ``merge``: fold a peft
+    adapter into the weights; without it a LoRA run is written as base weights plus
+    ``adapter/``. ONNX and TorchScript are always merged, and so is every strategy without an
+    adapter (their weights are the plain model's). ``device``: where the run's model computes
+    the reference outputs.
 
     Returns ``{"out_dir", "format", "merged", "files", "max_abs_diff": {format: value},
     "allowed_diff"}``.
@@ -126,6 +145,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, format: str = "safetens
 
     if format not in FORMATS:
         raise AdaptlabError(f"--format {format!r}: choose from {', '.join(FORMATS)}")
+    if format != "safetensors":
+        _refuse_graph_export(Path(run_dir), format)
     if format == "onnx":
         from adaptlab.export.onnx_export import require_onnx
 

@@ -1,6 +1,7 @@
 """The exported folder in the Hugging Face Hub's layout: ``config.json``, ``model.safetensors``,
-``README.md`` (the model card), plus ``preprocessing.json`` and, for an unmerged peft run,
-``adapter/``; ``push_to_hub``-style uploads take the folder as it is.
+``README.md`` (the model card), plus ``preprocessing.json``, for an unmerged peft run
+``adapter/`` and for a generation run ``language_model/`` (its LM's config and tokenizer: see
+:mod:`adaptlab.export.language_model`); ``push_to_hub``-style uploads take the folder as it is.
 
 ``config.json`` follows the Hub's conventions where they apply (``architectures``,
 ``model_type``, ``id2label``/``label2id``) and keeps what adaptlab needs to rebuild the model
@@ -19,6 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from adaptlab.export.language_model import (
+    exported_task_spec,
+    generation_preprocessing,
+    write_language_model,
+)
 from adaptlab.export.model_io import LOGIT_TASKS
 from adaptlab.export.rebuild import (
     CONFIG_FILE,
@@ -68,7 +74,8 @@ def hf_config(loaded, merged: bool, architecture: str, inputs: list[str],
         # the strategy's apply() rebuilds the structure the weights are for (lst's side network)
         "strategy_structure": loaded.strategy.keeps_structure,
         "inputs": inputs, "outputs": outputs,
-        "head_options": head_options(loaded.strategy.config), "task_spec": task_spec(data),
+        "head_options": head_options(loaded.strategy.config),
+        "task_spec": exported_task_spec(loaded),
         "run_config": dataclasses.asdict(config),
     }
     return payload
@@ -108,6 +115,7 @@ def preprocessing(loaded, inputs: list[str]) -> dict[str, Any]:
     derived = getattr(data, "preprocessing", None)
     if derived:  # taken from the training data (a climatology): new inputs need the same
         out["from_training_data"] = derived
+    out.update(generation_preprocessing(loaded))
     return out
 
 
@@ -144,6 +152,7 @@ def write_folder(folder: Path, loaded, merged: bool, architecture: str, inputs: 
     write_json(folder / PREPROCESSING_FILE, preprocessing(loaded, inputs))
     if loaded.backbone.tokenizer is not None:
         loaded.backbone.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
+    write_language_model(folder, loaded)
     (folder / CARD_FILE).write_text(hub_card(Path(loaded.run_dir)))
 
 

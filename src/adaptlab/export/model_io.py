@@ -126,6 +126,8 @@ def max_difference(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -
 
 def allowed_difference(reference: list[torch.Tensor], tolerance: float) -> float:
     """``tolerance`` absolute, scaled up for outputs larger than 1 (float32 keeps about seven
-    significant digits, so a forecast in the thousands cannot match to 1e-4)."""
-    largest = max(float(r.float().abs().max()) if r.numel() else 0.0 for r in reference)
+    significant digits, so a forecast in the thousands cannot match to 1e-4). Integer outputs
+    (token ids in the hundreds) set no scale: they must match exactly."""
+    largest = max((float(r.float().abs().max()) for r in reference
+                   if r.numel() and r.is_floating_point()), default=0.0)
     return tolerance * max(1.0, largest)

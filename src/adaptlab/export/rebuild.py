@@ -111,8 +111,10 @@ def load_exported(folder: str | Path, device: str = "cpu") -> nn.Module:
     """
     from safetensors.torch import load_file
 
+    from adaptlab.export.language_model import with_folder_paths
+
     folder = Path(folder)
-    section = read_export_config(folder)["adaptlab"]
+    section = with_folder_paths(read_export_config(folder)["adaptlab"], folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise AdaptlabError(f"{folder}: no {WEIGHTS_FILE}")

@@ -119,7 +119,8 @@ def _stream(run: LoadedRun, loader, writer, skipped: list, total: int, progress:
             skipped += [{"file": writer.inputs.names[index], "reason": reason}
                         for index, reason in failed]
             if indices:
-                writer.add(run.model(move_to(inputs, device)), indices, inputs)
+                writer.add(writer.model_outputs(run.model, move_to(inputs, device)), indices,
+                           inputs)
             bar.update(len(indices) + len(failed))
 
 

@@ -71,7 +71,8 @@ class CsvTable:
 
 class PredictionWriter:
     """Override points: ``__init__`` (open what is written), ``add`` (one batch's outputs),
-    ``finish`` (close, and name the files). ``suffix`` is the table's default file suffix.
+    ``finish`` (close, and name the files), and ``model_outputs`` where a batch's outputs are
+    not the model's forward. ``suffix`` is the table's default file suffix.
 
     A task names its writer in ``Task.prediction_writer`` (``"module:Class"``, imported when
     a prediction runs)."""
@@ -93,6 +94,10 @@ class PredictionWriter:
             raise AdaptlabError(f"prediction option {unknown[0]!r} does not apply to "
                                 f"{run.data.task} runs; options: {sorted(self.option_defaults)}")
         self.options = {**self.option_defaults, **(options or {})}
+
+    def model_outputs(self, model: torch.nn.Module, batch: Any) -> Any:
+        """What ``add`` receives for one batch (on the model's device): its forward output."""
+        return model(batch)
 
     def add(self, outputs: torch.Tensor, indices: list[int], batch: Any) -> None:
         raise NotImplementedError

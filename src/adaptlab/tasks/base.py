@@ -104,6 +104,9 @@ class Task:
     # How predictions on new inputs are written: ``"module:Class"`` naming an
     # :class:`adaptlab.predict.PredictionWriter` (imported when a prediction runs).
     prediction_writer = ""
+    # Why runs of this task cannot be exported as one traced graph (ONNX, TorchScript); None
+    # where their forward is that graph. Their safetensors export is unaffected.
+    graph_export_refusal: str | None = None
 
     # Explain override points. They are class-level: explain builds its target from a
     # saved run's task name and rebuilt model, and tests and benchmarks from a bare name,

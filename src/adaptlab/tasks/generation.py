@@ -137,17 +137,6 @@ class EncoderToLm(nn.Module):
         return [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
-class PredictionRefusal:
-    """What ``adaptlab predict`` meets for a generation run: a refusal in one line, before
-    anything is written (the predict runner resolves a task's writer by name)."""
-
-    suffix = ".csv"
-
-    def __init__(self, *args, **kwargs) -> None:
-        raise AdaptlabError("predict: generation runs cannot write predictions yet; their "
-                            "held-out BLEU and exact match are in the run's metrics.json")
-
-
 def sequence_loss(outputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     logits, labels = outputs
     return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
@@ -162,7 +151,11 @@ class GenerationTask(Task):
     monitor = "bleu"
     explain_refusal = ("generation runs cannot be explained yet (their outputs are token "
                        "sequences, not scores)")
-    prediction_writer = "adaptlab.tasks.generation:PredictionRefusal"
+    prediction_writer = "adaptlab.predict.generation:GenerationWriter"
+    graph_export_refusal = (
+        "generation runs decode token by token (a Python loop around the language model, "
+        "which reads its own previous output), not one traced graph; export them with "
+        "--format safetensors and decode with the loaded model's generate()")
 
     def __init__(self, task_options: dict) -> None:
         self.task_options = dict(task_options)

@@ -16,6 +16,18 @@ Retrieval runs (queries, and the documents they search):
   gives one document per function (its code without the docstring, as training pairs hold
   it), named ``file:line``; another file is one document.
 
+Generation runs (code to write a docstring summary for, one input per Python function):
+
+- a Python file, or every one under a folder: each function, method or nested function,
+  named ``file:qualified_name:line``; a file that does not parse is skipped and listed, other
+  source files too;
+- a JSONL of ``{"code"}`` records, named by their ``id`` or ``file:line``.
+
+Each function's code is made as the training data's was (``strip_docstring``: docstring and
+decorators removed, laid out by ``ast.unparse``), so the encoder reads what it was trained
+on; a record's code that parses as one function is made the same way, other code is read as
+it is.
+
 Files that are not UTF-8 text (binary files, legacy encodings), empty, or not source files
 are skipped and listed, as training skips them.
 """
@@ -36,9 +48,12 @@ if TYPE_CHECKING:
 
 
 def read_code_inputs(path: Path, run: LoadedRun) -> PredictionInputs:
-    """The run's modality decides: code to classify, or queries and code to search."""
+    """The run's modality decides: code to classify, queries and code to search, or functions
+    to write a docstring for."""
     if run.data.modality == "text-pairs":
         return _retrieval_inputs(path)
+    if run.data.modality == "text-to-text":
+        return _generation_inputs(path)
     return _classification_inputs(path)
 
 
@@ -78,6 +93,73 @@ def _retrieval_inputs(path: Path) -> PredictionInputs:
         source=str(path),
         details={"corpus": corpus,
                  "answers": [name if code is not None else None for name, _, code in queries]})
+
+
+def _generation_inputs(path: Path) -> PredictionInputs:
+    skipped: list[dict[str, str]] = []
+    if path.suffix == ".jsonl":
+        functions = [(name, _as_trained(record["code"]))
+                     for name, record in _jsonl_records(path, {"code"})]
+    elif path.is_file() and path.suffix != ".py":
+        raise AdaptlabError(f"{path}: a generation run writes docstrings for Python functions; "
+                            "give a .py file, a folder of them or a JSONL of {\"code\"} records")
+    else:
+        functions = []
+        for name, text in _source_texts(path, skipped)[0]:
+            functions += _functions(Path(name), text, skipped)
+        if not functions:
+            found = f" (skipped {skipped[0]['file']}: {skipped[0]['reason']})" if skipped else ""
+            raise AdaptlabError(f"{path}: no Python function to write a docstring for{found}")
+    # The target slot stays empty: the runner's batches hold (source, target) pairs.
+    return PredictionInputs(samples=[((code, ""), NO_LABEL) for _, code in functions],
+                            names=[name for name, _ in functions], modality="text-to-text",
+                            skipped=skipped, source=str(path))
+
+
+def _as_trained(code: str) -> str:
+    """A record's code as training code was made, where it is one parseable function."""
+    try:
+        body = ast.parse(code).body
+    except SyntaxError:
+        return code
+    if len(body) == 1 and isinstance(body[0], ast.FunctionDef | ast.AsyncFunctionDef):
+        return strip_docstring(body[0])
+    return code
+
+
+def _functions(path: Path, text: str, skipped: list[dict[str, str]]) -> list[tuple[str, str]]:
+    """``(file:qualified_name:line, code without docstring)`` of every function in a Python
+    file, in source order; a file that is not Python or does not parse is skipped and listed."""
+    if path.suffix != ".py":
+        skipped.append({"file": str(path), "reason": f"not a Python file (suffix {path.suffix!r})"})
+        return []
+    tree = _parsed(path, text, skipped)
+    if tree is None:
+        return []
+    return [(f"{path}:{name}:{node.lineno}", strip_docstring(node))
+            for name, node in sorted(_qualified_functions(tree), key=lambda f: f[1].lineno)]
+
+
+def _parsed(path: Path, text: str, skipped: list[dict[str, str]]) -> ast.Module | None:
+    """The Python file's syntax tree, or None with the file skipped and listed."""
+    try:
+        return ast.parse(text)
+    except SyntaxError as exc:
+        skipped.append({"file": str(path), "reason": f"SyntaxError: {exc.msg} (line {exc.lineno})"})
+        return None
+
+
+def _qualified_functions(node: ast.AST, prefix: str = ""):
+    """``(Class.method, node)`` for every function under ``node``, nested ones included (as
+    the training data's ``ast.walk`` found them)."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield f"{prefix}{child.name}", child
+            yield from _qualified_functions(child, f"{prefix}{child.name}.")
+        elif isinstance(child, ast.ClassDef):
+            yield from _qualified_functions(child, f"{prefix}{child.name}.")
+        else:
+            yield from _qualified_functions(child, prefix)
 
 
 def _jsonl_records(path: Path, keys: set[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -124,10 +206,8 @@ def _documents(path: Path, text: str, skipped: list[dict[str, str]]) -> list[tup
     that does not parse is skipped and listed."""
     if path.suffix != ".py":
         return [(str(path), text)]
-    try:
-        tree = ast.parse(text)
-    except SyntaxError as exc:
-        skipped.append({"file": str(path), "reason": f"SyntaxError: {exc.msg} (line {exc.lineno})"})
+    tree = _parsed(path, text, skipped)
+    if tree is None:
         return []
     functions = [(f"{path}:{node.lineno}", strip_docstring(node)) for node in ast.walk(tree)
                  if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
