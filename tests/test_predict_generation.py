@@ -12,6 +12,7 @@ minutes of pre-training on two cores).
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from pathlib import Path
@@ -123,6 +124,17 @@ def test_python_file_and_jsonl_give_one_row_per_function(run_dir, tmp_path):
     assert list(table.columns) == ["path", "generated"]
     assert list(table["path"]) == [f"{source}:fill_bl:5", f"{source}:Canvas.stroke_gr:14"]
     assert list(table["generated"]) == expected
+
+    # The notebook's Predict panel draws each function's code under its generated text
+    # (no attributions: generation runs are not explained).
+    from adaptlab.predict.gallery import prediction_gallery
+
+    page = prediction_gallery(loaded, loaded.predict(source, out=tmp_path / "drawn.csv"),
+                              count=2, method="default")
+    assert "no attributions: generation runs cannot be explained" in page
+    for name, text in zip(["fill_bl", "Canvas.stroke_gr"], expected, strict=True):
+        assert f"{name}" in page and html.escape(f"generated={text}") in page
+    assert html.escape("canvas.set_colour('green')") in page
 
     records = tmp_path / "records.jsonl"
     records.write_text(json.dumps({"code": NEW_FILE.split("\n\n\n")[1], "id": "fill"}) + "\n"

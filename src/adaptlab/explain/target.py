@@ -425,6 +425,11 @@ class PointTarget(ExplainTarget):
         return (side, 3), (side, 3)
 
 
+def has_target(modality: str) -> bool:
+    """Whether inputs of ``modality`` can be explained (and drawn by a report renderer)."""
+    return modality in _TARGETS
+
+
 def make_target(modality: str, model: nn.Module, backbone, task: str | Task | type[Task],
                 class_names: list[str]) -> ExplainTarget:
     """The attribution target for ``modality``, explaining what ``task`` (a task name, a

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from adaptlab.errors import AdaptlabError
 
+MAX_TEXT = 2000  # characters of an input's text drawn (a whole module would swamp the view)
+
 if TYPE_CHECKING:
     from adaptlab.predict.writer import Predictions
     from adaptlab.run_loading import LoadedRun
@@ -39,7 +41,7 @@ def prediction_gallery(run: LoadedRun, predictions: Predictions, count: int = 6,
     from adaptlab.data.splits import SplitDataset
     from adaptlab.data.torch_datasets import make_torch_dataset
     from adaptlab.explain.runner import attribute
-    from adaptlab.explain.target import make_target, task_class
+    from adaptlab.explain.target import has_target, make_target, task_class
     from adaptlab.report.renderers import get_renderer
 
     inputs = predictions.inputs
@@ -58,6 +60,8 @@ def prediction_gallery(run: LoadedRun, predictions: Predictions, count: int = 6,
     chosen = [i for i, name in enumerate(inputs.names) if name not in skipped][:count]
     if not chosen:
         return "<p><i>nothing to draw: no input was predicted</i></p>"
+    if method is None and not has_target(inputs.modality):
+        return _text_cards(predictions, chosen, notes)
     target = make_target(inputs.modality, run.model, run.backbone, run.data.task,
                          run.data.class_names)
     target.layer_map = run.layer_map
@@ -87,3 +91,19 @@ def prediction_gallery(run: LoadedRun, predictions: Predictions, count: int = 6,
     notes_html = "".join(f"<p><i>{html.escape(n)}</i></p>" for n in notes)
     return (f"<div class='adaptlab-predictions'><p>{len(chosen)} of {predictions.count} "
             f"predictions{note}</p>{notes_html}{''.join(cards)}</div>")
+
+
+def _text_cards(predictions: Predictions, chosen: list[int], notes: list[str]) -> str:
+    """Inputs that no renderer draws (a generation run's source code): each input's text
+    under its row of the table."""
+    inputs, table = predictions.inputs, predictions.table
+    cards = []
+    for index in chosen:
+        source = inputs.samples[index][0]
+        text = str(source[0] if isinstance(source, tuple) else source)
+        cards.append("<div class='adaptlab-prediction'><p>"
+                     + html.escape(_caption(table, inputs.names[index])) + "</p><pre>"
+                     + html.escape(text[:MAX_TEXT]) + "</pre></div>")
+    notes_html = "".join(f"<p><i>{html.escape(n)}</i></p>" for n in notes)
+    return (f"<div class='adaptlab-predictions'><p>{len(chosen)} of {predictions.count} "
+            f"predictions</p>{notes_html}{''.join(cards)}</div>")
