@@ -1,10 +1,13 @@
 """``adaptlab export``: one small LoRA run exported as a merged Hub folder, as base weights plus
 a peft adapter, as ONNX and as TorchScript. Each export's outputs are compared with outputs
 the test computes itself from the run reloaded by ``load_run`` (never with the export's own
-check), on held-out inputs built with the run's preprocessing.
+check), on held-out inputs built with the run's preprocessing. A LoHa run checks a merge that
+is not LoRA's.
 
-A text (MiniLM) export is not run here: a run of the code domain plus its ONNX export takes
-about three minutes on two CPU cores."""
+The other modalities' exports are tested beside the runs their predict tests train (text and
+retrieval in test_predict_code.py, series, point clouds, fields and scans in the other
+test_predict_*.py; a prompted run in test_prompts.py, lst and svfit in their own modules),
+with the helpers of export_checks.py."""
 
 from __future__ import annotations
 
@@ -163,3 +166,31 @@ def test_the_folders_card_is_the_runs_model_card(run_dir, tmp_path):
     assert card.endswith("\n---\n\n# My model\n\nTrained on my photos.\n")
     (copy / "MODEL_CARD.md").unlink()
     assert hub_card(copy) == written  # the same card, written again from the run folder
+
+
+def test_a_loha_run_merges_into_plain_weights_with_the_runs_outputs(tmp_path):
+    """peft's other merges than LoRA's: LoHa's Hadamard product folded into the convolutions
+    and linears, checked against the run and against the run with its adapter switched off
+    (which the merged weights must not be)."""
+    from export_checks import export_and_compare, held_out, largest_difference
+    from safetensors.torch import load_file
+
+    from adaptlab.config import RunConfig
+    from adaptlab.run import run
+    from adaptlab.run_loading import load_run
+    from conftest import write_colour_folder
+
+    data = write_colour_folder(tmp_path / "data", per_class=4)
+    run(RunConfig(domain="wildlife", data=str(data), strategy="loha", out=str(tmp_path / "run"),
+                  device="cpu", epochs=1, image_size=32, batch_size=4, lr=3e-3), progress=False)
+    loaded = load_run(tmp_path / "run", device="cpu")
+    reference = held_out(loaded)
+    with torch.no_grad(), loaded.unadapted() as unadapted:
+        switched_off = max(largest_difference([unadapted(inputs)], expected)
+                           for inputs, expected in reference)
+    assert switched_off > 100 * TOLERANCE  # an export that dropped the adapter would show
+    check = export_and_compare(tmp_path / "run", tmp_path / "export", "safetensors", reference)
+    assert check.config["adaptlab"]["merged"] is True and check.config["adaptlab"]["adapter"] is None
+    assert not any("hada" in key for key in load_file(str(tmp_path / "export" /
+                                                          "model.safetensors")))
+    assert check.differences["folder"] < TOLERANCE

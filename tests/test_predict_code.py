@@ -188,3 +188,32 @@ def test_new_queries_against_given_code(retriever: Path, tmp_path: Path, capsys)
     assert list(skipped["file"]) == [str(corpus / "blob.py")]
     with pytest.raises(AdaptlabError, match="no documents to search"):
         loaded.predict(asks)
+
+
+# -- the same runs exported (``adaptlab export``): outputs compared with the run's own ------
+def test_classifier_exports_to_torchscript_with_the_runs_outputs(classifier: Path, tmp_path):
+    """The merged folder and its traced module give the run's logits, at sequence lengths
+    the trace never saw (each row alone is padded to its own length)."""
+    from export_checks import TOLERANCE, export_and_compare, held_out
+
+    reference = held_out(classifier)
+    assert len({inputs["input_ids"].shape[1] for inputs, _ in reference}) > 1
+    check = export_and_compare(classifier, tmp_path / "export", "torchscript", reference)
+    assert check.config["adaptlab"]["inputs"] == ["input_ids", "attention_mask"]
+    assert (tmp_path / "export" / "tokenizer" / "tokenizer_config.json").is_file()
+    assert check.differences["folder"] < TOLERANCE
+    assert check.differences["torchscript"] < TOLERANCE
+
+
+def test_retriever_exports_to_onnx_with_the_runs_embeddings(retriever: Path, tmp_path):
+    """Queries and documents are separate inputs, each with its own sequence length."""
+    from export_checks import TOLERANCE, export_and_compare, held_out
+
+    reference = held_out(retriever)
+    batch = reference[0][0]
+    assert batch["query"]["input_ids"].shape[1] != batch["document"]["input_ids"].shape[1]
+    check = export_and_compare(retriever, tmp_path / "export", "onnx", reference)
+    assert check.graph_inputs == ["query_input_ids", "query_attention_mask",
+                                  "document_input_ids", "document_attention_mask"]
+    assert check.config["adaptlab"]["merged"] is True
+    assert check.differences["folder"] < TOLERANCE and check.differences["onnx"] < TOLERANCE

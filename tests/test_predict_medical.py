@@ -123,3 +123,20 @@ def test_shapes_the_model_cannot_take_are_refused_by_name(scans_run: Path, tmp_p
     code, _, err = run_cli(["predict", str(scans_run), "--data", str(folder), "--quiet"], capsys)
     assert code != 0
     assert "two_channel.npz:images[0]: shape (16, 16, 2) is not a 2D image" in err
+
+
+def test_the_run_exports_as_a_merged_folder_with_the_runs_logits(scans_run: Path,
+                                                                  tmp_path: Path) -> None:
+    """Safetensors only: the backbone is EfficientNet-Lite0, whose ONNX and TorchScript
+    graphs tests/test_export.py checks on a wildlife run; what differs here is the scans'
+    preprocessing, which the folder records."""
+    import json
+
+    from export_checks import TOLERANCE, export_and_compare, held_out
+
+    reference = held_out(scans_run)
+    check = export_and_compare(scans_run, tmp_path / "export", "safetensors", reference)
+    assert check.config["adaptlab"]["merged"] is True
+    assert check.differences["folder"] < TOLERANCE
+    saved = json.loads((tmp_path / "export" / "preprocessing.json").read_text())
+    assert saved["modality"] == "array-image" and saved["class_names"] == CLASSES

@@ -244,3 +244,16 @@ def test_covering_views_hold_every_point_in_the_runs_preprocessing(runs):
         assert len(where) == NUM_POINTS and len(set(where)) == NUM_POINTS
         torch.testing.assert_close(tensor, torch.from_numpy(normalise(points[where], align=True)),
                                    atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name, output", [("shapes", (2,)), ("parts", (NUM_POINTS, 2))])
+def test_both_runs_export_to_onnx_with_the_runs_outputs(runs, name, output, tmp_path):
+    """The merged folder and its ONNX graph give the run's logits (per cloud; per point for
+    the part run) for the test split's clouds, as the evaluation samples their points."""
+    from export_checks import TOLERANCE, export_and_compare, held_out
+
+    reference = held_out(runs[name])
+    assert reference[0][1][0].shape[1:] == output
+    check = export_and_compare(runs[name], tmp_path / "export", "onnx", reference)
+    assert check.graph_inputs == ["points"]
+    assert check.differences["folder"] < TOLERANCE and check.differences["onnx"] < TOLERANCE

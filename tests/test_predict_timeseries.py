@@ -161,3 +161,70 @@ def test_series_to_classify_are_cut_as_training_cut_them(tmp_path, preprocessing
         reason = "120 steps, shorter than its shortest series (200 steps)"
     assert inputs.skipped == [{"file": f"{tmp_path / 'recent' / 'ta.csv'}:ta",
                                "reason": f"{reason} the run was trained on"}]
+
+
+def test_forecaster_exports_to_onnx_with_the_runs_forecasts(forecast_run, tmp_path):
+    """The merged folder and its ONNX graph give the run's quantiles (in the model's scaled
+    units, below 1 here, so the bound is absolute) for windows of the test split."""
+    from export_checks import TOLERANCE, export_and_compare, held_out
+
+    reference = held_out(forecast_run[0])
+    assert reference[0][1][0].shape[1:] == (HORIZON, 9)  # horizon x nine quantiles
+    check = export_and_compare(forecast_run[0], tmp_path / "export", "onnx", reference)
+    assert {"context", "observed"} <= set(check.graph_inputs)
+    assert check.config["adaptlab"]["task_spec"]["horizon"] == HORIZON
+    assert check.differences["folder"] < TOLERANCE and check.differences["onnx"] < TOLERANCE
+
+
+# -- series classification: the run's own test split --------------------------------------
+TREND = 0.02  # per month: 2.4 over ten years, beside a seasonal swing of +-3 and noise of 1
+
+
+@pytest.fixture(scope="module")
+def classify_run(tmp_path_factory):
+    """Ten years of monthly series in class folders, 'rising' ones with a weak trend under
+    noise; every file is named by its class, so the tests know each row's true class from
+    its name alone. Head only on Fracast features, one epoch: half a minute on two cores."""
+    from adaptlab.config import RunConfig
+    from adaptlab.run import run
+
+    root = tmp_path_factory.mktemp("series-classes")
+    rng = np.random.default_rng(0)
+    steps = np.arange(120)
+    for label, trend in (("flat", 0.0), ("rising", TREND)):
+        (root / "sites" / label).mkdir(parents=True)
+        for i in range(8):
+            columns = {c: 10 + trend * steps + 3 * np.sin(2 * np.pi * steps / 12)
+                       + rng.standard_normal(120) for c in "ab"}
+            _monthly_csv(root / "sites" / label / f"{label}{i}.csv", "2000-01", columns)
+    run(RunConfig(domain="timeseries", data=str(root / "sites"), backbone="fracast-features",
+                  strategy="head", device="cpu", epochs=1, lr=1e-3, out=str(root / "run")),
+        progress=False)
+    return root / "run"
+
+
+def test_classification_test_split_predictions_give_the_runs_test_metrics(classify_run,
+                                                                          tmp_path):
+    from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
+
+    from adaptlab.run_loading import load_run
+
+    load_run(classify_run, device="cpu").predict(split="test", out=tmp_path / "test.csv")
+    table = pd.read_csv(tmp_path / "test.csv")
+    reported = json.loads((classify_run / "metrics.json").read_text())["final"]["test"]
+    assert len(table) == reported["samples"] == 8  # 2 files per class, 2 series each
+    # Each row's class from its file's name (flat3/a ...), not from the table's own column.
+    truth = table["path"].str.extract(r"^(flat|rising)\d", expand=False)
+    assert truth.notna().all() and list(table["label"]) == list(truth)
+    probabilities = table[["probability_flat", "probability_rising"]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert list(table["prediction"]) == [["flat", "rising"][i] for i in probabilities.argmax(1)]
+    predicted = table["prediction"]
+    assert accuracy_score(truth, predicted) == pytest.approx(reported["accuracy"], abs=1e-9)
+    assert f1_score(truth, predicted, average="macro") == pytest.approx(reported["macro_f1"],
+                                                                        abs=1e-9)
+    per_class = f1_score(truth, predicted, average=None, labels=["flat", "rising"])
+    assert list(per_class) == pytest.approx(list(reported["per_class_f1"].values()), abs=1e-9)
+    assert cohen_kappa_score(truth, predicted) == pytest.approx(reported["kappa"], abs=1e-9)
+    assert roc_auc_score(truth == "rising", table["probability_rising"]) == pytest.approx(
+        reported["auc"], abs=1e-9)

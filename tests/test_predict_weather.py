@@ -184,3 +184,15 @@ def test_event_classification_predicts_one_row_per_time_step_of_an_unlabelled_fi
     probabilities = table[["probability_no event", "probability_event"]].to_numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert set(table["prediction"]) <= {"no event", "event"}
+
+
+def test_the_field_run_exports_to_onnx_with_the_runs_fields(e1_run, tmp_path):
+    """Anomaly fields of a few kelvin (not large: float32 keeps them to about 1e-6), so the
+    bound stays absolute."""
+    from export_checks import TOLERANCE, export_and_compare, held_out
+
+    reference = held_out(e1_run)
+    assert reference[0][1][0].shape[1:] == (1, 37, 49)
+    check = export_and_compare(e1_run, tmp_path / "export", "onnx", reference)
+    assert check.graph_inputs == ["fields"]
+    assert check.differences["folder"] < TOLERANCE and check.differences["onnx"] < TOLERANCE

@@ -365,6 +365,25 @@ def test_a_run_trains_the_generator_reloads_and_explains(point_run):
                                       for m in maps)
 
 
+def test_the_prompted_run_exports_with_its_prompt_generator(point_run, tmp_path):
+    """idpt keeps its structure: a merge is refused before anything is written; the folder
+    holds the generator, rebuilt from config.json, and with TorchScript gives the run's
+    logits."""
+    from export_checks import TOLERANCE, export_and_compare, held_out
+
+    from adaptlab.export import export_run
+
+    with pytest.raises(AdaptlabError, match="cannot be folded into the base model"):
+        export_run(point_run.run_dir, tmp_path / "merged", merge=True)
+    assert not (tmp_path / "merged").exists()
+    reference = held_out(point_run.run_dir)
+    check = export_and_compare(point_run.run_dir, tmp_path / "export", "torchscript", reference,
+                               merge=False)
+    assert check.config["adaptlab"]["strategy_structure"] is True
+    assert check.differences["folder"] < TOLERANCE
+    assert check.differences["torchscript"] < TOLERANCE
+
+
 def _test_loader(loaded):
     from torch.utils.data import DataLoader
 
