@@ -183,8 +183,8 @@ TREND = 0.02  # per month: 2.4 over ten years, beside a seasonal swing of +-3 an
 @pytest.fixture(scope="module")
 def classify_run(tmp_path_factory):
     """Ten years of monthly series in class folders, 'rising' ones with a weak trend under
-    noise; every file is named by its class, so the tests know each row's true class from
-    its name alone. Head only on Fracast features, one epoch: half a minute on two cores."""
+    noise; both classes' files have the same names (site0.csv ...), so a row is told from
+    another only by its class folder. Head only on Fracast features, one epoch: half a minute on two cores."""
     from adaptlab.config import RunConfig
     from adaptlab.run import run
 
@@ -196,7 +196,7 @@ def classify_run(tmp_path_factory):
         for i in range(8):
             columns = {c: 10 + trend * steps + 3 * np.sin(2 * np.pi * steps / 12)
                        + rng.standard_normal(120) for c in "ab"}
-            _monthly_csv(root / "sites" / label / f"{label}{i}.csv", "2000-01", columns)
+            _monthly_csv(root / "sites" / label / f"site{i}.csv", "2000-01", columns)
     run(RunConfig(domain="timeseries", data=str(root / "sites"), backbone="fracast-features",
                   strategy="head", device="cpu", epochs=1, lr=1e-3, out=str(root / "run")),
         progress=False)
@@ -213,8 +213,9 @@ def test_classification_test_split_predictions_give_the_runs_test_metrics(classi
     table = pd.read_csv(tmp_path / "test.csv")
     reported = json.loads((classify_run / "metrics.json").read_text())["final"]["test"]
     assert len(table) == reported["samples"] == 8  # 2 files per class, 2 series each
-    # Each row's class from its file's name (flat3/a ...), not from the table's own column.
-    truth = table["path"].str.extract(r"^(flat|rising)\d", expand=False)
+    assert table["path"].is_unique
+    # Each row's class from its file's folder (flat/site3/a ...), not from the table's label.
+    truth = table["path"].str.extract(r"^(flat|rising)/site\d/[ab] ", expand=False)
     assert truth.notna().all() and list(table["label"]) == list(truth)
     probabilities = table[["probability_flat", "probability_rising"]].to_numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)

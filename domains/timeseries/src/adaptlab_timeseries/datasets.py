@@ -16,6 +16,7 @@ clip and the shape of its seasonal cycle are what is left to go by.
 
 from __future__ import annotations
 
+import dataclasses
 from importlib import resources
 from pathlib import Path
 
@@ -145,6 +146,8 @@ def read_labelled_series(root: Path, seed: int, max_gap: int = MAX_GAP_DEFAULT) 
     items, groups = [], []
     for label, name in enumerate(class_names):
         for item in read_series(root / name, max_gap=max_gap, log=log):
+            # Named under its class folder: flat/site5.csv and rising/site5.csv are two series.
+            item = dataclasses.replace(item, name=f"{name}/{item.name}")
             items.append((SeriesWindow(item, len(item), 0), label))
             groups.append(item.origin.rsplit(" [", 1)[0])
     if len(items) < 2:
