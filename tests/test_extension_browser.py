@@ -111,11 +111,12 @@ def test_launcher_card_notebook_run_panel_and_report(tmp_path):
     print(f"dialogs accepted: {dialogs}; row: {row_text}; panel {light} -> {dark}, "
           f"text {dark_text}")
     assert not [d for d in dialogs if "died" in d or "rror" in d], dialogs
-    # Each domain's card, then its tutorials (one per seed paper), by name.
+    # Each domain's card, then its tutorials (one per seed paper), by name: the launcher's
+    # localeCompare ignores case ("eP-ALM" before "SlimFit").
     titles = []
     for domain in installed:
-        titles += [domain["title"], *sorted(f"{t['paper']} tutorial" for t in tutorials
-                                            if t["domain"] == domain["name"])]
+        titles += [domain["title"], *sorted((f"{t['paper']} tutorial" for t in tutorials
+                                             if t["domain"] == domain["name"]), key=str.casefold)]
     assert len(installed) >= 4 and tutorials and labels == titles, (labels, titles)
     assert icons == len(titles)
     assert written.metadata["adaptlab"]["domain"] == "wildlife"
