@@ -226,3 +226,23 @@ def test_graph_formats_are_refused_before_anything_is_written(run_dir, tmp_path,
     assert code == 2 and not out.exists()
     assert len(err.strip().splitlines()) == 1
     assert f"--format {format}: generation runs" in err and "--format safetensors" in err
+
+
+def test_reloading_with_data_keeps_the_language_model_the_run_trained_with(run_dir, tiny_lm,
+                                                                           tmp_path):
+    """The run saves only its bridge; its data, read again, may name another LM (a dataset
+    option changed, another cache). The reload builds the one the run recorded."""
+    from adaptlab_code import docstring_data
+    from safetensors.torch import load_file, save_file
+
+    other = Path(shutil.copytree(tiny_lm, tmp_path / "other-lm"))
+    weights = load_file(str(other / "model.safetensors"))
+    save_file({k: v + 0.5 for k, v in weights.items()}, str(other / "model.safetensors"),
+              metadata={"format": "pt"})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(docstring_data, "load_docstring_generation", lambda _: _planted(other))
+        loaded = load_run(run_dir, device="cpu")
+    assert len(loaded.data.samples["test"]) == len(_planted_samples(SPLITS["test"]))
+    reloaded = loaded.model.language_model.state_dict()
+    for key, tensor in load_file(str(tiny_lm / "model.safetensors")).items():
+        assert torch.equal(reloaded[key], tensor), key

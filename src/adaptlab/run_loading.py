@@ -107,6 +107,12 @@ def load_run(run_dir: str | Path, device: str | None = None, with_data: bool = T
     parts = assemble(RunConfig.from_file(run_dir / "config.json"), data=described)
     config, domain, strategy, data, backbone = (parts.config, parts.domain, parts.strategy,
                                                 parts.data, parts.backbone)
+    if described is None and (run_dir / "data.json").is_file():
+        # The task's options as the run recorded them: the data read again may name other
+        # parts (a generation dataset's language model, whose weights the run does not save).
+        saved = _read_json(run_dir / "data.json").get("task_options")
+        if saved is not None:
+            data.task_options = saved
     task = make_task(data, config.class_weighting, backbone, config.forecast_loss)
 
     def from_source(model, layer_map) -> bool:
