@@ -12,6 +12,7 @@ Both use the same batch size and no worker processes. The ratio of median throug
 reported (goal: at least 0.95).
 
     python bench/predict_throughput.py [--rounds 6] [--inputs 256] [--seconds 3] [--batch-size 64]
+        [--domains timeseries,weather] [--no-write]
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--domains", default=",".join(DOMAINS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print the rows, leave BENCHMARKS.md as it is (the section is "
+                             "rewritten whole: a subset of domains would drop the others' rows)")
     args = parser.parse_args()
     rows, failures = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,8 +148,11 @@ def main() -> None:
                 print(f"{domain} failed: {exc}", flush=True)
                 continue
             row = rows[-1]
-            print(f"{domain}: adaptlab {row['ours']:.1f}/s, plain {row['plain']:.1f}/s, "
-                  f"ratio {row['ours'] / row['plain']:.3f}", flush=True)
+            print(f"{domain}: {row['count']} inputs, adaptlab {row['ours']:.1f}/s, plain "
+                  f"{row['plain']:.1f}/s, ratio {row['ours'] / row['plain']:.3f}, paired "
+                  f"{row['paired']:.3f} ({row['range'][0]:.3f}-{row['range'][1]:.3f})", flush=True)
+    if args.no_write:
+        return
     table = "".join(
         f"| {r['domain']} | {r['task']} | {r['count']} | {r['plain']:.1f} | {r['ours']:.1f} | "
         f"**{r['ours'] / r['plain']:.3f}** | {r['paired']:.3f} ({r['range'][0]:.3f}-"
@@ -161,8 +168,8 @@ def main() -> None:
             "paired ratio (range) |\n|---|---|---|---|---|---|---|\n" + table +
             "\nGoal: adaptlab at least 0.95 of the plain loop. adaptlab does more per batch: it "
             "guards each item's loading (an unreadable file is listed, not fatal), writes every "
-            "row to the CSV as it comes, and (for forecasts, fields, clouds) the task's own "
-            f"output files.{failed}\n")
+            "row to the CSV (a chunk of rows at a time), and (for forecasts, fields, clouds) the "
+            f"task's own output files.{failed}\n")
     write_section(f"predict-throughput-{args.device.split(':')[0]}", body)
 
 

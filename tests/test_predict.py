@@ -87,6 +87,48 @@ def test_batches_stream_to_the_same_table(lora_run: Path, tmp_path: Path) -> Non
     np.testing.assert_allclose(one[columns].to_numpy(), many[columns].to_numpy(), atol=1e-5)
 
 
+def test_rows_written_a_chunk_at_a_time_make_the_same_table(lora_run: Path, tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """The table waits for a chunk of rows before writing them; chunks of one batch and one
+    chunk for the whole split give the same bytes, every row once, in input order."""
+    import adaptlab.predict.classification as classification
+
+    loaded = load_run(lora_run)
+    whole = loaded.predict(split="val", out=tmp_path / "whole.csv", batch_size=2)
+    monkeypatch.setattr(classification, "CHUNK_CELLS", 1)  # every batch written at once
+    batched = loaded.predict(split="val", out=tmp_path / "batched.csv", batch_size=2)
+    assert whole.count == batched.count == len(loaded.data.samples["val"]) > 2
+    assert whole.table_path.read_bytes() == batched.table_path.read_bytes()
+
+
+def test_predicting_leaves_the_trainable_parameters_as_they_were(lora_run: Path,
+                                                                   tmp_path: Path) -> None:
+    """The forward runs with no parameter requiring grad (some kernels take a slower path for
+    one that does), and the run's model gets its trainable parameters back afterwards, also
+    when the prediction is interrupted midway."""
+    loaded = load_run(lora_run)
+    before = {name: p.requires_grad for name, p in loaded.model.named_parameters()}
+    assert any(before.values()) and not all(before.values())  # LoRA: only the adapters train
+    seen = []
+
+    def record(module, args) -> None:
+        seen.append(any(p.requires_grad for p in module.parameters()))
+        if len(seen) == 2 and interrupt:
+            raise KeyboardInterrupt
+
+    hook = loaded.model.register_forward_pre_hook(record)
+    interrupt = False
+    loaded.predict(split="val", out=tmp_path / "val.csv", batch_size=2)
+    assert seen and not any(seen)
+    assert {name: p.requires_grad for name, p in loaded.model.named_parameters()} == before
+    interrupt, seen[:] = True, []
+    with pytest.raises(KeyboardInterrupt):
+        loaded.predict(split="val", out=tmp_path / "stopped.csv", batch_size=2)
+    hook.remove()
+    assert {name: p.requires_grad for name, p in loaded.model.named_parameters()} == before
+    assert not (tmp_path / "stopped.csv").exists()
+
+
 def test_cli_predict_and_its_refusals(lora_run: Path, tmp_path: Path, capsys) -> None:
     image = tmp_path / "one.png"
     pixels = np.zeros((48, 48, 3), np.uint8)

@@ -1,13 +1,16 @@
 """Predict: new inputs through the run's preprocessing and its adapted model, in batches.
 
-Items are read by a DataLoader (optionally in worker processes) and written as each batch
-comes, so memory stays bounded whatever the number of inputs. An item that fails to load (a
+Items are read by a DataLoader (optionally in worker processes) and written as batches come
+(a writer may gather a bounded chunk of rows first), so memory stays bounded whatever the
+number of inputs. An item that fails to load (a
 file that does not decode) is skipped and listed, as training skips unreadable files.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +53,9 @@ class _CollateReadable:
         self.collate = collate
 
     def __call__(self, batch):
+        indices, items, reasons = zip(*batch, strict=True)
+        if not any(reasons):  # the usual batch: one pass, no per-item filtering
+            return list(indices), self.collate(list(items))[0], []
         readable = [(index, item) for index, item, reason in batch if reason is None]
         failed = [(index, reason) for index, _, reason in batch if reason is not None]
         inputs = self.collate([item for _, item in readable])[0] if readable else None
@@ -108,13 +114,31 @@ def predict(run: LoadedRun, data: Any = None, *, split: str | None = None,
     return result
 
 
+@contextmanager
+def _without_parameter_grads(model: torch.nn.Module) -> Iterator[None]:
+    """The model's parameters not requiring grad while it predicts, as they were after.
+
+    Inference mode alone is not enough: a parameter that requires grad still steers some
+    operations onto their autograd-ready kernels (matmul's and rms_norm's among them, which
+    then skip the fused path), which costs fracast's forecaster 5-10 % a forward on CPU."""
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+
+
 @torch.inference_mode()
 def _stream(run: LoadedRun, loader, writer, skipped: list, total: int, progress: bool) -> None:
     from tqdm.auto import tqdm
 
     device = next(run.model.parameters()).device
     run.model.eval()
-    with tqdm(total=total, unit="input", desc="predict", disable=not progress) as bar:
+    with _without_parameter_grads(run.model), \
+            tqdm(total=total, unit="input", desc="predict", disable=not progress) as bar:
         for indices, inputs, failed in loader:
             skipped += [{"file": writer.inputs.names[index], "reason": reason}
                         for index, reason in failed]
