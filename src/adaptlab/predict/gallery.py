@@ -61,7 +61,7 @@ def prediction_gallery(run: LoadedRun, predictions: Predictions, count: int = 6,
     if not chosen:
         return "<p><i>nothing to draw: no input was predicted</i></p>"
     if method is None and not has_target(inputs.modality):
-        return _text_cards(predictions, chosen, notes)
+        return _page(predictions, chosen, _text_cards(predictions, chosen), notes)
     target = make_target(inputs.modality, run.model, run.backbone, run.data.task,
                          run.data.class_names)
     target.layer_map = run.layer_map
@@ -88,12 +88,17 @@ def prediction_gallery(run: LoadedRun, predictions: Predictions, count: int = 6,
                      + renderer.sample(sample, drawn, _caption(table, inputs.names[index]))
                      + "</div>")
     note = f" with {html.escape(method)} attributions of the predicted output" if method else ""
+    return _page(predictions, chosen, cards, notes, note)
+
+
+def _page(predictions: Predictions, chosen: list[int], cards: list[str], notes: list[str],
+          note: str = "") -> str:
     notes_html = "".join(f"<p><i>{html.escape(n)}</i></p>" for n in notes)
     return (f"<div class='adaptlab-predictions'><p>{len(chosen)} of {predictions.count} "
             f"predictions{note}</p>{notes_html}{''.join(cards)}</div>")
 
 
-def _text_cards(predictions: Predictions, chosen: list[int], notes: list[str]) -> str:
+def _text_cards(predictions: Predictions, chosen: list[int]) -> list[str]:
     """Inputs that no renderer draws (a generation run's source code): each input's text
     under its row of the table."""
     inputs, table = predictions.inputs, predictions.table
@@ -104,6 +109,4 @@ def _text_cards(predictions: Predictions, chosen: list[int], notes: list[str]) -
         cards.append("<div class='adaptlab-prediction'><p>"
                      + html.escape(_caption(table, inputs.names[index])) + "</p><pre>"
                      + html.escape(text[:MAX_TEXT]) + "</pre></div>")
-    notes_html = "".join(f"<p><i>{html.escape(n)}</i></p>" for n in notes)
-    return (f"<div class='adaptlab-predictions'><p>{len(chosen)} of {predictions.count} "
-            f"predictions</p>{notes_html}{''.join(cards)}</div>")
+    return cards
