@@ -218,7 +218,10 @@ def test_run_records_the_resolved_lr_and_reloads_to_its_logits(trained, minilm_b
     result, trainer = trained
     written = json.loads((result.run_dir / "config.json").read_text())
     assert written["lr"] == get_strategy_class("llrd").default_lr
-    assert written["strategy_options"] == {"reinit_top": 1}
+    import dataclasses  # every option recorded, the unset ones at the dataclass's defaults
+
+    assert written["strategy_options"] == {
+        **dataclasses.asdict(get_strategy_class("llrd").config_class()), "reinit_top": 1}
     loaded = load_run(result.run_dir, device="cpu")  # config.json with lr set, as old runs
     assert loaded.config.lr == written["lr"]
     batch = move_to(next(iter(trainer.eval_loaders["test"]))[0], "cpu")

@@ -39,9 +39,9 @@ assert panel.error == ""
 command = panel.command_text.value
 args = _parser().parse_args(shlex.split(command)[1:])
 replayed = complete_config(build_run_config(args), get_domain("wildlife"))
-typed = get_strategy_class("freeze").from_options(replayed.strategy_options).config
-replayed = dataclasses.replace(replayed, strategy_options={"k": typed.k})  # --set keeps text
-assert replayed == panel.config(), (replayed, panel.config())
+assert replayed == panel.config(), (replayed, panel.config())  # options resolved and typed
+assert replayed.strategy_options == {
+    **dataclasses.asdict(get_strategy_class("freeze").config_class()), "k": 2}, replayed.strategy_options
 
 panel.dataset.value = "(your own data)"
 assert "data path" in panel.error

@@ -27,8 +27,10 @@ class RunResult:
 
 def complete_config(config: RunConfig, domain: DomainSpec) -> RunConfig:
     """Fill unset choices with the domain's defaults (an unset ``lr`` with
-    :func:`default_lr`) and range-check the training fields; the result is what
-    ``config.json`` records, so a replay does not depend on defaults that may change."""
+    :func:`default_lr`, unset strategy options with the strategy's) and range-check the
+    training fields; the result is what ``config.json`` records, so a replay does not depend
+    on defaults that may change. A run recorded before runs listed every strategy option is
+    completed here too, with today's defaults."""
     dataset = config.dataset or (None if config.data else domain.default_dataset)
     preferred = domain.dataset(dataset).backbone if dataset else None
     strategy = config.strategy or domain.default_strategy
@@ -38,7 +40,7 @@ def complete_config(config: RunConfig, domain: DomainSpec) -> RunConfig:
         "strategy": strategy,
         "lr": config.lr if config.lr is not None else default_lr(domain, dataset, strategy),
     }
-    completed = dataclasses.replace(config, **changes).validated()
+    completed = dataclasses.replace(config, **changes).validated().with_resolved_options()
     _warn_lr_outside_range(strategy, completed.lr)
     return completed
 

@@ -50,8 +50,21 @@ class RunSummary:
 
     @property
     def label(self) -> str:
-        options = ",".join(f"{k}={v}" for k, v in sorted(self.strategy_options.items()))
+        options = ",".join(f"{k}={v}" for k, v in sorted(self.chosen_options().items()))
         return f"{Path(self.run_dir).name} ({self.strategy}{' ' + options if options else ''})"
+
+    def chosen_options(self) -> dict[str, Any]:
+        """The strategy options that differ from the strategy's defaults, for a label or a
+        table: a run records every option, and the defaults would bury what was chosen.
+        Imports the strategy (listing runs, :func:`summarise_run`, does not)."""
+        try:
+            from adaptlab.strategies.registry import resolved_strategy_options
+
+            used = resolved_strategy_options(self.strategy, self.strategy_options)
+            defaults = resolved_strategy_options(self.strategy, {})
+        except Exception:  # noqa: BLE001 - an unknown or broken strategy: show what is recorded
+            return dict(self.strategy_options)
+        return {k: v for k, v in used.items() if v != defaults.get(k)}
 
     @property
     def training_memory(self) -> int | None:
@@ -186,7 +199,7 @@ def runs_table(summaries: list[RunSummary]) -> list[list[str]]:
               "s/epoch", "samples/s", *[f"test {m}" for m in metric_names]]
     rows = [header]
     for s in summaries:
-        options = ", ".join(f"{k}={v}" for k, v in sorted(s.strategy_options.items()))
+        options = ", ".join(f"{k}={v}" for k, v in sorted(s.chosen_options().items()))
         rows.append([Path(s.run_dir).name, s.status, s.strategy + (f" ({options})" if options else ""),
                      "-" if s.trainable_params is None else f"{s.trainable_params:,}",
                      _fmt(s.trainable_percent, ".2f"), _mib(s.training_memory),

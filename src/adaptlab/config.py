@@ -107,6 +107,17 @@ class RunConfig:
         except (OSError, ValueError, TypeError) as exc:
             raise AdaptlabError(f"{path}: cannot read a run config ({exc})") from exc
 
+    def with_resolved_options(self) -> RunConfig:
+        """A copy whose ``strategy_options`` lists every option of its strategy, defaults
+        included (:func:`adaptlab.strategies.registry.resolved_strategy_options`); unchanged
+        while no strategy is chosen."""
+        if not self.strategy:
+            return self
+        from adaptlab.strategies.registry import resolved_strategy_options
+
+        return dataclasses.replace(self, strategy_options=resolved_strategy_options(
+            self.strategy, self.strategy_options))
+
     def with_overrides(self, assignments: list[str], strategy_keys: set[str]) -> RunConfig:
         """Apply ``--set KEY=VALUE`` items: a training field, or an option of the strategy."""
         training: dict[str, Any] = {}

@@ -2,8 +2,9 @@
 
 The CLI fills a config from the domain's and the dataset's defaults (``run.config_for``), so
 the command names the run's choices (domain, data, backbone, strategy, folder), the flags the
-CLI has (``--epochs``, ``--seed``, ``--device``), and ``--set KEY=VALUE`` for every other value
-that differs from those defaults.
+CLI has (``--epochs``, ``--seed``, ``--device``), ``--set KEY=VALUE`` for every other value
+that differs from those defaults, and ``--set strategy.KEY=VALUE`` for every strategy option the
+config lists (a run lists them all, so the command replays it whatever the defaults are then).
 """
 
 from __future__ import annotations

@@ -56,7 +56,9 @@ def read_inputs(run_dir: str | Path) -> CardInputs:
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").is_file():
         raise AdaptlabError(f"{run_dir}: no metrics.json; a model card needs a finished run")
-    config = RunConfig.from_file(run_dir / "config.json")
+    # Every strategy option, defaults included, so the card and its command name what the run
+    # used (a run recorded before runs listed them gets today's defaults).
+    config = RunConfig.from_file(run_dir / "config.json").with_resolved_options()
     domain = get_domain(config.domain)
     explained = run_dir / EXPLANATION_FILE
     return CardInputs(

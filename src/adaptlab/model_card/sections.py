@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import shlex
 from typing import Any
@@ -98,12 +97,9 @@ def _version() -> str:
 
 
 def _options(card: CardInputs) -> str:
-    """The strategy's every option, defaults included (what the run actually used)."""
-    from adaptlab.strategies.registry import get_strategy_class
-
-    strategy = get_strategy_class(card.config.strategy).from_options(card.config.strategy_options)
-    values = dataclasses.asdict(strategy.config) if dataclasses.is_dataclass(strategy.config) \
-        else dict(card.config.strategy_options)
+    """The strategy's every option, defaults included (what the run actually used: the card
+    reads the config resolved)."""
+    values = card.config.strategy_options
     return ", ".join(f"`{k}={v}`" for k, v in sorted(values.items())) or "none"
 
 

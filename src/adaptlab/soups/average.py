@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,31 +77,27 @@ def read_ingredient(run_dir: str | Path) -> Ingredient:
     return Ingredient(run_dir, config, metrics, costs)
 
 
-def resolved_options(config: dict[str, Any]) -> dict[str, Any]:
-    """The strategy's options with its defaults filled in (``{}`` and ``{"r": 8}`` are the same
-    LoRA when 8 is the default)."""
-    from adaptlab.strategies.registry import get_strategy_class
-
-    strategy_class = get_strategy_class(config["strategy"])
-    return asdict(strategy_class.from_options(dict(config.get("strategy_options") or {})).config)
-
-
 def check_same_start(ingredients: Sequence[Ingredient]) -> None:
     """Refuse ingredients that did not start from the first one's weights, or were not trained
     on its data, naming the run folder and the field that differs."""
+    from adaptlab.strategies.registry import resolved_strategy_options
+
     first = ingredients[0]
     reason = NOT_AVERAGEABLE.get(first.config["strategy"])
     if reason:
         raise AdaptlabError(f"{first.run_dir}: strategy {first.config['strategy']!r} cannot go "
                             f"into a soup: {reason}")
-    first_options = resolved_options(first.config)
+    # Resolved: r=8 given and r left at its default 8 are the same start.
+    first_options = resolved_strategy_options(first.config["strategy"],
+                                              first.config.get("strategy_options"))
     for other in ingredients[1:]:
         for name in START_FIELDS + DATA_FIELDS:
             mine, theirs = other.config.get(name), first.config.get(name)
             if mine != theirs:
                 raise AdaptlabError(f"{other.run_dir}: {name} {mine!r} differs from "
                                     f"{first.run_dir}'s {theirs!r}")
-        options = resolved_options(other.config)
+        options = resolved_strategy_options(other.config["strategy"],
+                                            other.config.get("strategy_options"))
         for name in sorted(set(options) | set(first_options)):
             if name in TRAINING_ONLY_OPTIONS:
                 continue

@@ -105,7 +105,9 @@ def write_soup_folder(out: Path, ingredients: list[Ingredient], kitchen: Kitchen
     tmp.mkdir(parents=True)
     try:
         artefacts = kitchen.strategy.save_final(kitchen.model, tmp)
-        config = replace(RunConfig.from_file(first.run_dir / "config.json"), out=str(out))
+        # Every option listed, as a run records them (the first run may predate that).
+        config = replace(RunConfig.from_file(first.run_dir / "config.json"),
+                         out=str(out)).with_resolved_options()
         atomic_write_text(tmp / "config.json", config.to_json() + "\n")
         _write_json(tmp / "origin.json", _origin())
         atomic_write_text(tmp / "data.json", json.dumps(kitchen.data.description(), indent=1) + "\n")

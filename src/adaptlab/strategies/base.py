@@ -130,7 +130,26 @@ class Strategy:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Strategy:
-        return cls(from_dict(cls.config_class, options, owner=f"strategy {cls.name!r}"))
+        return cls(cls._checked_config(options))
+
+    @classmethod
+    def _checked_config(cls, options: dict[str, Any]) -> StrategyConfig:
+        return from_dict(cls.config_class, dict(options), owner=f"strategy {cls.name!r}")
+
+    @classmethod
+    def resolved_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Every option of ``config_class``: those given, checked and typed (``--set`` hands
+        over text), the others at today's default, as plain JSON values. A run records this,
+        so a replay or a resume after a default changed trains what the run trained, and an
+        option given as its default is the same run as one left unset.
+
+        An option whose value is decided against the backbone when the model is built (peft
+        ``targets="auto"``, a negative freeze ``k``, SVFit's ``rank=0``) is recorded as
+        declared; the backbone of the run resolves it again the same way.
+        """
+        import json
+
+        return json.loads(json.dumps(asdict(cls._checked_config(options))))
 
     @classmethod
     def option_names(cls) -> set[str]:

@@ -43,3 +43,12 @@ def strategy_names() -> list[str]:
 def get_strategy_class(name: str) -> type:
     """The strategy class registered as ``name`` (imports its module on first use)."""
     return STRATEGIES.get(name)
+
+
+def resolved_strategy_options(name: str, options: dict | None) -> dict:
+    """Strategy ``name``'s every option, ``options`` filled with its defaults
+    (:meth:`Strategy.resolved_options`). A new run records this; a run written before runs
+    recorded it (only the options given) is read through this too, with today's defaults,
+    for nothing else says which defaults it trained with. Resolved options compare equal
+    whether a default was given or left unset."""
+    return get_strategy_class(name).resolved_options(dict(options or {}))

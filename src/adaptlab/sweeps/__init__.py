@@ -21,7 +21,7 @@ from typing import Any
 
 from adaptlab.config import RunConfig
 from adaptlab.errors import AdaptlabError
-from adaptlab.sweeps.grid import SweepGrid, plan_sweep
+from adaptlab.sweeps.grid import SweepGrid, comparable_settings, plan_sweep
 
 __all__ = ["SweepGrid", "plan_sweep", "read_sweep", "sweep"]
 
@@ -54,7 +54,7 @@ def _check_same_sweep(out: Path, grid: SweepGrid) -> None:
             f"{saved.get('varied')!r}; this one is of {grid.base.domain!r} over {grid.varied!r}: "
             "choose another --out"
         )
-    wanted, recorded = grid.settings(), saved.get("settings", {})
+    wanted, recorded = grid.settings(), comparable_settings(saved.get("settings", {}), grid.varied)
     differing = sorted(k for k in set(wanted) | set(recorded) if wanted.get(k) != recorded.get(k))
     if differing:
         raise AdaptlabError(

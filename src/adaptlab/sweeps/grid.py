@@ -52,11 +52,26 @@ class SweepGrid:
         """What every run shares: a sweep continued with other settings would mix two
         experiments in one table."""
         fields = {k: v for k, v in dataclasses.asdict(self.base).items() if k not in NOT_SETTINGS}
-        if self.varied == "k":
-            fields["strategy_options"] = {k: v for k, v in fields["strategy_options"].items() if k != "k"}
-        else:
-            fields.pop("backbone")
-        return fields
+        return comparable_settings(fields, self.varied)
+
+
+def comparable_settings(fields: dict[str, Any], varied: str) -> dict[str, Any]:
+    """A sweep's shared settings as they are compared: the strategy's options resolved (one
+    given at its default and one left unset are the same setting; a ``sweep.json`` written
+    before runs listed every option is read with today's defaults) and the varied one left
+    out."""
+    from adaptlab.strategies.registry import resolved_strategy_options
+
+    fields = dict(fields)
+    if fields.get("strategy"):
+        fields["strategy_options"] = resolved_strategy_options(fields["strategy"],
+                                                               fields.get("strategy_options"))
+    if varied == "k":
+        fields["strategy_options"] = {k: v for k, v in (fields.get("strategy_options") or {}).items()
+                                      if k != "k"}
+    else:
+        fields.pop("backbone", None)
+    return fields
 
 
 def _layer_map(config: RunConfig) -> tuple[str, Any]:

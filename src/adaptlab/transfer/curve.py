@@ -153,12 +153,20 @@ def learning_curve(target: RunConfig, source: RunConfig, out: str | Path,
 def _check_same_curve(out: Path, target: RunConfig, source: RunConfig) -> None:
     """A curve folder holds one experiment: continuing it with other settings would mix
     points of two experiments in one table."""
+    from adaptlab.strategies.registry import resolved_strategy_options
+
     recorded = out / "curve_config.json"
-    wanted = {"target": dataclasses.asdict(dataclasses.replace(target, out="")),
-              "source": dataclasses.asdict(dataclasses.replace(source, out=""))}
+    # Strategy options resolved on both sides: one given at its default is the same setting
+    # as one left unset, and a folder recorded before configs listed every option is read
+    # with today's defaults.
+    wanted = {side: dataclasses.asdict(dataclasses.replace(config, out="").with_resolved_options())
+              for side, config in (("target", target), ("source", source))}
     if recorded.is_file():
         saved = json.loads(recorded.read_text())
         for side in ("target", "source"):
+            if saved[side].get("strategy"):
+                saved[side]["strategy_options"] = resolved_strategy_options(
+                    saved[side]["strategy"], saved[side].get("strategy_options"))
             differing = sorted(k for k in wanted[side] if saved[side].get(k) != wanted[side][k]
                                and k not in EXECUTION_FIELDS)
             if differing:

@@ -29,7 +29,10 @@ def cache_root() -> Path:
 
 
 def source_key(config: RunConfig) -> str:
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_KEY}
+    # Options resolved: the default a source trained with is part of what shaped it, and an
+    # option given at its default names the same source as one left unset.
+    fields = {k: v for k, v in dataclasses.asdict(config.with_resolved_options()).items()
+              if k not in NOT_IN_KEY}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 

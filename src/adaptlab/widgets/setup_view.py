@@ -305,15 +305,13 @@ class SetupPanel(widgets.VBox):
                             if own else None,
                             backbone=self.backbone.value, strategy=self.strategy.value, out=out,
                             **training)
-        # Only what differs from the strategy's defaults, as ``--set`` would record it.
-        defaults = dataclasses.asdict(type(strategy.config)())
-        chosen = {k: v for k, v in dataclasses.asdict(strategy.config).items() if defaults[k] != v}
-        config = dataclasses.replace(config, strategy_options=chosen)
-        return complete_config(config, self._spec())
+        config = dataclasses.replace(config, strategy_options=options)
+        return complete_config(config, self._spec())  # every option, defaults included
 
     def command(self) -> str:
         """The ``adaptlab run`` line that replays this configuration from a terminal."""
         from adaptlab.run import config_for
+        from adaptlab.strategies.registry import resolved_strategy_options
 
         config = self.config()
         base = config_for(config.domain, dataset=config.dataset, data=config.data)
@@ -323,8 +321,11 @@ class SetupPanel(widgets.VBox):
         for name in (*TRAINING_FIELDS, *self._extra_settings):
             if getattr(config, name) != getattr(base, name):
                 parts += ["--set", f"{name}={getattr(config, name)}"]
+        # The options chosen here; the run records the others at their defaults.
+        defaults = resolved_strategy_options(config.strategy, {})
         for name, value in config.strategy_options.items():
-            parts += ["--set", f"{name}={value}"]
+            if value != defaults.get(name):
+                parts += ["--set", f"{name}={value}"]
         parts += ["--out", config.out]
         return shlex.join(parts)
 
