@@ -60,6 +60,19 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
                             "pass --resume to continue it")
 
 
+def _device_to_join(device: str, run_dir: Path, resume: bool) -> str:
+    """The device the processes join their group for: a resumed run's own, so that resuming a
+    CPU run on a machine with GPUs forms a gloo group, not NCCL. A folder whose config does not
+    read back is refused by the run-folder check right after joining."""
+    saved = run_dir / "config.json"
+    if resume and saved.is_file():
+        try:
+            return RunConfig.from_file(saved).device
+        except AdaptlabError:
+            pass
+    return device
+
+
 def run(config: RunConfig, resume: bool = False,
         subscribers: Iterable[Callable[[dict], None]] = (), progress: bool = True,
         on_trainer: Callable[[Any], None] | None = None) -> RunResult:
@@ -68,9 +81,12 @@ def run(config: RunConfig, resume: bool = False,
     ``on_trainer`` receives the trainer before fitting (the widgets keep it to request a stop).
     """
     run_dir = Path(config.out)
-    distributed.join(config.device)
-    _check_run_dir(run_dir, resume)
-    distributed.barrier()  # every process checked the folder before the main one writes
+    distributed.join(_device_to_join(config.device, run_dir, resume))
+    # A new run's folder is judged by the main process, which writes it (a machine that does
+    # not share it is refused below, by name, rather than for an earlier run of its own at
+    # that path); a resumed one is read by every process, so each checks it. Either way all
+    # stop together, before the main process writes.
+    distributed.check_together(lambda: _check_run_dir(run_dir, resume), everyone=resume)
     if resume:
         config = RunConfig.from_file(run_dir / "config.json")
     distributed.check_batch(config.batch_size, distributed.world_size())
@@ -81,5 +97,6 @@ def run(config: RunConfig, resume: bool = False,
                                   parts.strategy, source_data=load_source_data(
                                       parts.config, parts.domain, parts.data))
         session.check()
+    distributed.check_shared_folder(run_dir)
     return session.execute(run_dir, resume=resume, subscribers=subscribers, progress=progress,
                            on_trainer=on_trainer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from adaptlab.engine import distributed
 from adaptlab.errors import AdaptlabError
 
 
@@ -38,7 +39,7 @@ def make_accelerator(device: str, mixed_precision: str, grad_accum: int,
     # find_unused_parameters: a plug-in strategy may leave a trainable parameter out of a
     # forward, which plain DDP refuses at the next step; the price is one walk of the
     # autograd graph per step (PyTorch warns once where nothing was unused).
-    return Accelerator(cpu=device == "cpu", mixed_precision=precision,
+    return Accelerator(cpu=distributed.cpu_asked(device), mixed_precision=precision,
                        gradient_accumulation_steps=grad_accum,
                        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True,
                                                                  split_batches=True),
