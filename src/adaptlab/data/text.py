@@ -12,6 +12,7 @@ class TextDataset:
         self.samples = samples
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self._lengths: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -23,6 +24,21 @@ class TextDataset:
         encoded = self.tokenizer(texts, padding=True, truncation=True,
                                  max_length=self.max_length, return_tensors="pt")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def lengths(self) -> list[int]:
+        """Each sample's token count as ``collate`` truncates it (summed over the texts of a
+        sample that holds several): the width a batch is padded to grows with it, so
+        evaluation batches samples of similar length together (adaptlab.engine.length_order).
+        Counted once per dataset."""
+        if self._lengths is None:
+            pieces = [[texts] if isinstance(texts, str) else list(texts)
+                      for texts, _ in self.samples]
+            flat = [text for texts in pieces for text in texts]
+            ids = self.tokenizer(flat, truncation=True,
+                                 max_length=self.max_length)["input_ids"] if flat else []
+            counts = iter([len(row) for row in ids])
+            self._lengths = [sum(next(counts) for _ in texts) for texts in pieces]
+        return self._lengths
 
     def collate(self, batch):
         texts, labels = zip(*batch, strict=True)

@@ -411,7 +411,14 @@ class Trainer:
 
     def _measure(self, split: str) -> dict:
         if self.processes == 1:
-            return self.task.evaluate(self.model, self.eval_loaders[split])
+            from adaptlab.engine.length_order import evaluate_in_length_order
+
+            # Text is run in batches of similar length (less padding); the task still
+            # reads its outputs in the loader's own batches
+            metrics = evaluate_in_length_order(self.task, self.model, self._plain_eval[split],
+                                               self.accelerator.device)
+            return metrics if metrics is not None else \
+                self.task.evaluate(self.model, self.eval_loaders[split])
         from adaptlab.engine.gathered_evaluation import DeviceLoader, gathered_evaluate
 
         if getattr(self.task, "evaluation_replays", True):

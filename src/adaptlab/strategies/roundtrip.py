@@ -20,8 +20,9 @@ MIXED_PRECISION_TOLERANCE = 1e-2  # of the outputs' largest magnitude: bf16 keep
 
 
 @torch.no_grad()
-def max_logit_difference(a: nn.Module, b: nn.Module, batch) -> float:
-    """Largest absolute difference between two models' outputs (tensors or tuples of them)."""
+def _outputs(a: nn.Module, b: nn.Module, batch) -> tuple[tuple, tuple]:
+    """Both models' outputs on ``batch`` (as tuples of tensors), in eval mode on ``a``'s
+    device; ``a`` keeps its training mode."""
     was_training = a.training
     a.eval()
     b.eval()
@@ -29,10 +30,18 @@ def max_logit_difference(a: nn.Module, b: nn.Module, batch) -> float:
     b.to(device)
     batch = move_to(batch, device)
     out_a, out_b = a(batch), b(batch)
-    pairs = zip(out_a, out_b, strict=True) if isinstance(out_a, tuple) else [(out_a, out_b)]
-    diff = max((x.float() - y.float()).abs().max().item() for x, y in pairs)
     a.train(was_training)
-    return diff
+    return ((out_a, out_b) if isinstance(out_a, tuple) else ((out_a,), (out_b,)))
+
+
+def _largest_difference(out_a: tuple, out_b: tuple) -> float:
+    return max((x.float() - y.float()).abs().max().item()
+               for x, y in zip(out_a, out_b, strict=True))
+
+
+def max_logit_difference(a: nn.Module, b: nn.Module, batch) -> float:
+    """Largest absolute difference between two models' outputs (tensors or tuples of them)."""
+    return _largest_difference(*_outputs(a, b, batch))
 
 
 def check_round_trip(trained: nn.Module, strategy, run_dir: Path,
@@ -49,13 +58,11 @@ def check_round_trip(trained: nn.Module, strategy, run_dir: Path,
     reloaded = strategy.apply(base, layer_map)
     strategy.load_final(reloaded, run_dir)
     with (autocast or contextlib.nullcontext)():
-        diff = max_logit_difference(trained, reloaded, batch)
+        trained_out, reloaded_out = _outputs(trained, reloaded, batch)
+    diff = _largest_difference(trained_out, reloaded_out)
     tolerance = ROUNDTRIP_TOLERANCE
-    if mixed_precision:
-        with torch.no_grad():
-            out = trained.eval()(move_to(batch, next(trained.parameters()).device))
-        scale = max((o.float().abs().max().item() for o in
-                     (out if isinstance(out, tuple) else (out,))), default=1.0)
+    if mixed_precision:  # the scale of the very outputs compared, not of a second forward
+        scale = max((o.float().abs().max().item() for o in trained_out), default=1.0)
         tolerance = MIXED_PRECISION_TOLERANCE * max(1.0, scale)
     if diff > tolerance:
         raise AdaptlabError(f"the weights saved in {run_dir} (strategy {strategy.name!r}) reload "

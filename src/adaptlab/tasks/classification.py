@@ -20,7 +20,7 @@ from torch import nn
 from adaptlab.backbones.backbone import Backbone
 from adaptlab.backbones.layer_map import LayerMap
 from adaptlab.errors import AdaptlabError
-from adaptlab.tasks.base import Task, TaskOptions, call_backbone, move_to
+from adaptlab.tasks.base import Task, TaskOptions, call_backbone
 from adaptlab.tasks.registry import register_task
 
 
@@ -177,12 +177,14 @@ class ClassificationTask(Task):
 
 @torch.no_grad()
 def extract_features(backbone: nn.Module, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backbone's features of every sample of ``loader`` and their labels, in its order
+    (text is run in batches of similar length: adaptlab.engine.length_order)."""
+    from adaptlab.engine.length_order import outputs_in_order
+
     backbone.eval()
-    feats, labels = [], []
-    for inputs, y in loader:
-        feats.append(call_backbone(backbone, move_to(inputs, device)).float().cpu())
-        labels.append(y.cpu())
-    return torch.cat(feats), torch.cat(labels)
+    feats, labels = outputs_in_order(lambda inputs: call_backbone(backbone, inputs).float(),
+                                     loader, device)
+    return torch.stack(feats), torch.stack(labels)
 
 
 def nearest_class_mean_baseline(backbone: nn.Module, loaders: dict, class_names: list[str],

@@ -87,10 +87,17 @@ class RetrievalTask(Task):
     def baselines(self, model: nn.Module, loaders: dict, source_loader, device) -> dict:
         """The untrained bi-encoder is the pre-trained encoder itself (identity head)."""
         model.to(device)
-        result = {"zeroshot_encoder": {split: self.evaluate(model, _on(loader, device))
+        result = {"zeroshot_encoder": {split: self._evaluate_on(model, loader, device)
                                        for split, loader in loaders.items()}}
         model.to("cpu")
         return result
+
+    def _evaluate_on(self, model: nn.Module, loader, device) -> dict:
+        """``evaluate`` with text in batches of similar length where the loader allows."""
+        from adaptlab.engine.length_order import evaluate_in_length_order
+
+        metrics = evaluate_in_length_order(self, model, loader, device)
+        return metrics if metrics is not None else self.evaluate(model, _on(loader, device))
 
     def headline(self, metrics: dict) -> str:
         test, base = metrics["final"]["test"], metrics["baseline"]["test"]
