@@ -243,14 +243,13 @@ def main() -> None:
                 [adaptlab, "run", DOMAIN, "--dataset", DATASET, "--strategy", STRATEGY,
                  "--epochs", str(args.epochs), "--seed", str(args.seed), "--device", "cpu",
                  "--set", f"train_samples={args.train_samples}", "--out", str(run_dir),
-                 "--quiet"], env, tmp / f"adaptlab-{index}.log")
+                 "--quiet"], env, tmp / f"adaptlab-{index}.log", run_dir)
             final = json.loads((run_dir / "metrics.json").read_text())
             rounds["adaptlab"].append({"wall": wall, "test": final["final"]["test"],
                                        "best_epoch": final["best_epoch"],
                                        "phases": adaptlab_phases(run_dir, launch, end)})
-            out.mkdir()
             launch, end, wall = timed([sys.executable, __file__, "--worker", str(tmp / "spec.json"),
-                                       str(out)], env, tmp / f"trainer-{index}.log")
+                                       str(out)], env, tmp / f"trainer-{index}.log", out)
             result = json.loads((out / "result.json").read_text())
             rounds["trainer"].append({"wall": wall, "test": result["test"], "result": result,
                                       "best_epoch": result["best_epoch"],
