@@ -15,15 +15,19 @@ the task's ``build_model``, the strategy's ``setup``) and the four kinds of ``co
   (the counting: :mod:`adaptlab.costs.fake_count`).
 
 A strategy whose trainable set changes during a run names its sets
-(``Strategy.planned_trainable_sets``); each kind is planned as its peak over them, as
-``costs.json`` keeps the peak over steps, and the total is the sum of the four peaks.
+(``Strategy.planned_trainable_sets``), in the order the run's optimizer steps first reach them
+(SlimFit: its first rotation step by step, then the set after it); each kind is planned as its
+peak over the sets the run's steps reach, as ``costs.json`` keeps the peak over the steps
+taken, and the total is the sum of the four peaks.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,7 +148,7 @@ def check_strategy_names(names: list[str]) -> None:
 
 class MemoryPlanner:
     """Plans strategies for one config's data and backbone (loaded once); the strategy, its
-    options, the batch size and the input size may change between calls.
+    options, the batch size, the input size and the epochs may change between calls.
 
     >>> planner = MemoryPlanner(RunConfig(domain="wildlife", batch_size=32))  # doctest: +SKIP
     >>> planner.plan("lora").total_bytes  # doctest: +SKIP
@@ -160,19 +164,48 @@ class MemoryPlanner:
         self.task = make_task(parts.data, self.config.class_weighting, parts.backbone,
                               self.config.forecast_loss)
         self._batches: dict[tuple, Any] = {}
+        self._loaders: dict[tuple, Any] = {}
         warm_fake_tensors()
 
     def first_batch(self, config: RunConfig):
         """The run's first training batch: the loader built as the session builds it, shuffled
         as Accelerate shuffles it for epoch 1 (text pads to each batch's longest, so which
         samples come first sets the activations' size)."""
+        key = (config.batch_size, config.image_size, config.seed)
+        if key not in self._batches:
+            self._batches = {key: next(self._epoch_batches(config, 1))}
+        return self._batches[key]
+
+    def optimizer_steps(self, config: RunConfig) -> int:
+        """Optimizer steps the run takes, counted as the engine counts its schedule's total:
+        batches per epoch over gradient accumulation (a partial group still steps), times
+        epochs."""
+        return self._steps_per_epoch(config) * config.epochs
+
+    def step_batches(self, config: RunConfig, steps: int) -> Iterator:
+        """The batch on which each of the run's first ``steps`` optimizer steps has its saved
+        activations counted (the step's first micro-batch), epoch by epoch as the run
+        reshuffles them; one at a time, as a large batch of images can be hundreds of MB."""
+        per_epoch = self._steps_per_epoch(config)
+        for epoch in range(1, -(-steps // per_epoch) + 1):
+            wanted = min(per_epoch, steps - (epoch - 1) * per_epoch) * config.grad_accum
+            for index, batch in enumerate(self._epoch_batches(config, epoch)):
+                if index % config.grad_accum == 0:
+                    yield batch
+                if index + 1 >= wanted:
+                    break
+
+    def _steps_per_epoch(self, config: RunConfig) -> int:
+        return -(-len(self._loader(config)) // config.grad_accum)
+
+    def _loader(self, config: RunConfig):
         from accelerate.data_loader import prepare_data_loader
         from torch.utils.data import DataLoader
 
         from adaptlab.data.torch_datasets import make_torch_dataset
 
         key = (config.batch_size, config.image_size, config.seed)
-        if key not in self._batches:
+        if key not in self._loaders:
             dataset = make_torch_dataset(self.data, "train", self.backbone, True,
                                          {"image_size": config.image_size, "seed": config.seed})
             loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
@@ -183,11 +216,16 @@ class MemoryPlanner:
             loader = prepare_data_loader(loader, num_processes=1, process_index=0,
                                          put_on_device=False, use_seedable_sampler=True,
                                          data_seed=config.seed)
-            for target in (loader, getattr(loader, "dataset", None)):
-                if hasattr(target, "set_epoch"):
-                    target.set_epoch(1)
-            self._batches = {key: next(iter(loader))}
-        return self._batches[key]
+            self._loaders = {key: loader}
+        return self._loaders[key]
+
+    def _epoch_batches(self, config: RunConfig, epoch: int):
+        """The run's training batches of ``epoch`` (counted from 1, as the engine counts)."""
+        loader = self._loader(config)
+        for target in (loader, getattr(loader, "dataset", None)):
+            if hasattr(target, "set_epoch"):
+                target.set_epoch(epoch)
+        return iter(loader)
 
     def _fresh_model(self, strategy, seed: int):
         """A task model from an untouched copy of the backbone (a strategy's apply changes the
@@ -205,8 +243,8 @@ class MemoryPlanner:
 
     def plan(self, name: str, options: dict[str, Any] | None = None,
              config: RunConfig | None = None) -> StrategyPlan:
-        """Plan strategy ``name`` with ``options`` at ``config``'s batch and input size
-        (default: the config this planner was built with)."""
+        """Plan strategy ``name`` with ``options`` at ``config``'s batch, input size and run
+        length (default: the config this planner was built with)."""
         from adaptlab.strategies.registry import get_strategy_class
 
         started = time.perf_counter()
@@ -214,11 +252,25 @@ class MemoryPlanner:
         check_strategy_names([name])
         strategy = get_strategy_class(name).from_options(options or {})
         model, layer_map = self._fresh_model(strategy, config.seed)
-        sets = strategy.planned_trainable_sets(model, layer_map) or [
-            [n for n, p in model.named_parameters() if p.requires_grad]]
-        batch = self.first_batch(config)
+        sets = strategy.planned_trainable_sets(model, layer_map)
+        if sets:
+            # A run shorter than the list never trains its later sets, and costs.json's peak
+            # is over the steps taken: SlimFit's sets are its rotation's groups, one a step,
+            # and on the code demo at 256 samples and batch 32 (8 steps) the ninth group,
+            # the one holding the word embeddings for some seeds (their gradient and moments,
+            # 140 MB), put the plan at 1.39 of what the run measured.
+            sets = sets[:self.optimizer_steps(config)]
+            # The meter counts a changed set's activations on the batch of the step it first
+            # trains in, and padded text batches differ in length: each set is counted on its
+            # own step's batch (the last, the set after SlimFit's rotation, on the batch of
+            # the step it starts at), not all on the first (a 3-step run of the tests' code
+            # files was planned 1.35 times its activations that way).
+            batches = functools.partial(self.step_batches, config, len(sets))
+        else:
+            sets = [[n for n, p in model.named_parameters() if p.requires_grad]]
+            batches = functools.partial(iter, [self.first_batch(config)])
         device, precision = planned_device(config)
-        counts, forward = self._count_sets(model, strategy, sets, batch, device, precision)
+        counts, forward = self._count_sets(model, strategy, sets, batches, device, precision)
         params = list({id(p): p for p in model.parameters()}.values())
         memory = {"parameters": sum(tensor_bytes(p) for p in params),
                   **{kind: max(getattr(c, kind) for c in counts)
@@ -229,18 +281,20 @@ class MemoryPlanner:
                             planned_sets=len(sets), forward=forward,
                             seconds=time.perf_counter() - started)
 
-    def _count_sets(self, model, strategy, sets, batch, device, precision):
+    def _count_sets(self, model, strategy, sets, batches: Callable[[], Iterator], device,
+                    precision):
+        """Each set counted on its batch: ``batches()`` yields them in the sets' order."""
         from torch._subclasses.fake_tensor import FakeTensorMode
 
         # Real tensors outside the model (a task's class weights) join as fake ones.
         mode = FakeTensorMode(allow_non_fake_inputs=True)
         try:
             with FakeModel(model, mode, device):
-                with mode:
-                    fake_batch = tree_map(lambda t: mode.from_tensor(t).to(device)
-                                          if torch.is_tensor(t) else t, batch)
                 counts = []
-                for names in sets:
+                for names, batch in zip(sets, batches(), strict=True):
+                    with mode:
+                        fake_batch = tree_map(lambda t: mode.from_tensor(t).to(device)
+                                              if torch.is_tensor(t) else t, batch)
                     set_trainable(model, set(names))
                     with mode:
                         counts.append(count_set(model, self.task, strategy, fake_batch,
@@ -253,7 +307,7 @@ class MemoryPlanner:
         # cannot run on fake tensors: one real forward of the batch on the CPU instead (real
         # time and memory, the same counts on the CPU; autocast left out there).
         counts = []
-        for names in sets:
+        for names, batch in zip(sets, batches(), strict=True):
             set_trainable(model, set(names))
             counts.append(count_set(model, self.task, strategy, batch, "cpu", "no"))
         return counts, "real"

@@ -187,8 +187,9 @@ class Strategy:
         """Parameter-name sets whose training cost bounds this strategy's steps, for the
         memory planner (:mod:`adaptlab.costs.planner`), called after :meth:`setup`; None
         means: the set after setup. A strategy whose trainable set changes during the run
-        returns the sets its steps can have (or the largest ones), so the planner's peak over
-        them is the run's peak."""
+        returns the sets its steps can have (or the largest ones), in the order the run's steps
+        reach them: the planner keeps only the sets a run of its length reaches, so its peak
+        over them is that run's peak."""
         return None
 
     def train_mode(self, model: nn.Module) -> None:

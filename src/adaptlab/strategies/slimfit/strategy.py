@@ -96,8 +96,9 @@ class SlimFit(Strategy):
         """The sets the first rotation trains, each with the head: the initial scores are
         random and far above any real relative change, so step 1 trains the highest-scoring
         units, step 2 (their scores now real and small) the next ones, and so on until every
-        unit has trained once; the last, partial group is topped up, here with the largest
-        units (its real top-up depends on the data). Every unit trains in that rotation,
+        unit has trained once; the last, partial group is topped up with trained units, those
+        whose real scores the rule below ranks highest (the largest units instead put a Fracast
+        classifier's gradients at 1.42 of a run's). Every unit trains in that rotation,
         with a random set of others: its peak (where the lowest unit trains, activations are
         kept from there up; where the word embeddings train, their gradient and moments) is
         the run's, as far as the schedule is predictable before training. Called after
@@ -107,21 +108,21 @@ class SlimFit(Strategy):
         units = self.units
         trained = len(units) - frozen_count(self.config.freeze_ratio, len(units))
         order = torch.sort(self.first_scores, descending=True, stable=True).indices.tolist()
-        largest = sorted(range(len(units)), key=lambda i: units[i].numel, reverse=True)
+        # Once real, the scores rank by relative change: AdamW moves every weight by about the
+        # learning rate per step whatever its size, so a unit's is about lr * mean(1 / |w|)
+        # and the units of smallest weights rank first.
+        params = dict(model.named_parameters())
+        ranked = sorted(range(len(units)), reverse=True,
+                        key=lambda i: _inverse_magnitude(params[units[i].params[0]]))
         head = [name for name, _ in parameters_under(model, [layer_map.head])] \
             if layer_map.head else []
         sets = []
         for start in range(0, len(order), max(trained, 1)):
             group = order[start:start + trained]
-            group += [i for i in largest if i not in group][:trained - len(group)]
+            group += [i for i in ranked if i not in group][:trained - len(group)]
             sets.append(head + [name for i in group for name in units[i].params])
-        # After the rotation the scores are real: AdamW moves every weight by about the
-        # learning rate per step whatever its size, so a unit's relative change is about
-        # lr * mean(1 / |w|) and the units of smallest weights keep training. That set too.
-        params = dict(model.named_parameters())
-        steady = sorted(range(len(units)), reverse=True,
-                        key=lambda i: _inverse_magnitude(params[units[i].params[0]]))[:trained]
-        sets.append(head + [name for i in steady for name in units[i].params])
+        # After the rotation those units keep training. That set too.
+        sets.append(head + [name for i in ranked[:trained] for name in units[i].params])
         return sets
 
     def callbacks(self) -> list:
