@@ -246,12 +246,15 @@ def test_every_strategy_is_planned_and_kinds_differ_where_strategies_do(measured
     from adaptlab.strategies.registry import strategy_names
 
     plan = measured.plan(configuration)
-    planned = {p.strategy: p for p in plan.plans}
-    assert set(planned) | {s["strategy"] for s in plan.skipped} == set(strategy_names())
-    assert not [s for s in plan.skipped if s["reason"].startswith("failed")], plan.skipped
+    # Strategies another test module registered for its own checks (test_lifecycle's
+    # "test-swap-blocks" needs two blocks; Fracast has one) are not shipped: left out here.
+    planned = {p.strategy: p for p in plan.plans if not p.strategy.startswith("test-")}
+    skipped = [s for s in plan.skipped if not s["strategy"].startswith("test-")]
+    shipped = {name for name in strategy_names() if not name.startswith("test-")}
+    assert set(planned) | {s["strategy"] for s in skipped} == shipped
+    assert not [s for s in skipped if s["reason"].startswith("failed")], skipped
     # A strategy that does not apply says so by name (the refusal a run would make).
-    assert all(s["reason"].startswith(f"strategy '{s['strategy']}'") for s in plan.skipped), \
-        plan.skipped
+    assert all(s["reason"].startswith(f"strategy '{s['strategy']}'") for s in skipped), skipped
     assert {"full", "head", "lora"} <= set(planned)
     # Parameters are the model's, whatever trains; head-only trains the fewest, full the most.
     full, head = planned["full"], planned["head"]
