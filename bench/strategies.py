@@ -105,7 +105,7 @@ def every_applicable(domain, dataset) -> dict[str, dict]:
 
 def main() -> None:
     from adaptlab.plugins.registry import get_domain
-    from adaptlab.run import config_for, run
+    from adaptlab.run import config_for
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--domain", default="wildlife",
@@ -120,6 +120,12 @@ def main() -> None:
                         help="every strategy that applies to the backbone, at its defaults")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--train-samples", type=int, default=None)
+    parser.add_argument("--results", default=None,
+                        help="a folder keeping each run's outcome: runs found there are not "
+                             "repeated, so an interrupted bench goes on where it stopped and "
+                             "two processes (disjoint --strategies) can share the work")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print the section without writing BENCHMARKS.md")
     args = parser.parse_args()
     domain = get_domain(args.domain)
     dataset = domain.dataset(args.dataset or domain.default_dataset)
@@ -128,38 +134,59 @@ def main() -> None:
     limits = {k: v for k, v in (("epochs", args.epochs),
                                  ("train_samples", args.train_samples)) if v is not None}
 
-    rows, baselines, means, rates = [], {}, {}, {}
-    method = ""
+    results = Path(args.results) if args.results else None
+    rows, baselines, means, rates, failed = [], {}, {}, {}, {}
+    method, last = "", None
     with tempfile.TemporaryDirectory() as tmp:
-        source = _source_run(args.domain, dataset, args.device, Path(tmp)) \
-            if args.domain in FROM_SOURCE and dataset.source_dataset else None
+        sources: list[str] = []  # trained on first need: every run may be kept in results
+
+        def source() -> str | None:
+            if args.domain not in FROM_SOURCE or not dataset.source_dataset:
+                return None
+            if not sources:
+                sources.append(_source_run(args.domain, dataset, args.device, Path(tmp)))
+            return sources[0]
+
         for name, settings in table.items():
             if args.strategies and name not in args.strategies:
                 continue
             accs, f1s, seconds, costs = [], [], [], None
             for seed in args.seeds:
-                config = config_for(args.domain, dataset=dataset.name, strategy=name, seed=seed,
-                                    device=args.device,
-                                    lr=settings["lr"],
-                                    strategy_options=settings["strategy_options"],
-                                    init_from=source, **limits,
-                                    out=str(Path(tmp) / f"{name}-{seed}"))
-                result = run(config, progress=False)
-                test = result.metrics["final"]["test"]
-                first, second, _ = METRICS[result.metrics["task"]]
+                def configure(init_from, name=name, settings=settings, seed=seed):
+                    return config_for(args.domain, dataset=dataset.name, strategy=name,
+                                      seed=seed, device=args.device, lr=settings["lr"],
+                                      strategy_options=settings["strategy_options"],
+                                      init_from=init_from, **limits,
+                                      out=str(Path(tmp) / f"{name}-{seed}"))
+
+                config = configure(None)
+                outcome = _outcome(config, lambda: configure(source()), results,
+                                   args.domain, dataset.name, name, seed)
+                if "error" in outcome:
+                    failed[name] = outcome["error"]
+                    print(f"{name} seed {seed}: {outcome['error']}", flush=True)
+                    break
+                last = outcome
+                test = outcome["metrics"]["final"]["test"]
+                first, second, _ = METRICS[outcome["metrics"]["task"]]
                 accs.append(test[first])
                 f1s.append(test[second])
-                seconds.append(result.costs["seconds_per_epoch"])
-                rates[name] = json.loads((result.run_dir / "config.json").read_text())["lr"]
-                costs = result.costs
-                method = result.metrics["baseline_method"]
+                seconds.append(outcome["costs"]["seconds_per_epoch"])
+                rates[name] = outcome["lr"]
+                costs = outcome["costs"]
+                method = outcome["metrics"]["baseline_method"]
                 if not baselines:
-                    baselines.update({key: [] for key in ("baseline", *result.metrics["reference"])})
+                    baselines.update({key: [] for key in ("baseline",
+                                                          *outcome["metrics"]["reference"])})
                 if len(baselines["baseline"]) < len(args.seeds):
-                    baselines["baseline"].append(result.metrics["baseline"]["test"][first])
-                    for ref, value in result.metrics["reference"].items():
+                    baselines["baseline"].append(outcome["metrics"]["baseline"]["test"][first])
+                    for ref, value in outcome["metrics"]["reference"].items():
                         baselines[ref].append(value["test"][first])
                 print(f"{name} seed {seed}: test {first} {test[first]:.3f}", flush=True)
+            if name in failed:
+                rows.append(f"| {name} | failed: {failed[name]} |" + " |" * (9 if args.every
+                                                                              else 8))
+                continue
             memory = costs["memory_bytes"]
             means[name] = statistics.mean(accs)
             rows.append(
@@ -170,8 +197,10 @@ def main() -> None:
                 f"{mib(memory['peak_cuda'])} | {statistics.median(seconds):.2f} | "
                 f"{statistics.mean(accs):.3f} ± {statistics.pstdev(accs):.3f} | "
                 f"{statistics.mean(f1s):.3f} |")
+    if last is None:
+        raise SystemExit(f"no strategy ran: {failed}")
 
-    first, second, lower = METRICS[result.metrics["task"]]
+    first, second, lower = METRICS[last["metrics"]["task"]]
 
     def mean(values):
         return f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
@@ -183,7 +212,8 @@ def main() -> None:
             f"{config.image_size or 'native'}, training samples {config.train_samples or 'all'}, "
             f"seeds {args.seeds}; "
             + (f"every strategy starts from one source run (`{dataset.source_dataset}`, "
-               "`full`, seed 0); " if source else "")
+               "`full`, seed 0); " if args.domain in FROM_SOURCE and dataset.source_dataset
+               else "")
             + f"{first} is mean ± sd over seeds on the held-out test split "
             f"({'lower' if lower else 'higher'} is better). Memory in MiB: activations are the "
             f"bytes autograd saved for one batch of {config.batch_size}.\n\n"
@@ -202,7 +232,46 @@ def main() -> None:
     kind = "every-strategy" if args.every else "strategies"
     if args.every:
         body = body.replace("## Strategies on", "## Every strategy at its defaults on", 1)
-    write_section(f"{kind}-{args.domain}{suffix}-{args.device}", body)
+    print(body)
+    if not args.no_write:
+        write_section(f"{kind}-{args.domain}{suffix}-{args.device}", body)
+
+
+def _outcome(config, configure, results: Path | None, domain: str, dataset: str, name: str,
+             seed: int) -> dict:
+    """One run's metrics, costs and learning rate: read back from ``results`` where an earlier
+    bench kept them for the same settings (``config``), else trained from ``configure()``
+    (and kept; it adds the source run, trained only when a run needs it). A strategy the engine
+    refuses or that fails is an outcome too (its message), so one failure does not throw
+    away an hour of other runs."""
+    from adaptlab.errors import AdaptlabError
+    from adaptlab.run import run
+
+    key = {"domain": domain, "dataset": dataset, "strategy": name, "seed": seed,
+           "epochs": config.epochs, "train_samples": config.train_samples,
+           "lr": config.lr, "options": config.strategy_options, "device": config.device}
+    path = None
+    if results is not None:
+        results.mkdir(parents=True, exist_ok=True)
+        path = results / f"{domain}-{dataset}-{name}-{seed}.json"
+        if path.exists():
+            kept = json.loads(path.read_text())
+            if kept["key"] == json.loads(json.dumps(key)):
+                return kept
+    try:
+        result = run(configure(), progress=False)
+    except AdaptlabError as error:
+        outcome = {"key": key, "error": str(error).splitlines()[0]}
+    except Exception as error:  # a crash is reported in the table, with its type
+        outcome = {"key": key, "error": f"{type(error).__name__}: {error}".splitlines()[0]}
+    else:
+        config_json = json.loads((result.run_dir / "config.json").read_text())
+        outcome = {"key": key, "metrics": result.metrics, "costs": result.costs,
+                   "lr": config_json["lr"], "epochs": config_json["epochs"],
+                   "batch_size": config_json["batch_size"]}
+    if path is not None:
+        path.write_text(json.dumps(outcome))
+    return outcome
 
 
 def floor(means: dict[str, float], lower: bool) -> str:
