@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import platform
 import re
 from datetime import date
@@ -21,13 +23,20 @@ def machine() -> str:
 
 
 def write_section(name: str, body: str) -> None:
-    text = BENCHMARKS.read_text() if BENCHMARKS.is_file() else HEADER
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else \
-        text.rstrip() + "\n\n" + block + "\n"
-    BENCHMARKS.write_text(text)
+    # Benchmarks often run side by side on the two halves of a machine: the lock keeps one
+    # bench's read-modify-write from dropping the section another wrote in between, and the
+    # rename keeps a reader from ever seeing half a file.
+    with open(BENCHMARKS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = BENCHMARKS.read_text() if BENCHMARKS.is_file() else HEADER
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        block = f"{start}\n{body.rstrip()}\n{end}"
+        pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+        text = pattern.sub(lambda _: block, text) if pattern.search(text) else \
+            text.rstrip() + "\n\n" + block + "\n"
+        partial = BENCHMARKS.with_suffix(".md.partial")
+        partial.write_text(text)
+        os.replace(partial, BENCHMARKS)
 
 
 def held_out_metric(runs: list[dict], name: str) -> str:
