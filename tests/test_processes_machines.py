@@ -230,6 +230,23 @@ def test_resume_needs_the_run_on_every_machine(reference, tmp_path):
     assert [p.name for p in (root / "machine0" / "run").iterdir()] == ["config.json"]
 
 
+def test_an_error_one_machine_meets_alone_is_printed_there(reference, tmp_path):
+    """Data missing on machine 1 only: its process says what failed and where, instead of
+    leaving the launcher's exit status as the only trace; the main process, which met no
+    error, does not claim it."""
+    data, _ = reference
+    root = tmp_path / "machines"
+    shutil.copytree(data, root / "machine0" / "photos")
+    commands, _ = _machines(["-m", "adaptlab.cli", *_args(Path("photos"), root / "run")], root)
+    first, second = _together(commands, QUICK_TIMEOUT)
+    assert second.returncode != 0
+    errors = [line for line in second.stderr.splitlines() if line.startswith("adaptlab: error")]
+    assert len(errors) == 1, second.stderr[-3000:]
+    assert errors[0].startswith(f"adaptlab: error in process 1 on {socket.gethostname()}: ")
+    assert "photos" in errors[0]
+    assert "adaptlab: error" not in first.stderr
+
+
 def _accelerate(options: list[str], args: list[str], cwd: Path, env: dict | None = None,
                 timeout: int = TRAIN_TIMEOUT) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "accelerate.commands.launch", *options,

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from adaptlab.errors import AdaptlabError
+from adaptlab.errors import AdaptlabError, CollectiveError
 
 # Commands that live beside what they run: each module holds ``HELP``, ``add_arguments(parser)``
 # and ``main(args) -> int``, and imports nothing heavy at module level (``--help`` stays fast).
@@ -446,14 +446,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except AdaptlabError as exc:
-        from adaptlab.engine.distributed import is_main
+        from adaptlab.engine import distributed
 
-        if is_main():  # every process meets the same error; one says it
+        if distributed.is_main():
             if args.debug:
                 import traceback
 
                 traceback.print_exc()
             print(f"adaptlab: error: {exc}", file=sys.stderr)
+        elif not isinstance(exc, CollectiveError):
+            # An error met here alone (data missing on this machine) would otherwise end the
+            # run with nothing but an exit status in the launcher's log. A check every process
+            # made together is reported once, by the main process.
+            import socket
+
+            print(f"adaptlab: error in process {distributed.rank()} on "
+                  f"{socket.gethostname()}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("adaptlab: interrupted; resume with --resume", file=sys.stderr)

@@ -5,6 +5,11 @@ class AdaptlabError(Exception):
     """Bad input or configuration; the message names the path, key or value at fault."""
 
 
+class CollectiveError(AdaptlabError):
+    """Raised alike on every process of a run, by a check they make together or one each makes
+    on the same settings; the main process reports it for all of them."""
+
+
 class PluginError(AdaptlabError):
     """A domain plugin could not be loaded or its metadata is invalid."""
 

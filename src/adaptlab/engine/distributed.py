@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from adaptlab.errors import AdaptlabError
+from adaptlab.errors import AdaptlabError, CollectiveError
 
 # What MPI launchers (Open MPI, Intel MPI, MVAPICH) call the process count, as Accelerate reads it.
 MPI_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -128,8 +128,8 @@ def check_together(check: Callable[[], None], everyone: bool) -> None:
               in gather_objects((rank(), socket.gethostname(), error)) if message]
     if failed:
         number, host, message = failed[0]
-        raise AdaptlabError(message if number == 0 else
-                            f"{message} (in process {number}, on {host})")
+        raise CollectiveError(message if number == 0 else
+                              f"{message} (in process {number}, on {host})")
 
 
 def check_shared_folder(folder: Path) -> None:
@@ -162,15 +162,16 @@ def check_shared_folder(folder: Path) -> None:
             folder.rmdir()
     if blind:
         number, host = blind[0]
-        raise AdaptlabError(f"--out {folder}: process {number} on {host} cannot see the files "
-                            "process 0 writes there; with several machines the run folder "
-                            "must be on a filesystem they all share")
+        raise CollectiveError(f"--out {folder}: process {number} on {host} cannot see the "
+                              "files process 0 writes there; with several machines the run "
+                              "folder must be on a filesystem they all share")
 
 
 def check_batch(batch_size: int, processes: int) -> None:
     if processes > 1 and batch_size % processes:
-        raise AdaptlabError(f"batch_size={batch_size} is the global batch and must divide "
-                            f"evenly over {processes} processes; use a multiple of {processes}")
+        raise CollectiveError(f"batch_size={batch_size} is the global batch and must divide "
+                              f"evenly over {processes} processes; use a multiple of "
+                              f"{processes}")
 
 
 def gather_objects(value) -> list:
@@ -247,6 +248,6 @@ def check_replicas_agree(model: torch.nn.Module, epoch: int) -> None:
     torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
     highest, lowest = float(tensor[0]), -float(tensor[1])
     if highest != lowest:
-        raise AdaptlabError(f"after epoch {epoch} the {world_size()} processes hold different "
-                            f"weights (parameter checksums {lowest!r} to {highest!r}): a "
-                            "strategy changed what trains without synchronising gradients")
+        raise CollectiveError(f"after epoch {epoch} the {world_size()} processes hold different "
+                              f"weights (parameter checksums {lowest!r} to {highest!r}): a "
+                              "strategy changed what trains without synchronising gradients")
