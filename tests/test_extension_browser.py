@@ -76,6 +76,11 @@ def test_launcher_card_notebook_run_panel_and_report(tmp_path):
         row = panel.locator(".jp-adaptlab-Run").first
         row.wait_for(timeout=30_000)
         row_text = " ".join(row.inner_text().split())
+        options_line = row.locator(".jp-adaptlab-Run-options")
+        options_title = options_line.get_attribute("title")
+        options_box = options_line.evaluate(
+            "n => [n.clientHeight, parseFloat(getComputedStyle(n).lineHeight) || "
+            "parseFloat(getComputedStyle(n).fontSize) * 1.6, n.scrollWidth, n.clientWidth]")
         row.locator(".jp-adaptlab-Run-report").click()
         tab = page.locator(".lm-TabBar-tab.lm-mod-current", has_text="Report:")
         tab.first.wait_for(timeout=30_000)
@@ -126,5 +131,13 @@ def test_launcher_card_notebook_run_panel_and_report(tmp_path):
     assert "wildlife-head" in row_text and "finished" in row_text
     assert f"{metrics['monitor']} {metrics['final']['test'][metrics['monitor']]:.3f}" in row_text
     assert "trainable" in row_text and "MiB" in row_text
+    # every option the run recorded is in the options line's tooltip, one per line, and the
+    # line itself stays one line high however many there are
+    recorded = json.loads(next((root / "runs").glob("*/config.json")).read_text())
+    assert len(recorded["strategy_options"]) >= 5
+    assert sorted(line.split("=")[0] for line in options_title.split("\n")) \
+        == sorted(recorded["strategy_options"]), options_title
+    height, line_height, full_width, shown_width = options_box
+    assert height < 1.5 * line_height and full_width > shown_width, options_box
     assert "report" in report_title.lower() and report_images >= 2
     assert _luminance(light) > 0.8 and _luminance(dark) < 0.3 < _luminance(dark_text, opaque=False)

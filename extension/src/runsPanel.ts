@@ -140,16 +140,17 @@ export class RunsPanel extends Widget {
       row.appendChild(element('div', 'jp-adaptlab-Run-detail', run.error));
       return row;
     }
-    const options = Object.entries(run.strategy_options || {})
-      .map(([key, value]) => `${key}=${value}`)
-      .join(', ');
-    row.appendChild(
-      element(
-        'div',
-        'jp-adaptlab-Run-detail',
-        `${run.domain} · ${run.strategy}${options ? ` (${options})` : ''}`
-      )
+    row.appendChild(element('div', 'jp-adaptlab-Run-detail', `${run.domain} · ${run.strategy}`));
+    // A run records every option of its strategy, defaults included: a dozen or more. One
+    // line, cut with an ellipsis, keeps the list of runs scannable; hovering shows them all.
+    const options = Object.entries(run.strategy_options || {}).map(
+      ([key, value]) => `${key}=${value}`
     );
+    if (options.length) {
+      const line = element('div', 'jp-adaptlab-Run-options', options.join(', '));
+      line.title = options.join('\n');
+      row.appendChild(line);
+    }
     if (run.metric !== null && run.metric !== undefined) {
       const baseline =
         run.baseline_metric !== null && run.baseline_metric !== undefined
