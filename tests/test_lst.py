@@ -184,10 +184,93 @@ def test_refusals_name_the_option_and_the_backbone(tmp_path):
         for i in range(3):
             np.savetxt(clouds / name / f"{i}.xyz", rng.normal(size=(300, 3)), fmt="%.4f")
     with pytest.raises(AdaptlabError, match=r"backbone DGCNN .*families that work: hf-encoder, "
-                                            r"timm-vit, point-transformer, timm-cnn$"):
+                                            r"timm-vit, point-transformer, timm-cnn, fracast$"):
         run(RunConfig(domain="pointcloud", data=str(clouds), backbone="dgcnn", strategy="lst",
                       out=str(out), device="cpu"), progress=False)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("builder", ["fracast", "fracast_features"])
+def test_fracast_ladder_starts_as_the_frozen_model_and_saves_nothing_of_it(builder):
+    """Fracast's ladder (one rung per call of its shared block): before training the task
+    model's output equals the frozen model's exactly (the side's correction starts at zero),
+    the backbone saves nothing for backward, only the side network and head get gradients,
+    and every side stage is the backbone's block at the same channels as the side's norm."""
+    from adaptlab.backbones import fracast
+    from adaptlab.tasks.classification import ClassificationModel
+    from adaptlab.tasks.forecasting import ForecastModel
+
+    backbone = getattr(fracast, builder)()
+    core = backbone.module.core
+    torch.manual_seed(0)
+    context, observed = torch.rand(3, core.W), torch.ones(3, core.W, dtype=torch.bool)
+    observed[0, :700] = False
+
+    def task_model():
+        if builder == "fracast":
+            return ForecastModel(copy.deepcopy(backbone.module),
+                                 copy.deepcopy(backbone.pretrained_head), 12)
+        return ClassificationModel(copy.deepcopy(backbone.module),
+                                   nn.Linear(backbone.num_features, 3))
+
+    plain = task_model()
+    batch = {"context": context, "observed": observed}
+    chosen = get_strategy_class("lst").from_options({})
+    layer_map = backbone.layer_map.prefixed("backbone")
+    layer_map.head = "task_head"
+    model = task_model()
+    model.task_head.load_state_dict(plain.task_head.state_dict())
+    chosen.check(layer_map)
+    model = chosen.setup(model, layer_map)
+    model.train()
+    chosen.train_mode(model)
+    frozen = model.backbone.frozen
+
+    inside, saved_inside = [], []
+
+    def enter(module, _args) -> None:
+        inside.append(module)
+
+    def leave(_module, _args, _output) -> None:  # None: the output stays as it is
+        inside.pop()
+
+    handles = [m.register_forward_pre_hook(enter) for m in frozen.modules()]
+    handles += [m.register_forward_hook(leave) for m in frozen.modules()]
+
+    def pack(tensor):
+        if inside:
+            saved_inside.append(tuple(tensor.shape))
+        return tensor
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    with torch.no_grad():
+        expected = plain(batch)
+    assert torch.equal(out, expected)
+    assert saved_inside == []
+    out.float().square().mean().backward()
+    assert all(p.grad is None for p in frozen.parameters())
+    side = model.backbone.side
+    assert all(p.grad is not None for p in side.parameters())
+    assert all(p.grad is not None for p in model.task_head.parameters())
+    assert len(side.blocks) == len(core.dilations()) == 10
+
+    # The side's channels, read off its final norm, are 1/8 of the backbone's ...
+    units = torch.tensor([int(torch.nonzero(core.norm.weight == w)[0]) for w in side.norm.weight])
+    assert len(units) == core.d // 8 and len(set(units.tolist())) == len(units)
+    # ... and every stage holds the backbone's block and FiLM weights at those channels.
+    for stage, dilation in zip(side.blocks, core.dilations(), strict=True):
+        assert stage.dilation == dilation
+        block = core.block
+        assert torch.equal(stage.block.pw.weight, block.pw.weight[units][:, units])
+        assert torch.equal(stage.block.dw_weight, block.dw_weight[units])
+        assert torch.equal(stage.block.norm1.weight, block.norm1.weight[units])
+        gamma_beta = torch.cat([units, core.d + units])
+        assert torch.equal(stage.scale.to_gb.weight, core.scale.to_gb.weight[gamma_beta])
 
 
 # -- one trained run (efficientnet_lite0, images), shared by the tests below -------------------

@@ -32,20 +32,29 @@ class FracastEncoder(nn.Module):
         mask = observed.unsqueeze(1)
         return self.core(context.unsqueeze(1), mask, mask.to(context.dtype))
 
+    def pooled(self, hidden: torch.Tensor, context: torch.Tensor, observed: torch.Tensor,
+               **_: torch.Tensor) -> torch.Tensor:
+        """What the forecaster hands its head: the per-step states themselves (a side
+        network that corrects them pools them the same way: ``strategies.lst.series``)."""
+        return hidden
+
     def forward(self, context: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(context, observed)
+        return self.pooled(self.forward_features(context, observed), context, observed)
 
 
 class PooledFracastEncoder(FracastEncoder):
     """Series features for classification: the mean of the hidden states over the observed
     steps, joined with the last step's state (the summary Fracast's own head starts from)."""
 
-    def forward(self, context: torch.Tensor, observed: torch.Tensor, **_: torch.Tensor
-                ) -> torch.Tensor:
-        hidden = self.forward_features(context, observed)
+    def pooled(self, hidden: torch.Tensor, context: torch.Tensor, observed: torch.Tensor,
+               **_: torch.Tensor) -> torch.Tensor:
         weights = observed.unsqueeze(-1).to(hidden.dtype)
         mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         return torch.cat([mean, hidden[:, -1]], dim=-1)
+
+    def forward(self, context: torch.Tensor, observed: torch.Tensor, **_: torch.Tensor
+                ) -> torch.Tensor:
+        return self.pooled(self.forward_features(context, observed), context, observed)
 
 
 class FracastHead(nn.Module):

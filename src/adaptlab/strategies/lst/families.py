@@ -30,7 +30,7 @@ from adaptlab.strategies.lst.side_blocks import (
 )
 
 # Pooling rules of the side output (:func:`adaptlab.strategies.lst.ladder.pool`).
-POOLS = ("mask_mean", "cls", "token_mean", "max_mean", "map_mean")
+POOLS = ("mask_mean", "cls", "token_mean", "max_mean", "map_mean", "series")
 
 
 @dataclass
@@ -38,7 +38,9 @@ class SideDesign:
     """``blocks[i]`` shadows backbone block ``i``; ``tap_widths[0]`` is the width of block 0's
     input (the embeddings' output), ``tap_widths[i + 1]`` that of block ``i``'s output, and
     ``side_widths`` the side stream's width at the same points. ``layout``: ``tokens`` (the
-    last axis holds the units) or ``map`` (``[B, C, h, w]``)."""
+    last axis holds the units), ``map`` (``[B, C, h, w]``) or ``series`` (per-step states
+    ``[B, W, D]`` added to the backbone's own final states, then pooled as the backbone pools
+    them: :mod:`.series`)."""
 
     blocks: list[nn.Module]
     tap_widths: list[int]
@@ -49,6 +51,9 @@ class SideDesign:
     layout: str = "tokens"
     prefix_tokens: int = 0
     mask_input: str | None = None  # the keyword argument holding a token padding mask
+    # Modules (names relative to the backbone) whose calls, in order, are the rungs, where
+    # they are not the layer map's blocks (a block shared across stages runs once per stage).
+    rungs: list[str] | None = None
 
 
 SideFamily = Callable[[nn.Module, list[nn.Module], int], "SideDesign | None"]

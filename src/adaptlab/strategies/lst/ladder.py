@@ -5,7 +5,8 @@ Per backbone block ``i``: ``side = g_i * side_block_i(side) + (1 - g_i) * down_{
 with ``g_i = sigmoid(alpha_i / T)``, ``alpha_i`` trainable from 0 and ``T = 0.1``; the side
 starts from ``down_0`` of block 0's input (the embeddings' output). Its last state is pooled as
 the backbone pools and up-projected to the backbone's feature size, so the task head reads it
-as it would read the backbone's pooled features.
+as it would read the backbone's pooled features. A backbone whose heads read per-step states
+(Fracast, :mod:`.series`) gets the side's per-step correction added to its own final states.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class SideNetwork(nn.Module):
                 nn.Conv2d(tap, side, 1) if design.layout == "map" else nn.Linear(tap, side)
                 for tap, side in zip(design.tap_widths, design.side_widths, strict=True))
             self.up = nn.Linear(pooled, design.num_features)
+        if design.pool == "series":  # a correction to the backbone's states, from zero
+            nn.init.zeros_(self.up.weight)
+            nn.init.zeros_(self.up.bias)
 
     def gates(self) -> torch.Tensor:
         """``g_i = sigmoid(alpha_i / T)``: the share of the side's own state at block ``i``."""
@@ -68,13 +72,16 @@ class SideNetwork(nn.Module):
 
     def forward(self, taps: list[torch.Tensor], keep: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        """``taps``: block 0's input, then every block's output; returns pooled features."""
+        """``taps``: block 0's input, then every block's output; returns pooled features
+        (per-step ones for the ``series`` layout)."""
         gates = self.gates()
         side = self.down[0](taps[0])
         for index, block in enumerate(self.blocks):
             side = block(side, keep) if self.takes_mask else block(side)
             side = gates[index] * side + (1 - gates[index]) * self.down[index + 1](
                 taps[index + 1])
+        if self.pool_rule == "series":
+            return self.up(self.norm(side))
         return self.up(pool(self.norm(side), self.pool_rule, keep, self.prefix_tokens))
 
 
@@ -88,13 +95,14 @@ class LadderBackbone(nn.Module):
     the output with respect to the input, through the backbone."""
 
     def __init__(self, frozen: nn.Module, block_map: LayerMap, side: SideNetwork,
-                 mask_input: str | None) -> None:
+                 mask_input: str | None, rungs: list[str] | None = None) -> None:
         super().__init__()
         self.frozen = frozen
         self.side = side
         # The backbone's own map (names relative to ``frozen``): plain data, not state.
         self.block_map = block_map
         self.mask_input = mask_input
+        self.rungs = rungs  # SideDesign.rungs
 
     def train(self, mode: bool = True) -> LadderBackbone:
         """The backbone stays in eval mode: frozen, its dropout off and its BatchNorm
@@ -103,8 +111,10 @@ class LadderBackbone(nn.Module):
         self.frozen.eval()
         return self
 
-    def taps(self, *args: Any, **kwargs: Any) -> list[torch.Tensor]:
-        """Block 0's input (a pre-hook on it) and every block's output, from one forward."""
+    def taps(self, *args: Any, **kwargs: Any) -> tuple[list[torch.Tensor], Any]:
+        """Block 0's input (a pre-hook on it) and every block's output (every rung's, where
+        the design names rungs), from one forward; and that forward's output (the per-step
+        states, ``forward_features``, for the ``series`` layout)."""
         first_input: list[torch.Tensor] = []
 
         def record(_module: nn.Module, hook_args: tuple, hook_kwargs: dict) -> None:
@@ -113,26 +123,44 @@ class LadderBackbone(nn.Module):
 
         modules = dict(self.frozen.named_modules())
         first = next(modules[name] for name in self.block_map.blocks[0] if name in modules)
-        handle = first.register_forward_pre_hook(record, with_kwargs=True)
+        handles = [first.register_forward_pre_hook(record, with_kwargs=True)]
         try:
-            outputs = capture_block_outputs(self.frozen, self.block_map, None,
-                                            lambda: self.frozen(*args, **kwargs))
+            if self.rungs is None:
+                captured = capture_block_outputs(self.frozen, self.block_map, None,
+                                                 lambda: self.frozen(*args, **kwargs))
+                outputs, output = captured.blocks, captured.features
+            else:
+                outputs = []
+                handles += [modules[name].register_forward_hook(
+                    lambda _m, _a, out: outputs.append(out)) for name in self.rungs]
+                output = self.frozen.forward_features(*args, **kwargs)
         finally:
-            handle.remove()
-        return [first_input[0], *outputs.blocks]
+            for handle in handles:
+                handle.remove()
+        return [first_input[0], *outputs], output
 
-    def forward_features(self, *_args: Any, **_kwargs: Any) -> torch.Tensor:
-        """Not given: the side network ends in pooled features (a task reading per-token or
-        per-point features, such as segmentation, cannot use this strategy)."""
+    def _side_forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        frozen_context = torch.no_grad() if self.training else contextlib.nullcontext()
+        with frozen_context:
+            taps, output = self.taps(*args, **kwargs)
+        keep = kwargs.get(self.mask_input) if self.mask_input else None
+        side = self.side(taps, keep)
+        return side if self.side.pool_rule != "series" else output + side
+
+    def forward_features(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Per-step states for the ``series`` layout; otherwise not given: the side network
+        ends in pooled features (a task reading per-token or per-point features, such as
+        segmentation, cannot use this strategy)."""
         from adaptlab.errors import AdaptlabError
 
+        if self.side.pool_rule == "series":
+            return self._side_forward(*args, **kwargs)
         raise AdaptlabError("strategy 'lst' gives pooled features only; this task reads the "
                             "backbone's unpooled features (use it for classification or "
                             "retrieval)")
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        frozen_context = torch.no_grad() if self.training else contextlib.nullcontext()
-        with frozen_context:
-            taps = self.taps(*args, **kwargs)
-        keep = kwargs.get(self.mask_input) if self.mask_input else None
-        return self.side(taps, keep)
+        features = self._side_forward(*args, **kwargs)
+        if self.side.pool_rule == "series":  # pooled, where the backbone pools, as it does
+            return self.frozen.pooled(features, *args, **kwargs)
+        return features

@@ -17,6 +17,7 @@ from torch import nn
 from adaptlab.backbones.layer_map import LayerMap
 from adaptlab.errors import AdaptlabError
 from adaptlab.strategies.base import Strategy, StrategyConfig, set_requires_grad
+from adaptlab.strategies.lst import series  # noqa: F401 - registers the Fracast family
 from adaptlab.strategies.lst.families import design_side
 from adaptlab.strategies.lst.ladder import LadderBackbone, SideNetwork
 from adaptlab.strategies.registry import register_strategy
@@ -88,7 +89,8 @@ class LadderSideTuning(Strategy):
     def apply(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
         attribute, frozen, own_map, design = self._design(model, layer_map)
         side = SideNetwork(design, self.config.init_seed)
-        setattr(model, attribute, LadderBackbone(frozen, own_map, side, design.mask_input))
+        setattr(model, attribute, LadderBackbone(frozen, own_map, side, design.mask_input,
+                                                 design.rungs))
         return model
 
     def select_trainable(self, model: nn.Module, layer_map: LayerMap) -> None:
@@ -105,8 +107,8 @@ class LadderSideTuning(Strategy):
 
 def _block_module(frozen: nn.Module, entries: list[str]) -> nn.Module | None:
     """A block's module: its single module entry (the families shadow whole blocks); None
-    for a block of several entries (Fracast's shared block with its scale conditioning), which
-    no family recognises, so the backbone is refused by name."""
+    for a block of several entries (Fracast's shared block with its scale conditioning: its
+    family reads the backbone itself, :mod:`.series`)."""
     modules = dict(frozen.named_modules())
     found = [modules[name] for name in entries if name in modules]
     return found[0] if len(found) == 1 else None
