@@ -61,15 +61,16 @@ def _saved_bytes(model: nn.Module, run_forward) -> int:
     return counter.bytes
 
 
-def test_backbone_saves_nothing_for_backward(minilm_backbone, text_batch):
-    model, frozen, _ = _prepared(minilm_backbone)
+def _watching_frozen(frozen: nn.Module, run_forward):
+    """``run_forward()``'s output, the shapes autograd saved while a module of ``frozen`` ran,
+    and the outputs of ``frozen``'s modules that carry autograd history."""
     inside: list[nn.Module] = []
     saved_inside, outputs_with_grad = [], []
 
-    def enter(module, _args):
+    def enter(module, _args) -> None:
         inside.append(module)
 
-    def leave(module, _args, output):
+    def leave(module, _args, output) -> None:  # None: the output stays as it is
         inside.pop()
         tensors = [output] if isinstance(output, torch.Tensor) else [
             t for t in (output if isinstance(output, tuple) else getattr(output, "values",
@@ -86,10 +87,17 @@ def test_backbone_saves_nothing_for_backward(minilm_backbone, text_batch):
     handles += [m.register_forward_hook(leave) for m in frozen.modules()]
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            logits = model(text_batch)
+            output = run_forward()
     finally:
         for handle in handles:
             handle.remove()
+    return output, saved_inside, outputs_with_grad
+
+
+def test_backbone_saves_nothing_for_backward(minilm_backbone, text_batch):
+    model, frozen, _ = _prepared(minilm_backbone)
+    logits, saved_inside, outputs_with_grad = _watching_frozen(frozen,
+                                                               lambda: model(text_batch))
     assert logits.requires_grad
     assert saved_inside == [] and outputs_with_grad == []
 
@@ -225,33 +233,11 @@ def test_fracast_ladder_starts_as_the_frozen_model_and_saves_nothing_of_it(build
     model.train()
     chosen.train_mode(model)
     frozen = model.backbone.frozen
-
-    inside, saved_inside = [], []
-
-    def enter(module, _args) -> None:
-        inside.append(module)
-
-    def leave(_module, _args, _output) -> None:  # None: the output stays as it is
-        inside.pop()
-
-    handles = [m.register_forward_pre_hook(enter) for m in frozen.modules()]
-    handles += [m.register_forward_hook(leave) for m in frozen.modules()]
-
-    def pack(tensor):
-        if inside:
-            saved_inside.append(tuple(tensor.shape))
-        return tensor
-
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = model(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    out, saved_inside, outputs_with_grad = _watching_frozen(frozen, lambda: model(batch))
     with torch.no_grad():
         expected = plain(batch)
-    assert torch.equal(out, expected)
-    assert saved_inside == []
+    assert torch.equal(out, expected) and out.requires_grad
+    assert saved_inside == [] and outputs_with_grad == []
     out.float().square().mean().backward()
     assert all(p.grad is None for p in frozen.parameters())
     side = model.backbone.side
