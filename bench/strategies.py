@@ -124,6 +124,9 @@ def main() -> None:
                         help="a folder keeping each run's outcome: runs found there are not "
                              "repeated, so an interrupted bench goes on where it stopped and "
                              "two processes (disjoint --strategies) can share the work")
+    parser.add_argument("--note", default="",
+                        help="a sentence on how the bench ran (e.g. beside another one), "
+                             "printed under the table")
     parser.add_argument("--no-write", action="store_true",
                         help="print the section without writing BENCHMARKS.md")
     args = parser.parse_args()
@@ -237,6 +240,8 @@ def main() -> None:
     kind = "every-strategy" if args.every else "strategies"
     if args.every:
         body = body.replace("## Strategies on", "## Every strategy at its defaults on", 1)
+    if args.note:
+        body += f"\n{args.note}\n"
     print(body)
     if not args.no_write:
         write_section(f"{kind}-{args.domain}{suffix}-{args.device}", body)
