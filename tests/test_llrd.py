@@ -25,6 +25,9 @@ from adaptlab.tasks.classification import build_model
 pytestmark = pytest.mark.slow
 
 LR = 1e-3
+# A new head beside anything else that trains keeps at least head-only's default rate, 3e-3,
+# written here as the head strategy's documented default (not read from the code).
+HEAD_FLOOR = 3e-3
 BLOCK = re.compile(r"\.encoder\.layer\.(\d+)\.")  # MiniLM's repeated BertLayer stack
 
 
@@ -71,16 +74,18 @@ def test_llrd_rates_decay_by_block_from_the_top(minilm_backbone):
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert set(rates) == trainable == {n for n, _ in model.named_parameters()}
     for name, rate in rates.items():
-        assert rate == pytest.approx(LR * 0.9 ** _expected_depth(name, 6), rel=1e-12), name
+        expected = HEAD_FLOOR if "task_head" in name else LR * 0.9 ** _expected_depth(name, 6)
+        assert rate == pytest.approx(expected, rel=1e-12), name
     embedding = "backbone.encoder.embeddings.word_embeddings.weight"
     assert rates[embedding] == pytest.approx(LR * 0.9 ** 6)
-    assert rates["task_head.weight"] == LR
+    assert rates["task_head.weight"] == HEAD_FLOOR
 
 
 def test_decay_off_by_default_and_on_for_any_strategy(minilm_backbone):
-    model, _, strategy = _set_up(minilm_backbone, "full")
+    model, _, strategy = _set_up(minilm_backbone, "full", head_lr_scale=1)
     assert set(_rates(model, strategy).values()) == {LR}
-    model, _, strategy = _set_up(minilm_backbone, "freeze", k=-2, layer_decay=0.5)
+    model, _, strategy = _set_up(minilm_backbone, "freeze", k=-2, layer_decay=0.5,
+                                 head_lr_scale=1)
     rates = _rates(model, strategy)
     blocks = {int(BLOCK.search(n).group(1)) for n in rates if BLOCK.search(n)}
     assert blocks == {4, 5}  # Telly's freezing still decides what trains
@@ -97,7 +102,7 @@ def test_lora_adapters_take_their_blocks_rate(minilm_backbone):
     for name in adapters:
         assert rates[name] == pytest.approx(LR * 0.8 ** _expected_depth(name, 6)), name
     head = [n for n in rates if "task_head" in n]
-    assert head and all(rates[n] == LR for n in head)
+    assert head and all(rates[n] == HEAD_FLOOR for n in head)
 
 
 def test_head_rate_scales_only_the_new_head(minilm_backbone):
@@ -115,8 +120,36 @@ def test_head_rate_scales_only_the_new_head(minilm_backbone):
     assert {rates[n] for n in rates if "task_head" not in n} == {LR}
 
 
+def test_a_new_head_keeps_head_onlys_rate_unless_set(minilm_backbone):
+    sizes = {"task_head.weight": 3 * 384, "task_head.bias": 3}
+    model, _, strategy = _set_up(minilm_backbone, "full")
+    rates = _rates(model, strategy)
+    assert {n for n in rates if rates[n] == HEAD_FLOOR} == set(sizes)
+    assert {rates[n] for n in rates if n not in sizes} == {LR}
+    # Head-only trains at the run's own rate, below the floor too: its head is all it trains.
+    model, _, strategy = _set_up(minilm_backbone, "head")
+    assert set(_rates(model, strategy).values()) == {LR}
+    # A run rate above the floor is kept for the head as for the rest.
+    model, _, strategy = _set_up(minilm_backbone, "full")
+    control = OptimizerControl(model, strategy.param_groups(model, 0.01), 1e-2, "constant",
+                               total_steps=10, warmup_steps=0)
+    assert {g["lr"] for g in control.optimizer.param_groups} == {1e-2}
+
+
+def test_a_pretrained_head_takes_the_run_rate():
+    from adaptlab.backbones.fracast import fracast
+    from adaptlab.tasks.forecasting import ForecastModel
+
+    backbone = fracast()
+    model = ForecastModel(backbone.module, backbone.pretrained_head, horizon=4)
+    chosen = get_strategy_class("full").from_options({})
+    model = chosen.setup(model, backbone.layer_map.prefixed("backbone", head="task_head"))
+    rates = _rates(model, chosen)
+    assert any("task_head" in n for n in rates) and set(rates.values()) == {LR}
+
+
 def test_side_network_sits_in_no_block_and_trains_at_the_top_rate(minilm_backbone):
-    model, _, strategy = _set_up(minilm_backbone, "lst", layer_decay=0.5)
+    model, _, strategy = _set_up(minilm_backbone, "lst", layer_decay=0.5, head_lr_scale=1)
     rates = _rates(model, strategy)
     assert any(".side." in n for n in rates) and set(rates.values()) == {LR}
 

@@ -41,7 +41,8 @@ class OptimizerControl:
             if id(param) in self._names:
                 raise AdaptlabError(f"parameter {name!r} is in two optimizer groups")
             self._names[id(param)] = name
-        lr = group.get("lr", self.base_lr * group.get("lr_scale", 1.0))
+        lr = group.get("lr", max(self.base_lr * group.get("lr_scale", 1.0),
+                                 group.get("lr_floor", 0.0)))
         return {"params": [p for _, p in named], "weight_decay": group.get("weight_decay", 0.0),
                 "lr": lr, "name": group["name"]}
 

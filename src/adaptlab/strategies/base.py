@@ -33,6 +33,13 @@ from adaptlab.schema import from_dict
 
 WEIGHTS_FILE = "weights.safetensors"
 
+# The rate a new task head trains at by default: head-only's own default. Every strategy that
+# trains more than the head keeps the head at no less than this (``head_lr_scale`` unset):
+# at full fine-tuning's 1e-4 a random head barely moves in a short run and its noisy
+# gradient is all the backbone learns from; the every-strategy benchmarks lost 5-44 points
+# to head-only that way (bench/strategies.py --every), LP-FT's observation (Kumar et al. 2022).
+NEW_HEAD_LR = 3e-3
+
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """A run's weights file; a damaged or foreign one (a pickle renamed) is named."""
@@ -63,10 +70,12 @@ class StrategyConfig:
         "help": "layer-wise learning-rate decay: the top block trains at lr, each block below "
                 "at lr * layer_decay**depth, the embeddings lowest, neck and head at lr "
                 "(1 = off; AutoGluon uses 0.9)"})
-    head_lr_scale: float = field(default=1.0, metadata={
+    head_lr_scale: float | None = field(default=None, metadata={
         "min": 0.01, "max": 1000.0,
-        "help": "the new task head trains at lr * head_lr_scale (a new head starts from "
-                "nothing; the pre-trained part, or an adapter's small update, needs less)"})
+        "help": "the new task head trains at lr * head_lr_scale; unset: at no less than "
+                "head-only's rate (3e-3) where more than the head trains (a new head starts "
+                "from nothing; the pre-trained part, or an adapter's small update, needs "
+                "less), at lr where the head is pre-trained"})
     reinit_top: int = field(default=0, metadata={
         "min": 0, "max": 10_000, "bound": "num_blocks",
         "help": "re-initialise the top N blocks before training, seeded by the run's seed "
@@ -296,27 +305,35 @@ class Strategy:
 
     def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         """The optimizer's groups, each ``{"name", "params": [(name, parameter)],
-        "weight_decay", optional "lr" or "lr_scale"}`` over :meth:`candidates`; with
-        ``layer_decay`` below 1, one pair of groups per depth in the layer map
-        (:mod:`adaptlab.strategies.layer_rates`); with ``head_lr_scale`` other than 1, the
-        task head's parameters in their own pair at ``lr * head_lr_scale``."""
+        "weight_decay", optional "lr", "lr_scale" or "lr_floor"}`` over :meth:`candidates`;
+        with ``layer_decay`` below 1, one pair of groups per depth in the layer map
+        (:mod:`adaptlab.strategies.layer_rates`); the task head's parameters in their own
+        pair at ``lr * head_lr_scale``, or, with it unset, at no less than
+        :data:`NEW_HEAD_LR` (``lr_floor``) where something besides a new head trains."""
         decay = getattr(self.config, "layer_decay", 1.0)
-        head_scale = getattr(self.config, "head_lr_scale", 1.0)
+        head_scale = getattr(self.config, "head_lr_scale", None)
         named = self.candidates(model)
         head: list[tuple[str, nn.Parameter]] = []
         head_entry = self._layer_map.head if self._layer_map is not None else None
-        if head_scale != 1.0 and head_entry:
+        if head_entry and head_scale != 1.0:
             from adaptlab.strategies.layer_rates import under_entry
 
             head = [(n, p) for n, p in named if under_entry(n, head_entry)]
-            named = [(n, p) for n, p in named if not under_entry(n, head_entry)]
+            rest = [(n, p) for n, p in named if not under_entry(n, head_entry)]
+            # The floor is for a new head beside something else that trains: head-only's
+            # rate is the run's own, and a forecaster's pre-trained head is no new head.
+            if head_scale is None and (not rest or getattr(model, "head_is_pretrained", False)):
+                head = []
+            else:
+                named = rest
         if decay == 1.0 or self._layer_map is None:
             groups = decay_groups(named, weight_decay)
         else:
             from adaptlab.strategies.layer_rates import layer_decay_groups
 
             groups = layer_decay_groups(named, self._layer_map, decay, weight_decay)
-        return groups + [{**group, "lr_scale": head_scale}
+        rate = {"lr_floor": NEW_HEAD_LR} if head_scale is None else {"lr_scale": head_scale}
+        return groups + [{**group, **rate}
                          for group in decay_groups(head, weight_decay, prefix="head_")]
 
     # -- weights ---------------------------------------------------------------------------

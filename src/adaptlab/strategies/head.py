@@ -7,7 +7,7 @@ from __future__ import annotations
 from torch import nn
 
 from adaptlab.backbones.layer_map import LayerMap
-from adaptlab.strategies.base import Strategy, set_requires_grad
+from adaptlab.strategies.base import NEW_HEAD_LR, Strategy, set_requires_grad
 from adaptlab.strategies.registry import register_strategy
 
 
@@ -17,7 +17,7 @@ class HeadOnly(Strategy):
     description = "freeze the backbone, train a new Linear or MLP head"
     # A new head on frozen features: nothing pre-trained to disturb, so a high rate. The
     # demos' benchmarks found 1e-3..3e-2 (3e-3 on four of six domains, bench/strategies.py).
-    default_lr = 3e-3
+    default_lr = NEW_HEAD_LR
     lr_range = (1e-4, 1e-1)
 
     def select_trainable(self, model: nn.Module, layer_map: LayerMap) -> None:

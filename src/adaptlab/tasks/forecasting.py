@@ -23,6 +23,8 @@ class ForecastModel(nn.Module):
     """``task_head(backbone(context))``: normalised context -> normalised quantiles, the
     first ``horizon`` steps of the head's native horizon."""
 
+    head_is_pretrained = True  # the forecaster's own head: no new head's learning-rate floor
+
     def __init__(self, backbone: nn.Module, head: nn.Module, horizon: int) -> None:
         super().__init__()
         self.backbone = backbone
