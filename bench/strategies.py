@@ -138,7 +138,7 @@ def main() -> None:
                                  ("train_samples", args.train_samples)) if v is not None}
 
     results = Path(args.results) if args.results else None
-    rows, baselines, rates, failed, scores = [], {}, {}, {}, {}
+    rows, baselines, rates, failed, scores, fits = [], {}, {}, {}, {}, {}
     method, last = "", None
     with tempfile.TemporaryDirectory() as tmp:
         sources: list[str] = []  # trained on first need: every run may be kept in results
@@ -155,6 +155,7 @@ def main() -> None:
                 continue
             accs, f1s, seconds, costs = [], [], [], None
             scores[name] = accs
+            fits[name] = []
             for seed in args.seeds:
                 def configure(init_from, name=name, settings=settings, seed=seed):
                     return config_for(args.domain, dataset=dataset.name, strategy=name,
@@ -175,6 +176,7 @@ def main() -> None:
                 first, second, _ = METRICS[outcome["metrics"]["task"]]
                 accs.append(test[first])
                 f1s.append(test[second])
+                fits[name].append(outcome["metrics"]["final"]["train"][first])
                 seconds.append(outcome["costs"]["seconds_per_epoch"])
                 rates[name] = outcome["lr"]
                 costs = outcome["costs"]
@@ -234,7 +236,7 @@ def main() -> None:
             f"Unadapted baseline (`baseline`: {method}) test {first} "
             f"{mean(baselines['baseline'])}" + "".join(
                 f"; `{ref}` {mean(values)}" for ref, values in baselines.items()
-                if ref != "baseline") + ".\n" + (floor(scores, lower, test_samples)
+                if ref != "baseline") + ".\n" + (floor(scores, lower, test_samples, fits)
                                                    if args.every else ""))
     suffix = "" if dataset.name == domain.default_dataset else f"-{dataset.name}"
     kind = "every-strategy" if args.every else "strategies"
@@ -284,10 +286,14 @@ def _outcome(config, configure, results: Path | None, domain: str, dataset: str,
     return outcome
 
 
-def floor(scores: dict[str, list[float]], lower: bool, test_samples: int | None) -> str:
+def floor(scores: dict[str, list[float]], lower: bool, test_samples: int | None,
+          fits: dict[str, list[float]] | None = None) -> str:
     """Issue 17's floor: each strategy at its defaults at least matches head-only's metric;
     then why the misses miss: a gap within head-only's own seed-to-seed spread (or within
-    one test sample) does not tell the strategy apart from head-only."""
+    one test sample) does not tell the strategy apart from head-only; a larger one is a loss,
+    and ``fits`` (each run's metric on its training split, at the epoch it kept) says which
+    kind: fitting the training split less than head-only does (underfitting at this budget),
+    or as well or better and still losing on test (generalising worse)."""
     if "head" not in scores:
         return ""
     sign = -1 if lower else 1
@@ -313,7 +319,26 @@ def floor(scores: dict[str, list[float]], lower: bool, test_samples: int | None)
                  "apart from head-only" if within else "no miss is within it")
         text += (f"; {', '.join(beyond)} lose{'s' if len(beyond) == 1 else ''} by more"
                  if beyond else "") + "."
+        if beyond and fits and fits.get("head"):
+            text += " " + _fit_diagnosis(beyond, fits, sign)
     return text + "\n"
+
+
+def _fit_diagnosis(losers: list[str], fits: dict[str, list[float]], sign: int) -> str:
+    """Which losers fit their training split less than head-only (mean metric on the
+    training split at the kept epoch) and which fit it as well or better."""
+    head = statistics.mean(fits["head"])
+    train = {name: statistics.mean(fits[name]) for name in losers if fits.get(name)}
+    under = sorted(n for n, value in train.items() if sign * (value - head) < 0)
+    over = sorted(n for n, value in train.items() if sign * (value - head) >= 0)
+    parts = []
+    if under:
+        parts.append(f"{', '.join(f'{n} {train[n]:.3f}' for n in under)} fit the training "
+                     f"split less than head-only ({head:.3f}): underfitting at this budget")
+    if over:
+        parts.append(f"{', '.join(f'{n} {train[n]:.3f}' for n in over)} fit it as well or "
+                     "better and still lose on test: they generalise worse")
+    return "On the training split at the kept epoch, " + "; ".join(parts) + "."
 
 
 if __name__ == "__main__":
