@@ -22,7 +22,7 @@ from adaptlab.data.splits import SplitDataset
 from adaptlab.data.torch_datasets import make_torch_dataset
 from adaptlab.errors import AdaptlabError
 from adaptlab.strategies.registry import get_strategy_class
-from adaptlab.tasks.bleu import corpus_bleu, exact_match
+from adaptlab.tasks.bleu import corpus_bleu, exact_match, smoothed_bleu, words
 
 pytestmark = pytest.mark.slow
 
@@ -112,6 +112,11 @@ def test_bridge_learns_what_the_lm_alone_cannot(planted, minilm_backbone):
     alone = model.bridge
     model.bridge = None
     lm_alone = task.evaluate(model, train)
+    # The LM learnt "context [CLS] summary"; started at [CLS] with no context it may write a
+    # context of its own first: the text is the summary after it, never the context's words.
+    summaries = {tuple(words(f"Paint the canvas {colour}.")) for colour in COLOURS}
+    written = model.generate(next(iter(train))[0]["source"])
+    assert {tuple(words(text)) for text in written} <= summaries, written
     model.bridge = alone
     optimizer = torch.optim.AdamW(model.bridge.parameters(), lr=3e-2)
     torch.manual_seed(0)
@@ -209,6 +214,31 @@ def test_first_sentence_is_the_summary():
     assert first_sentence("Return the path. Resolves links.\n\nMore.") == "Return the path."
     assert first_sentence("Open version 1.2 of the file\n  and read it.") == \
         "Open version 1.2 of the file"
+
+
+def test_a_context_the_lm_writes_itself_is_not_part_of_the_text():
+    from adaptlab.tasks.generation import after_last
+
+    cls, sep = 101, 102
+    assert after_last([7, 8, cls, 30, 31, sep], cls) == [30, 31, sep]
+    assert after_last([cls, 7, cls, 30, sep], cls) == [30, sep]
+    assert after_last([30, 31, sep], cls) == [30, 31, sep]
+
+
+def test_smoothed_bleu_matches_a_hand_count():
+    reference = "The cat sat on a mat"
+    # 1-grams 5/6 unsmoothed; 2- to 4-grams (matches + 1) / (n-grams + 1): 4/6, 3/5, 2/4
+    precisions = Fraction(5, 6) * Fraction(4, 6) * Fraction(3, 5) * Fraction(2, 4)
+    full = float(precisions) ** 0.25
+    assert smoothed_bleu(["the cat sat on the mat"], [reference]) == pytest.approx(full)
+    # "on a mat" (3 words against 6): 3/3, (2+1)/(2+1), (1+1)/(1+1), (0+1)/(0+1);
+    # penalty exp(1 - 7/4); a text with no reference word scores 0; the mean over texts
+    short = math.exp(1 - 7 / 4)
+    assert smoothed_bleu(["on a mat"], [reference]) == pytest.approx(short)
+    assert smoothed_bleu(["dog"], [reference]) == 0.0
+    assert smoothed_bleu(["the cat sat on the mat", "on a mat", "dog"], [reference] * 3) == \
+        pytest.approx((full + short) / 3)
+    assert corpus_bleu(["on a mat"], [reference]) == 0.0  # where corpus BLEU says nothing
 
 
 def test_bleu_matches_a_hand_count():

@@ -134,7 +134,20 @@ class EncoderToLm(nn.Module):
             inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
             do_sample=False, num_beams=1, eos_token_id=self.lm.eos_token_id,
             pad_token_id=tokenizer.pad_token_id)
-        return [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
+        start = self.lm.bos_token_id
+        # GPT-2's start token is also its end and padding token: nothing to cut there.
+        cut = start not in (self.lm.eos_token_id, tokenizer.pad_token_id)
+        texts = [after_last(row.tolist(), start) if cut else row.tolist() for row in out]
+        return [text.strip() for text in tokenizer.batch_decode(texts, skip_special_tokens=True)]
+
+
+def after_last(ids: list[int], start: int) -> list[int]:
+    """The tokens after the last ``start`` token, or all of them where there is none.
+
+    An LM pre-trained on "context [start] text" (the plugin's docstring LM) that reads no
+    context (the LM alone, or a bridge's prefix it does not take for one) may write a context
+    of its own, then a start token, then the text: the text is what follows."""
+    return ids[len(ids) - ids[::-1].index(start):] if start in ids else ids
 
 
 def sequence_loss(outputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -207,8 +220,13 @@ class GenerationTask(Task):
     def headline(self, metrics: dict) -> str:
         test, base = metrics["final"]["test"], metrics["baseline"]["test"]
         retrieval = metrics.get("reference", {}).get("retrieval", {}).get("test", {})
+        smoothed = ""
+        if "bleu_smoothed" in test and "bleu_smoothed" in base:  # runs before it was added
+            smoothed = (f", smoothed {test['bleu_smoothed']:.3f} (LM alone "
+                        f"{base['bleu_smoothed']:.3f}, retrieval "
+                        f"{retrieval.get('bleu_smoothed', float('nan')):.3f})")
         return (f"held-out BLEU {test['bleu']:.3f} (LM alone {base['bleu']:.3f}, retrieval "
-                f"{retrieval.get('bleu', float('nan')):.3f}), exact match "
+                f"{retrieval.get('bleu', float('nan')):.3f}){smoothed}, exact match "
                 f"{test['exact_match']:.3f} (LM alone {base['exact_match']:.3f})")
 
 
