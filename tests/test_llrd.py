@@ -148,6 +148,29 @@ def test_a_pretrained_head_takes_the_run_rate():
     assert any("task_head" in n for n in rates) and set(rates.values()) == {LR}
 
 
+def test_a_head_from_a_source_run_of_the_same_classes_takes_the_run_rate(minilm_backbone,
+                                                                         tmp_path):
+    from safetensors.torch import save_file
+
+    from adaptlab.transfer.init_weights import load_source_weights
+
+    source, _, _ = _set_up(minilm_backbone, "full")
+    state = {k: v.clone() + 0.01 for k, v in source.state_dict().items()
+             if k.startswith(("backbone.", "task_head.")) and v.is_floating_point()}
+    save_file(state, str(tmp_path / "weights.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"strategy": "full"}))
+    for classes, head_rate in ((["a", "b", "c"], LR), (["x", "y", "z"], HEAD_FLOOR)):
+        (tmp_path / "metrics.json").write_text(json.dumps({"class_names": ["a", "b", "c"]}))
+        chosen = get_strategy_class("full").from_options({})
+        model, layer_map = build_model(copy.deepcopy(minilm_backbone), 3, chosen.config)
+        loaded = load_source_weights(model, layer_map, tmp_path, classes)
+        assert loaded["head"] == (2 if classes == ["a", "b", "c"] else 0)
+        model = chosen.setup(model, layer_map)
+        rates = _rates(model, chosen)
+        assert {rates[n] for n in rates if "task_head" in n} == {head_rate}, classes
+        assert {rates[n] for n in rates if "task_head" not in n} == {LR}
+
+
 def test_side_network_sits_in_no_block_and_trains_at_the_top_rate(minilm_backbone):
     model, _, strategy = _set_up(minilm_backbone, "lst", layer_decay=0.5, head_lr_scale=1)
     rates = _rates(model, strategy)

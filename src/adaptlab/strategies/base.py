@@ -75,7 +75,8 @@ class StrategyConfig:
         "help": "the new task head trains at lr * head_lr_scale; unset: at no less than "
                 "head-only's rate (3e-3) where more than the head trains (a new head starts "
                 "from nothing; the pre-trained part, or an adapter's small update, needs "
-                "less), at lr where the head is pre-trained"})
+                "less), at lr where the head is pre-trained (a forecaster's, or a source "
+                "run's for the same classes)"})
     reinit_top: int = field(default=0, metadata={
         "min": 0, "max": 10_000, "bound": "num_blocks",
         "help": "re-initialise the top N blocks before training, seeded by the run's seed "
@@ -321,7 +322,8 @@ class Strategy:
             head = [(n, p) for n, p in named if under_entry(n, head_entry)]
             rest = [(n, p) for n, p in named if not under_entry(n, head_entry)]
             # The floor is for a new head beside something else that trains: head-only's
-            # rate is the run's own, and a forecaster's pre-trained head is no new head.
+            # rate is the run's own, and a forecaster's head or one a source run trained on
+            # the same classes (init_from) is no new head.
             if head_scale is None and (not rest or getattr(model, "head_is_pretrained", False)):
                 head = []
             else:

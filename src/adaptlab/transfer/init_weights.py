@@ -117,7 +117,11 @@ def load_source_weights(model: nn.Module, layer_map, run_dir: str | Path,
         example = saved_names[0] if saved_names else "none"
         raise AdaptlabError(f"init_from {run_dir}: none of its backbone tensors fit this model "
                             f"(e.g. {example!r}); was it trained with another backbone?")
+    taken = sum(1 for name in chosen if head and name.startswith(head))
     if not dry_run:
         model.load_state_dict(chosen, strict=False)
-    return {"backbone": changed_backbone,
-            "head": sum(1 for name in chosen if head and name.startswith(head))}
+        if taken:
+            # A head trained on the same classes is no new head: it trains at the run's rate,
+            # not the new-head floor (Strategy.param_groups).
+            model.head_is_pretrained = True
+    return {"backbone": changed_backbone, "head": taken}
