@@ -139,6 +139,7 @@ def main() -> None:
 
     results = Path(args.results) if args.results else None
     rows, baselines, rates, failed, scores, fits = [], {}, {}, {}, {}, {}
+    train_samples = None  # the training split's size, as the runs evaluated it
     method, last = "", None
     with tempfile.TemporaryDirectory() as tmp:
         sources: list[str] = []  # trained on first need: every run may be kept in results
@@ -176,7 +177,9 @@ def main() -> None:
                 first, second, _ = METRICS[outcome["metrics"]["task"]]
                 accs.append(test[first])
                 f1s.append(test[second])
-                fits[name].append(outcome["metrics"]["final"]["train"][first])
+                fitted = outcome["metrics"]["final"]["train"]
+                fits[name].append(fitted[first])
+                train_samples = fitted.get("samples", train_samples)
                 seconds.append(outcome["costs"]["seconds_per_epoch"])
                 rates[name] = outcome["lr"]
                 costs = outcome["costs"]
@@ -236,7 +239,7 @@ def main() -> None:
             f"Unadapted baseline (`baseline`: {method}) test {first} "
             f"{mean(baselines['baseline'])}" + "".join(
                 f"; `{ref}` {mean(values)}" for ref, values in baselines.items()
-                if ref != "baseline") + ".\n" + (floor(scores, lower, test_samples, fits)
+                if ref != "baseline") + ".\n" + (floor(scores, lower, test_samples, fits, train_samples)
                                                    if args.every else ""))
     suffix = "" if dataset.name == domain.default_dataset else f"-{dataset.name}"
     kind = "every-strategy" if args.every else "strategies"
@@ -287,7 +290,7 @@ def _outcome(config, configure, results: Path | None, domain: str, dataset: str,
 
 
 def floor(scores: dict[str, list[float]], lower: bool, test_samples: int | None,
-          fits: dict[str, list[float]] | None = None) -> str:
+          fits: dict[str, list[float]] | None = None, train_samples: int | None = None) -> str:
     """Issue 17's floor: each strategy at its defaults at least matches head-only's metric;
     then why the misses miss: a gap within head-only's own seed-to-seed spread (or within
     one test sample) does not tell the strategy apart from head-only; a larger one is a loss,
@@ -320,24 +323,30 @@ def floor(scores: dict[str, list[float]], lower: bool, test_samples: int | None,
         text += (f"; {', '.join(beyond)} lose{'s' if len(beyond) == 1 else ''} by more"
                  if beyond else "") + "."
         if beyond and fits and fits.get("head"):
-            text += " " + _fit_diagnosis(beyond, fits, sign)
+            text += " " + _fit_diagnosis(beyond, fits, sign, train_samples
+                                         if test_samples else None)
     return text + "\n"
 
 
-def _fit_diagnosis(losers: list[str], fits: dict[str, list[float]], sign: int) -> str:
+def _fit_diagnosis(losers: list[str], fits: dict[str, list[float]], sign: int,
+                   train_samples: int | None) -> str:
     """Which losers fit their training split less than head-only (mean metric on the
-    training split at the kept epoch) and which fit it as well or better."""
+    training split at the kept epoch, by more than one training sample where the metric is
+    accuracy over ``train_samples``) and which fit it as well or better."""
     head = statistics.mean(fits["head"])
+    margin = 1 / train_samples if train_samples else 0.0
     train = {name: statistics.mean(fits[name]) for name in losers if fits.get(name)}
-    under = sorted(n for n, value in train.items() if sign * (value - head) < 0)
-    over = sorted(n for n, value in train.items() if sign * (value - head) >= 0)
+    under = sorted(n for n, value in train.items() if sign * (value - head) < -margin)
+    over = sorted(n for n in train if n not in under)
     parts = []
     if under:
         parts.append(f"{', '.join(f'{n} {train[n]:.3f}' for n in under)} fit the training "
                      f"split less than head-only ({head:.3f}): underfitting at this budget")
     if over:
-        parts.append(f"{', '.join(f'{n} {train[n]:.3f}' for n in over)} fit it as well or "
-                     "better and still lose on test: they generalise worse")
+        parts.append(f"{', '.join(f'{n} {train[n]:.3f}' for n in over)} fit it as well as "
+                     f"head-only ({head:.3f}"
+                     + (f", within one of its {train_samples} samples" if train_samples else "")
+                     + ") or better and still lose on test: they generalise worse")
     return "On the training split at the kept epoch, " + "; ".join(parts) + "."
 
 
