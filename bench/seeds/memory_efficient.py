@@ -15,6 +15,7 @@ least 2.7x LoRA's at a metric within 2 points of LoRA's.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -79,6 +80,12 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", nargs="+", default=None, help="labels to run (default all)")
+    parser.add_argument("--no-write", action="store_true",
+                        help="measure (and keep, with --results) without writing BENCHMARKS.md")
+    parser.add_argument("--results", default=None,
+                        help="a folder keeping each label's measurements: labels found there "
+                             "for the same settings are not rerun, so two processes (disjoint "
+                             "--only) can share the work and a last call writes the table")
     args = parser.parse_args()
     domain = get_domain(args.domain)
     dataset = domain.dataset(args.dataset or domain.default_dataset)
@@ -92,6 +99,10 @@ def main() -> None:
             if args.domain in FROM_SOURCE and dataset.source_dataset else None
         for label, strategy, options in variants():
             if args.only and label not in args.only:
+                continue
+            kept = _kept(args, label, training)
+            if kept is not None:
+                measured[label] = kept
                 continue
             results, plans = [], []
             for seed in args.seeds:
@@ -115,9 +126,47 @@ def main() -> None:
                 "trainable": results[0].costs["trainable_params_median"],
                 "seconds": statistics.median(r.costs["seconds_per_epoch"] for r in results),
                 "scores": [r.metrics["final"]["test"][metric] for r in results],
-                "config": config}
-    write_section(f"seeds-memory-{args.domain}-{args.device}",
-                  _section(args, dataset, measured, metric, source))
+                "config": config, "metric": metric}
+            _keep(args, label, training, measured[label])
+    metric = next(iter(measured.values()))["metric"]
+    section = _section(args, dataset, measured, metric, source)
+    print(section)
+    if not args.no_write:
+        write_section(f"seeds-memory-{args.domain}-{args.device}", section)
+
+
+def _results_path(args, label: str) -> Path | None:
+    if not args.results:
+        return None
+    Path(args.results).mkdir(parents=True, exist_ok=True)
+    return Path(args.results) / f"{args.domain}-{label.replace(' ', '_')}.json"
+
+
+def _key(args, training: dict) -> dict:
+    return {"domain": args.domain, "dataset": args.dataset, "backbone": args.backbone,
+            "seeds": list(args.seeds), "device": args.device, **training}
+
+
+def _kept(args, label: str, training: dict) -> dict | None:
+    """A label's measurements kept by an earlier call with the same settings, or None."""
+    from adaptlab.config import RunConfig
+
+    path = _results_path(args, label)
+    if path is None or not path.exists():
+        return None
+    kept = json.loads(path.read_text())
+    if kept["key"] != _key(args, training):
+        return None
+    row = kept["row"]
+    row["config"] = RunConfig.from_json(row["config"])
+    return row
+
+
+def _keep(args, label: str, training: dict, row: dict) -> None:
+    path = _results_path(args, label)
+    if path is not None:
+        path.write_text(json.dumps({"key": _key(args, training),
+                                    "row": {**row, "config": row["config"].to_json()}}))
 
 
 def _section(args, dataset, measured: dict, metric: str, source: str | None) -> str:
