@@ -26,7 +26,7 @@ from test_bridge import NAMES, _planted_samples
 from adaptlab.data.splits import SplitDataset
 from adaptlab.data.torch_datasets import make_torch_dataset
 from adaptlab.run_loading import load_run
-from adaptlab.tasks.bleu import corpus_bleu, exact_match
+from adaptlab.tasks.bleu import corpus_bleu, exact_match, smoothed_bleu
 from conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -111,6 +111,8 @@ def test_own_test_split_gives_the_reported_bleu_and_exact_match(run_dir, tmp_pat
     hypotheses, references = list(table["generated"]), list(table["reference"])
     assert corpus_bleu(hypotheses, references) == pytest.approx(reported["bleu"], abs=1e-12)
     assert exact_match(hypotheses, references) == reported["exact_match"]
+    assert smoothed_bleu(hypotheses, references) == pytest.approx(reported["bleu_smoothed"],
+                                                                  abs=1e-12)
 
 
 def test_python_file_and_jsonl_give_one_row_per_function(run_dir, tmp_path):
