@@ -25,6 +25,13 @@ def _ngrams(tokens: list[str], n: int) -> Counter:
     return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
 
 
+def _clipped_matches(hyp: list[str], ref: list[str], n: int) -> tuple[int, int]:
+    """(hypothesis n-grams found in the reference, clipped by its counts; hypothesis n-grams)."""
+    hyp_ngrams, ref_ngrams = _ngrams(hyp, n), _ngrams(ref, n)
+    return (sum(min(count, ref_ngrams[g]) for g, count in hyp_ngrams.items()),
+            max(len(hyp) - n + 1, 0))
+
+
 def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
     """BLEU-4 of ``hypotheses`` against one reference each: clipped n-gram precisions summed
     over the corpus, their geometric mean, times the brevity penalty."""
@@ -37,9 +44,9 @@ def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
         hypothesis_length += len(hyp)
         reference_length += len(ref)
         for n in range(1, MAX_ORDER + 1):
-            hyp_ngrams, ref_ngrams = _ngrams(hyp, n), _ngrams(ref, n)
-            matches[n - 1] += sum(min(count, ref_ngrams[g]) for g, count in hyp_ngrams.items())
-            totals[n - 1] += max(len(hyp) - n + 1, 0)
+            matched, guessed = _clipped_matches(hyp, ref, n)
+            matches[n - 1] += matched
+            totals[n - 1] += guessed
     if min(matches) == 0 or hypothesis_length == 0:
         return 0.0
     log_precision = sum(math.log(m / t) for m, t in zip(matches, totals, strict=True)) / MAX_ORDER
@@ -64,9 +71,7 @@ def smoothed_bleu(hypotheses: list[str], references: list[str]) -> float:
         hyp, ref = words(hypothesis), words(reference)
         log_precision = 0.0
         for n in range(1, MAX_ORDER + 1):
-            hyp_ngrams, ref_ngrams = _ngrams(hyp, n), _ngrams(ref, n)
-            matched = sum(min(count, ref_ngrams[g]) for g, count in hyp_ngrams.items())
-            guessed = max(len(hyp) - n + 1, 0)
+            matched, guessed = _clipped_matches(hyp, ref, n)
             smooth = 1 if n > 1 else 0
             if matched + smooth == 0:
                 log_precision = -math.inf  # no word of the reference: the text scores 0
