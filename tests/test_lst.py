@@ -108,13 +108,13 @@ def test_backbone_saves_nothing_for_backward(minilm_backbone, text_batch):
     handles = [blocks[0].register_forward_pre_hook(lambda _m, args: taps.append(args[0]))]
     handles += [b.register_forward_hook(lambda _m, _a, out: taps.append(out)) for b in blocks]
     with torch.no_grad():
-        frozen(**text_batch)
+        pooled = frozen(**text_batch)
     for handle in handles:
         handle.remove()
     side = next(m for m in model.modules() if m not in set(frozen.modules())
                 and hasattr(m, "gate_alpha"))
     alone = _saved_bytes(model, lambda: model.task_head(
-        side(taps, text_batch["attention_mask"])))
+        side(taps, text_batch["attention_mask"], pooled)))
     whole = _saved_bytes(model, lambda: model(text_batch))
     assert whole == alone > 0
 
@@ -174,6 +174,27 @@ def test_gates_start_at_one_half_and_side_blocks_are_the_pruned_backbone(minilm_
     second = {k: v for k, v in again.state_dict().items() if "side" in k}
     assert first.keys() == second.keys() and first
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_merge_last_mixes_in_the_backbones_own_features(minilm_backbone, text_batch):
+    model, frozen, _ = _prepared(minilm_backbone)
+    model.eval()
+    side = next(m for m in model.modules() if hasattr(m, "gate_alpha"))
+    assert torch.equal(torch.sigmoid(side.merge_alpha / 0.1), torch.tensor([0.5]))
+    with torch.no_grad():
+        head_alone = model.task_head(frozen(**text_batch))  # head-only's model
+        mixed = model(text_batch)
+        side.merge_alpha.fill_(-1e4)  # the last gate shut: the backbone's features alone
+        shut = model(text_batch)
+        side.merge_alpha.fill_(1e4)  # wide open: the side network's alone
+        opened = model(text_batch)
+    assert torch.allclose(shut, head_alone, atol=1e-6)
+    assert not torch.allclose(mixed, head_alone, atol=1e-3)
+    unmerged, _, _ = _prepared(minilm_backbone, merge_last=False)
+    assert not any("merge" in name for name, _ in unmerged.named_parameters())
+    unmerged.task_head.load_state_dict(model.task_head.state_dict())  # the side is seeded
+    with torch.no_grad():
+        assert torch.allclose(unmerged.eval()(text_batch), opened, atol=1e-6)
 
 
 def test_refusals_name_the_option_and_the_backbone(tmp_path):
@@ -370,3 +391,33 @@ def test_export_holds_the_side_network_and_reproduces_the_run(trained, tmp_path)
         expected = trainer.unwrapped.eval()(batch)
         assert torch.equal(load_exported(tmp_path / "export")(batch), expected)
     assert summary["max_abs_diff"]["safetensors"] == 0.0
+
+
+def test_a_run_recorded_before_the_last_gate_reloads_without_it(trained, tmp_path):
+    """A run recorded before ``merge_last`` existed has neither the option nor its gate: it
+    rebuilds the side network it trained (no last gate), not today's default."""
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from adaptlab import load_run
+    from adaptlab.tasks.base import move_to
+
+    result, _, trainer = trained
+    old = tmp_path / "old"
+    shutil.copytree(result.run_dir, old)
+    config = json.loads((old / "config.json").read_text())
+    assert config["strategy_options"].pop("merge_last") is True
+    (old / "config.json").write_text(json.dumps(config))
+    weights = load_file(str(old / "weights.safetensors"))
+    gate = next(k for k in weights if k.endswith("merge_alpha"))
+    save_file({k: v for k, v in weights.items() if k != gate}, str(old / "weights.safetensors"))
+
+    model = copy.deepcopy(trainer.unwrapped).eval()
+    model.get_parameter(gate).data.fill_(1e4)  # the old model: the side network's output alone
+    batch = move_to(next(iter(trainer.eval_loaders["test"]))[0], "cpu")
+    loaded = load_run(old, device="cpu")
+    assert loaded.strategy.config.merge_last is False
+    with torch.no_grad():
+        assert torch.equal(loaded.model(batch), model(batch))

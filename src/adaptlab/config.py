@@ -103,9 +103,15 @@ class RunConfig:
     @classmethod
     def from_file(cls, path: Path) -> RunConfig:
         try:
-            return cls.from_json(path.read_text())
+            config = cls.from_json(path.read_text())
         except (OSError, ValueError, TypeError) as exc:
             raise AdaptlabError(f"{path}: cannot read a run config ({exc})") from exc
+        if not config.strategy:
+            return config
+        from adaptlab.strategies.registry import recorded_strategy_options
+
+        return dataclasses.replace(config, strategy_options=recorded_strategy_options(
+            config.strategy, config.strategy_options))
 
     def with_resolved_options(self) -> RunConfig:
         """A copy whose ``strategy_options`` lists every option of its strategy, defaults

@@ -82,10 +82,10 @@ def build_plain_model(section: dict[str, Any]) -> nn.Module:
                      run_config.get("forecast_loss", "quantile"))
     model, layer_map = task.build_model(backbone, StrategyConfig(**section["head_options"]))
     if section.get("strategy_structure"):
-        from adaptlab.strategies.registry import get_strategy_class
+        from adaptlab.strategies.registry import get_strategy_class, recorded_strategy_options
 
         strategy = get_strategy_class(section["strategy"]).from_options(
-            run_config.get("strategy_options") or {})
+            recorded_strategy_options(section["strategy"], run_config.get("strategy_options")))
         model = strategy.apply(model, layer_map)
     return model
 

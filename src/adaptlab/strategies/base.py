@@ -131,6 +131,10 @@ class Strategy:
     # works). Subclasses set their own; these are the engine's old single default.
     default_lr: ClassVar[float] = 1e-3
     lr_range: ClassVar[tuple[float, float]] = (1e-5, 1e-1)
+    # Options added after runs were recorded, each with the value a run recorded without it
+    # trained with (its structure, its weights' keys): read back, such a run rebuilds the
+    # model it saved, not today's default (:func:`registry.recorded_strategy_options`).
+    options_before: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: StrategyConfig) -> None:
         self.config = config

@@ -52,3 +52,18 @@ def resolved_strategy_options(name: str, options: dict | None) -> dict:
     for nothing else says which defaults it trained with. Resolved options compare equal
     whether a default was given or left unset."""
     return get_strategy_class(name).resolved_options(dict(options or {}))
+
+
+def recorded_strategy_options(name: str, options: dict | None) -> dict:
+    """The options a recorded run (its ``config.json``, an export's, a source run's) trained
+    with: those it recorded, plus, for an option added after it was recorded, the value it
+    had then (``Strategy.options_before``), not today's default. An unknown strategy is left
+    to the caller's own check."""
+    from adaptlab.errors import AdaptlabError
+
+    recorded = dict(options or {})
+    try:
+        before = get_strategy_class(name).options_before
+    except AdaptlabError:
+        return recorded
+    return {**before, **recorded}

@@ -72,11 +72,12 @@ def _source_state(model: nn.Module, layer_map, run_dir: Path) -> tuple[dict, lis
     the tensors its weights file holds, to name one in an error."""
     import copy
 
-    from adaptlab.strategies.registry import get_strategy_class
+    from adaptlab.strategies.registry import get_strategy_class, recorded_strategy_options
 
     config = finished_run_config(run_dir)
     name = config.get("strategy") or "full"
-    strategy = get_strategy_class(name).from_options(config.get("strategy_options") or {})
+    strategy = get_strategy_class(name).from_options(
+        recorded_strategy_options(name, config.get("strategy_options")))
     saved = strategy.final_tensors(run_dir)
     try:
         applied = strategy.apply(copy.deepcopy(model), layer_map)

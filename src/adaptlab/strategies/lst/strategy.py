@@ -28,6 +28,9 @@ class LstConfig(StrategyConfig):
     reduction: int = field(default=8, metadata={
         "min": 1, "max": 64,
         "help": "side network width = backbone width / reduction (1..64; LST uses 8)"})
+    merge_last: bool = field(default=True, metadata={
+        "help": "mix the backbone's own output into the side network's through a last gate, "
+                "starting at one half (the LST reference runs' merge_last)"})
     init_seed: int = field(default=0, metadata={
         "min": 0, "max": 2**31 - 1,
         "help": "seed of the side network's random parts (down- and up-projections)"})
@@ -65,6 +68,7 @@ class LadderSideTuning(Strategy):
     # partly new, like an adapter, not like the backbone.
     default_lr = 3e-3
     lr_range = (3e-4, 1e-2)
+    options_before = {"merge_last": False}  # runs recorded before 2026-12-05 had no last gate
 
     def check(self, layer_map: LayerMap) -> None:
         if layer_map.num_blocks == 0:
@@ -88,7 +92,7 @@ class LadderSideTuning(Strategy):
 
     def apply(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
         attribute, frozen, own_map, design = self._design(model, layer_map)
-        side = SideNetwork(design, self.config.init_seed)
+        side = SideNetwork(design, self.config.init_seed, self.config.merge_last)
         setattr(model, attribute, LadderBackbone(frozen, own_map, side, design.mask_input,
                                                  design.rungs))
         return model
