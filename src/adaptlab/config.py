@@ -20,6 +20,10 @@ _IDENTITY_FIELDS = {"domain", "dataset", "data", "backbone", "strategy", "strate
 EXECUTION_FIELDS = ("device", "num_workers", "trackers", "channels_last",
                     "gradient_checkpointing", "torch_compile")
 
+# Fields added after runs were recorded, with the value a run recorded without one trained
+# with: read back (a resume, a reload, a replay), it does what it did, not today's default.
+FIELDS_BEFORE = {"group_by_length": False}
+
 
 @dataclass
 class RunConfig:
@@ -77,6 +81,9 @@ class RunConfig:
     image_size: int | None = field(default=None, metadata={
         "min": 32, "max": 1024, "help": "override the backbone's input size (smaller = faster)"})
     seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})
+    group_by_length: bool = field(default=True, metadata={
+        "help": "text: training batches of similar token length, in a seeded order that "
+                "changes every epoch (less padding; retrieval pairs are never grouped)"})
     trackers: list[str] | None = field(default_factory=list, metadata={
         "help": "experiment trackers fed through Accelerate, comma-separated: tensorboard, "
                 "mlflow (both write under the run folder's trackers/), wandb; empty = none"})
@@ -98,7 +105,9 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
-        return cls(**json.loads(text))
+        """A recorded config; a field it lacks was added after it was recorded and takes the
+        value the run trained with (``FIELDS_BEFORE``), else today's default."""
+        return cls(**{**FIELDS_BEFORE, **json.loads(text)})
 
     @classmethod
     def from_file(cls, path: Path) -> RunConfig:

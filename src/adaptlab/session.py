@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from adaptlab.assembly import RunResult, build_backbone
 from adaptlab.config import RunConfig
 from adaptlab.costs.meter import CostMeter
+from adaptlab.data.length_grouped import training_order
 from adaptlab.data.splits import SPLITS, SplitDataset
 from adaptlab.data.torch_datasets import make_torch_dataset
 from adaptlab.engine import distributed
@@ -89,11 +90,10 @@ class TrainingSession:
         common = {"batch_size": self.config.batch_size, "num_workers": self.config.num_workers,
                   **loader_options(device_type, self.config.num_workers)}
         train = make_torch_dataset(self.data, "train", self.backbone, True, options)
-        # The loader's own generator keeps its per-epoch seed draws off the global RNG, which
-        # a resumed run restores to the exact step where the original stopped.
-        loaders = {"train": DataLoader(train, shuffle=True, collate_fn=getattr(train, "collate", None),
-                                       generator=torch.Generator().manual_seed(self.config.seed),
-                                       **common)}
+        order = training_order(train, self.config.batch_size, self.config.seed,
+                               self.config.group_by_length)
+        loaders = {"train": DataLoader(train, collate_fn=getattr(train, "collate", None),
+                                       **order, **common)}
         for split in SPLITS:
             dataset = make_torch_dataset(self.data, split, self.backbone, False, options)
             loaders[f"eval_{split}"] = DataLoader(dataset, shuffle=False, **common,

@@ -202,15 +202,17 @@ class MemoryPlanner:
         from accelerate.data_loader import prepare_data_loader
         from torch.utils.data import DataLoader
 
+        from adaptlab.data.length_grouped import training_order
         from adaptlab.data.torch_datasets import make_torch_dataset
 
-        key = (config.batch_size, config.image_size, config.seed)
+        key = (config.batch_size, config.image_size, config.seed, config.group_by_length)
         if key not in self._loaders:
             dataset = make_torch_dataset(self.data, "train", self.backbone, True,
                                          {"image_size": config.image_size, "seed": config.seed})
-            loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
+            loader = DataLoader(dataset, batch_size=config.batch_size,
                                 collate_fn=getattr(dataset, "collate", None),
-                                generator=torch.Generator().manual_seed(config.seed))
+                                **training_order(dataset, config.batch_size, config.seed,
+                                                 config.group_by_length))
             # The run seeds torch with config.seed before Accelerate wraps its loader, and
             # Accelerate's seedable sampler starts from that seed.
             loader = prepare_data_loader(loader, num_processes=1, process_index=0,

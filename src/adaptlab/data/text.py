@@ -48,6 +48,10 @@ class TextDataset:
 class TextPairDataset(TextDataset):
     """``((query, document), index)`` samples for retrieval; a batch holds both sides."""
 
+    # The other pairs of a batch are each query's negatives: batches grouped by length would
+    # change what the contrastive loss learns, not only how much padding it computes.
+    group_by_length = False
+
     def collate(self, batch):
         pairs, labels = zip(*batch, strict=True)
         queries, documents = zip(*pairs, strict=True)

@@ -241,7 +241,9 @@ class Trainer:
         skip = self.state.step_in_epoch
         if skip:
             loader = self.accelerator.skip_first_batches(loader, skip)
-        for target in (loader, getattr(loader, "dataset", None)):
+        # The whole loader too: a skipping one does not pass the epoch down to a sampler of
+        # its own (the length-grouped one) under several processes; they share the sampler.
+        for target in (self.train_loader, loader, getattr(loader, "dataset", None)):
             if hasattr(target, "set_epoch"):
                 target.set_epoch(epoch)
         self.model.train()
