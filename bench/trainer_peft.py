@@ -64,7 +64,7 @@ def resolve(args) -> dict:
 
 
 # -- the Trainer side, in its own process ------------------------------------------------------
-def trainer_worker(spec_path: Path, out: Path) -> None:
+def trainer_worker(spec_path: Path, out: Path, grouped: bool = False) -> None:
     stamps: dict[str, float] = {}
     import torch
     import transformers
@@ -127,7 +127,7 @@ def trainer_worker(spec_path: Path, out: Path) -> None:
         load_best_model_at_end=True, metric_for_best_model=spec["monitor"],
         greater_is_better=True, logging_strategy="epoch", seed=seed, full_determinism=True,
         use_cpu=True, report_to="none", disable_tqdm=True, label_names=["labels"],
-        remove_unused_columns=False, dataloader_num_workers=0)
+        remove_unused_columns=False, dataloader_num_workers=0, group_by_length=grouped)
     marks: list[tuple[str, float]] = []
 
     stamp = lambda hook: lambda *_, **__: marks.append((hook, time.time()))  # noqa: E731
@@ -222,10 +222,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of both tools")
     parser.add_argument("--print-only", action="store_true")
+    parser.add_argument("--no-grouped", action="store_true",
+                        help="leave out the third arm (Trainer with group_by_length=True)")
     parser.add_argument("--worker", nargs=2, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-grouped", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return trainer_worker(*args.worker)
+        return trainer_worker(*args.worker, grouped=args.worker_grouped)
 
     spec = resolve(args)
     print(f"adaptlab's LoRA targets ({len(spec['target_modules'])}): {spec['target_modules']}; "
@@ -234,6 +237,8 @@ def main() -> None:
            str(args.threads), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     adaptlab = shutil.which("adaptlab", path=str(Path(sys.executable).parent)) or "adaptlab"
     rounds = {"adaptlab": [], "trainer": []}
+    if not args.no_grouped:
+        rounds["trainer_grouped"] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "spec.json").write_text(json.dumps(spec))
@@ -248,12 +253,16 @@ def main() -> None:
             rounds["adaptlab"].append({"wall": wall, "test": final["final"]["test"],
                                        "best_epoch": final["best_epoch"],
                                        "phases": adaptlab_phases(run_dir, launch, end)})
-            launch, end, wall = timed([sys.executable, __file__, "--worker", str(tmp / "spec.json"),
-                                       str(out)], env, tmp / f"trainer-{index}.log", out)
-            result = json.loads((out / "result.json").read_text())
-            rounds["trainer"].append({"wall": wall, "test": result["test"], "result": result,
-                                      "best_epoch": result["best_epoch"],
-                                      "phases": trainer_phases(result, launch, end)})
+            for arm in [a for a in rounds if a.startswith("trainer")]:
+                out = tmp / f"{arm}-{index}"
+                flag = ["--worker-grouped"] if arm == "trainer_grouped" else []
+                launch, end, wall = timed([sys.executable, __file__, "--worker",
+                                           str(tmp / "spec.json"), str(out), *flag], env,
+                                          tmp / f"{arm}-{index}.log", out)
+                result = json.loads((out / "result.json").read_text())
+                rounds[arm].append({"wall": wall, "test": result["test"], "result": result,
+                                    "best_epoch": result["best_epoch"],
+                                    "phases": trainer_phases(result, launch, end)})
             print(f"round {index}: " + ", ".join(f"{tool} {r[-1]['wall']:.1f} s (test accuracy "
                   f"{r[-1]['test']['accuracy']:.3f})" for tool, r in rounds.items()), flush=True)
     section = _section(args, spec, rounds)
@@ -340,10 +349,11 @@ def _section(args, spec: dict, rounds: dict) -> str:
         f"| adaptlab | {a_wall:.1f} | {rounds_text} | {held_out_metric(a_runs, 'accuracy')} | "
         f"{held_out_metric(a_runs, 'macro_f1')} | {sorted({r['best_epoch'] for r in a_runs})} |\n"
         f"| Trainer + peft | {t_wall:.1f} | | {held_out_metric(t_runs, 'accuracy')} | "
-        f"{held_out_metric(t_runs, 'macro_f1')} | {sorted({r['best_epoch'] for r in t_runs})} |\n\n"
+        f"{held_out_metric(t_runs, 'macro_f1')} | {sorted({r['best_epoch'] for r in t_runs})} |\n"
+        + _grouped_row(rounds.get("trainer_grouped")) + "\n"
         f"**adaptlab / Trainer wall-time ratio: {ratio:.3f}** (goal: at most {GOAL:.2f} at a held-out "
         f"metric at least Trainer's); paired per-round ratios {paired[0]:.3f}-{paired[-1]:.3f}. "
-        f"{verdict}\n\n"
+        f"{verdict}{_grouped_verdict(a_wall, rounds.get('trainer_grouped'))}\n\n"
         "Where the time goes (median seconds over rounds; adaptlab from its run folder's "
         "`events.jsonl` and file times, Trainer from callback timestamps; a round's phases sum "
         "to its wall time):\n\n"
@@ -352,12 +362,33 @@ def _section(args, spec: dict, rounds: dict) -> str:
         "Trainer.\n\n"
         "Not identical between the two: the order of training batches and the dropout masks "
         "(each tool draws them from its own sampler and RNG stream; both seed before building "
-        "the head and the adapters, in the same order), the warm-up factor (adaptlab (s+1)/(w+1), "
+        "the head and the adapters, in the same order; adaptlab groups text batches by length "
+        "by default, Trainer only with `group_by_length=True`), the warm-up factor (adaptlab (s+1)/(w+1), "
         "Trainer s/w), and what each run does besides training: adaptlab also computes the "
         "unadapted baselines, evaluates train (and val where not reused) as well as test at the "
         "end, checks that "
         "the saved adapter reloads to the same logits and writes metrics, costs and a model "
         "card; Trainer evaluates test only when asked.\n")
+
+
+def _grouped_row(runs: list | None) -> str:
+    if not runs:
+        return ""
+    walls = [r["wall"] for r in runs]
+    return (f"| Trainer + peft, `group_by_length=True` | {statistics.median(walls):.1f} | "
+            f"{', '.join(f'{wall:.1f}' for wall in walls)} | "
+            f"{held_out_metric(runs, 'accuracy')} | {held_out_metric(runs, 'macro_f1')} | "
+            f"{sorted({r['best_epoch'] for r in runs})} |\n")
+
+
+def _grouped_verdict(a_wall: float, runs: list | None) -> str:
+    """The comparison a Trainer user who turns on its own length grouping would make."""
+    if not runs:
+        return ""
+    wall = statistics.median(r["wall"] for r in runs)
+    return (f" Against Trainer with its own length grouping turned on (`group_by_length=True`, "
+            f"off by default; the third row, timed in the same rounds), adaptlab takes "
+            f"{a_wall / wall:.3f} of its wall time.")
 
 
 if __name__ == "__main__":
