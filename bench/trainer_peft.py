@@ -127,7 +127,8 @@ def trainer_worker(spec_path: Path, out: Path, grouped: bool = False) -> None:
         load_best_model_at_end=True, metric_for_best_model=spec["monitor"],
         greater_is_better=True, logging_strategy="epoch", seed=seed, full_determinism=True,
         use_cpu=True, report_to="none", disable_tqdm=True, label_names=["labels"],
-        remove_unused_columns=False, dataloader_num_workers=0, group_by_length=grouped)
+        remove_unused_columns=False, dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if grouped else "random")
     marks: list[tuple[str, float]] = []
 
     stamp = lambda hook: lambda *_, **__: marks.append((hook, time.time()))  # noqa: E731
@@ -223,7 +224,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of both tools")
     parser.add_argument("--print-only", action="store_true")
     parser.add_argument("--no-grouped", action="store_true",
-                        help="leave out the third arm (Trainer with group_by_length=True)")
+                        help="leave out the third arm (Trainer grouping by length)")
     parser.add_argument("--worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker-grouped", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -363,7 +364,7 @@ def _section(args, spec: dict, rounds: dict) -> str:
         "Not identical between the two: the order of training batches and the dropout masks "
         "(each tool draws them from its own sampler and RNG stream; both seed before building "
         "the head and the adapters, in the same order; adaptlab groups text batches by length "
-        "by default, Trainer only with `group_by_length=True`), the warm-up factor (adaptlab (s+1)/(w+1), "
+        "by default, Trainer only when asked), the warm-up factor (adaptlab (s+1)/(w+1), "
         "Trainer s/w), and what each run does besides training: adaptlab also computes the "
         "unadapted baselines, evaluates train (and val where not reused) as well as test at the "
         "end, checks that "
@@ -375,7 +376,8 @@ def _grouped_row(runs: list | None) -> str:
     if not runs:
         return ""
     walls = [r["wall"] for r in runs]
-    return (f"| Trainer + peft, `group_by_length=True` | {statistics.median(walls):.1f} | "
+    return (f"| Trainer + peft, `train_sampling_strategy=\"group_by_length\"` | "
+            f"{statistics.median(walls):.1f} | "
             f"{', '.join(f'{wall:.1f}' for wall in walls)} | "
             f"{held_out_metric(runs, 'accuracy')} | {held_out_metric(runs, 'macro_f1')} | "
             f"{sorted({r['best_epoch'] for r in runs})} |\n")
@@ -386,8 +388,9 @@ def _grouped_verdict(a_wall: float, runs: list | None) -> str:
     if not runs:
         return ""
     wall = statistics.median(r["wall"] for r in runs)
-    return (f" Against Trainer with its own length grouping turned on (`group_by_length=True`, "
-            f"off by default; the third row, timed in the same rounds), adaptlab takes "
+    return (f" Against Trainer with its own length grouping turned on "
+            f"(`train_sampling_strategy=\"group_by_length\"`, `random` by default; the third "
+            f"row, timed in the same rounds), adaptlab takes "
             f"{a_wall / wall:.3f} of its wall time.")
 
 
