@@ -354,7 +354,7 @@ def _section(args, spec: dict, rounds: dict) -> str:
         + _grouped_row(rounds.get("trainer_grouped")) + "\n"
         f"**adaptlab / Trainer wall-time ratio: {ratio:.3f}** (goal: at most {GOAL:.2f} at a held-out "
         f"metric at least Trainer's); paired per-round ratios {paired[0]:.3f}-{paired[-1]:.3f}. "
-        f"{verdict}{_grouped_verdict(a_wall, rounds.get('trainer_grouped'))}\n\n"
+        f"{verdict}{_grouped_verdict(a_wall, rounds.get('trainer_grouped'), spec)}\n\n"
         "Where the time goes (median seconds over rounds; adaptlab from its run folder's "
         "`events.jsonl` and file times, Trainer from callback timestamps; a round's phases sum "
         "to its wall time):\n\n"
@@ -383,15 +383,23 @@ def _grouped_row(runs: list | None) -> str:
             f"{sorted({r['best_epoch'] for r in runs})} |\n")
 
 
-def _grouped_verdict(a_wall: float, runs: list | None) -> str:
+def _grouped_verdict(a_wall: float, runs: list | None, spec: dict) -> str:
     """The comparison a Trainer user who turns on its own length grouping would make."""
     if not runs:
         return ""
     wall = statistics.median(r["wall"] for r in runs)
+    # transformers' get_length_grouped_indices: sorted groups ("megabatches") of
+    # min(n // (4 * batch), 50) batches each, at least one.
+    train, batch = spec["split_sizes"]["train"], spec["batch_size"]
+    mult = max(1, min(train // (4 * batch), 50))
+    why = (f" Its sampler sorts groups of min(n // (4 x batch), 50) = {mult} batch"
+           f"{'es' if mult > 1 else ''} of randomly drawn samples" +
+           (": with one batch per group it reorders samples within each random batch and "
+            "groups nothing, so it trains on the default's batches" if mult == 1 else "") + ".")
     return (f" Against Trainer with its own length grouping turned on "
             f"(`train_sampling_strategy=\"group_by_length\"`, `random` by default; the third "
             f"row, timed in the same rounds), adaptlab takes "
-            f"{a_wall / wall:.3f} of its wall time.")
+            f"{a_wall / wall:.3f} of its wall time.{why}")
 
 
 if __name__ == "__main__":
