@@ -1,9 +1,10 @@
 """Training batches of text grouped by token length, in a seeded order that changes every epoch.
 
 A text batch is padded to its longest member, and drawn at random nearly every batch holds a
-sample at the tokenizer's limit: on the code demo 45 % of the positions a training step computes
-are padding. Hugging Face's Trainer offers ``group_by_length`` against this (off by default); here
-it is on for text wherever a sample's loss does not depend on the others in its batch.
+sample at the tokenizer's limit: on the code demo (248 training samples, batch 32) 44 % of the
+positions a training step computes are padding, 16 % in batches grouped as here. Hugging Face's
+Trainer offers length grouping against this (off by default); here it is on for text wherever a
+sample's loss does not depend on the others in its batch.
 
 The order is a *noisy sort* (as speech and translation toolkits batch): each sample's length is
 scaled by its own random factor in ``[1 - spread, 1 + spread]``, the samples are sorted by that
