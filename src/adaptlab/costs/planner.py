@@ -14,10 +14,11 @@ the task's ``build_model``, the strategy's ``setup``) and the four kinds of ``co
   computed or allocated, so a large backbone at a large batch plans in about a second
   (the counting: :mod:`adaptlab.costs.fake_count`).
 
-A strategy whose trainable set changes during a run names its sets
-(``Strategy.planned_trainable_sets``), in the order the run's optimizer steps first reach them
-(SlimFit: its first rotation step by step, then the set after it); each kind is planned as its
-peak over the sets the run's steps reach, as ``costs.json`` keeps the peak over the steps
+A strategy whose trainable set changes during a run predicts the set of each of the run's
+optimizer steps (``Strategy.planned_trainable_sets``, given the rate every parameter steps
+with, :mod:`adaptlab.costs.step_rates`; SlimFit replays its schedule from the run's starting
+weights, so a run that starts from a source run is planned from that run's weights); each
+kind is planned as its peak over those sets, as ``costs.json`` keeps the peak over the steps
 taken, and the total is the sum of the four peaks.
 """
 
@@ -44,6 +45,7 @@ from adaptlab.costs.fake_count import (
     warm_fake_tensors,
 )
 from adaptlab.costs.sizes import format_size
+from adaptlab.costs.step_rates import StepRates, step_rates
 from adaptlab.errors import AdaptlabError, did_you_mean
 
 KINDS = ("parameters", "gradients", "optimizer", "activations")
@@ -57,7 +59,8 @@ class StrategyPlan:
     memory_bytes: dict[str, int]
     trainable_params: int
     total_params: int
-    planned_sets: int  # trainable sets planned (1 unless the strategy's set changes)
+    planned_sets: int  # trainable sets counted (1 unless the strategy's set changes)
+    planned_steps: int  # optimizer steps whose set was planned (1 for a set that never changes)
     forward: str  # "fake": counted on fake tensors; "real": a real forward (see MemoryPlanner._count_sets)
     seconds: float
     fits: bool | None = None  # within the budget; None when there is no budget
@@ -70,7 +73,8 @@ class StrategyPlan:
         return {"strategy": self.strategy, "memory_bytes": dict(self.memory_bytes),
                 "total_bytes": self.total_bytes, "fits": self.fits,
                 "trainable_params": self.trainable_params, "total_params": self.total_params,
-                "planned_sets": self.planned_sets, "forward": self.forward,
+                "planned_sets": self.planned_sets,
+                "planned_steps": self.planned_steps, "forward": self.forward,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -229,7 +233,7 @@ class MemoryPlanner:
                 target.set_epoch(epoch)
         return iter(loader)
 
-    def _fresh_model(self, strategy, seed: int):
+    def _fresh_model(self, strategy, config: RunConfig):
         """A task model from an untouched copy of the backbone (a strategy's apply changes the
         model it is given)."""
         module, head = copy.deepcopy((self.backbone.module, self.backbone.pretrained_head))
@@ -237,11 +241,30 @@ class MemoryPlanner:
         model, layer_map = self.task.build_model(backbone, strategy.config)
         strategy.check(layer_map)  # the refusals a run makes before it starts
         strategy.check_model(model, layer_map)
+        if config.init_from and strategy.changes_trainable_set:
+            # The run starts from the source run's weights, and a strategy whose set follows
+            # training (SlimFit's scores are relative changes of those weights) plans from
+            # them; for the others only shapes count.
+            from adaptlab.transfer.init_weights import load_source_weights
+
+            load_source_weights(model, layer_map, config.init_from,
+                                self.data.class_names or None)
         # A run seeds torch with its seed just before setup, and a strategy may read it
         # (SlimFit's initial scores, which set the steps it plans); the caller's stream is kept.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.manual_seed(config.seed)
             return strategy.setup(model, layer_map), layer_map
+
+    def step_rates(self, model, strategy, config: RunConfig) -> StepRates:
+        """The rates of ``config``'s run of ``strategy`` (set up on ``model``), step by step:
+        the config's rate when it is a run of that strategy, else the strategy's default, as
+        a run of it that sets none would take."""
+        from adaptlab.assembly import default_lr
+
+        lr = config.lr if config.strategy == strategy.name and config.lr is not None \
+            else default_lr(self.domain, config.dataset, strategy.name)
+        return step_rates(model, strategy, lr, config.schedule, self.optimizer_steps(config),
+                          config.warmup_ratio, config.weight_decay, config.seed)
 
     def plan(self, name: str, options: dict[str, Any] | None = None,
              config: RunConfig | None = None) -> StrategyPlan:
@@ -253,26 +276,17 @@ class MemoryPlanner:
         config = config or self.config
         check_strategy_names([name])
         strategy = get_strategy_class(name).from_options(options or {})
-        model, layer_map = self._fresh_model(strategy, config.seed)
-        sets = strategy.planned_trainable_sets(model, layer_map)
-        if sets:
-            # A run shorter than the list never trains its later sets, and costs.json's peak
-            # is over the steps taken: SlimFit's sets are its rotation's groups, one a step,
-            # and on the code demo at 256 samples and batch 32 (8 steps) the ninth group,
-            # the one holding the word embeddings for some seeds (their gradient and moments,
-            # 140 MB), put the plan at 1.39 of what the run measured.
-            sets = sets[:self.optimizer_steps(config)]
-            # The meter counts a changed set's activations on the batch of the step it first
-            # trains in, and padded text batches differ in length: each set is counted on its
-            # own step's batch (the last, the set after SlimFit's rotation, on the batch of
-            # the step it starts at), not all on the first (a 3-step run of the tests' code
-            # files was planned 1.35 times its activations that way).
-            batches = functools.partial(self.step_batches, config, len(sets))
+        model, layer_map = self._fresh_model(strategy, config)
+        steps = strategy.planned_trainable_sets(model, layer_map,
+                                                self.step_rates(model, strategy, config)) \
+            if strategy.changes_trainable_set else None
+        if steps:
+            pairs = functools.partial(self._changed_sets, config, steps)
         else:
-            sets = [[n for n, p in model.named_parameters() if p.requires_grad]]
-            batches = functools.partial(iter, [self.first_batch(config)])
+            pairs = functools.partial(iter, [([n for n, p in model.named_parameters()
+                                               if p.requires_grad], self.first_batch(config))])
         device, precision = planned_device(config)
-        counts, forward = self._count_sets(model, strategy, sets, batches, device, precision)
+        counts, forward = self._count_sets(model, strategy, pairs, device, precision)
         params = list({id(p): p for p in model.parameters()}.values())
         memory = {"parameters": sum(tensor_bytes(p) for p in params),
                   **{kind: max(getattr(c, kind) for c in counts)
@@ -280,12 +294,27 @@ class MemoryPlanner:
         return StrategyPlan(strategy=name, memory_bytes=memory,
                             trainable_params=max(c.trainable_params for c in counts),
                             total_params=sum(p.numel() for p in params),
-                            planned_sets=len(sets), forward=forward,
+                            planned_sets=len(counts), planned_steps=len(steps or [None]),
+                            forward=forward,
                             seconds=time.perf_counter() - started)
 
-    def _count_sets(self, model, strategy, sets, batches: Callable[[], Iterator], device,
-                    precision):
-        """Each set counted on its batch: ``batches()`` yields them in the sets' order."""
+    def _changed_sets(self, config: RunConfig, steps: list[list[str]]
+                      ) -> Iterator[tuple[list[str], Any]]:
+        """(set, batch) for each step that changes the trainable set, once per set and input
+        shape: the meter counts a set's activations on the batch of the step it starts at,
+        and padded text batches differ in length (a 3-step run of the tests' code files was
+        planned 1.35 times its activations when every set was counted on the first batch)."""
+        seen, previous = set(), None
+        for names, batch in zip(steps, self.step_batches(config, len(steps)), strict=True):
+            current = frozenset(names)
+            key = (current, repr(_input_shape(batch)))
+            if current != previous and key not in seen:
+                seen.add(key)
+                yield names, batch
+            previous = current
+
+    def _count_sets(self, model, strategy, pairs: Callable[[], Iterator], device, precision):
+        """Each set counted on its batch: ``pairs()`` yields (set, batch)."""
         from torch._subclasses.fake_tensor import FakeTensorMode
 
         # Real tensors outside the model (a task's class weights) join as fake ones.
@@ -293,7 +322,7 @@ class MemoryPlanner:
         try:
             with FakeModel(model, mode, device):
                 counts = []
-                for names, batch in zip(sets, batches(), strict=True):
+                for names, batch in pairs():
                     with mode:
                         fake_batch = tree_map(lambda t: mode.from_tensor(t).to(device)
                                               if torch.is_tensor(t) else t, batch)
@@ -309,7 +338,7 @@ class MemoryPlanner:
         # cannot run on fake tensors: one real forward of the batch on the CPU instead (real
         # time and memory, the same counts on the CPU; autocast left out there).
         counts = []
-        for names, batch in zip(sets, batches(), strict=True):
+        for names, batch in pairs():
             set_trainable(model, set(names))
             counts.append(count_set(model, self.task, strategy, batch, "cpu", "no"))
         return counts, "real"

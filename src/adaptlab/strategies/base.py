@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -30,6 +30,9 @@ from torch import nn
 from adaptlab.backbones.layer_map import NORM_TYPES, LayerMap
 from adaptlab.errors import AdaptlabError
 from adaptlab.schema import from_dict
+
+if TYPE_CHECKING:
+    from adaptlab.costs.step_rates import StepRates
 
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -196,14 +199,14 @@ class Strategy:
         ones it will unfreeze."""
         return [name for name, p in model.named_parameters() if p.requires_grad]
 
-    def planned_trainable_sets(self, model: nn.Module, layer_map: LayerMap
-                               ) -> list[list[str]] | None:
-        """Parameter-name sets whose training cost bounds this strategy's steps, for the
-        memory planner (:mod:`adaptlab.costs.planner`), called after :meth:`setup`; None
-        means: the set after setup. A strategy whose trainable set changes during the run
-        returns the sets its steps can have (or the largest ones), in the order the run's steps
-        reach them: the planner keeps only the sets a run of its length reaches, so its peak
-        over them is that run's peak."""
+    def planned_trainable_sets(self, model: nn.Module, layer_map: LayerMap,
+                               rates: StepRates) -> list[list[str]] | None:
+        """The parameter names each optimizer step of the run will train, one list per step of
+        ``rates`` (the rate every parameter steps with, step by step), for the memory planner
+        (:mod:`adaptlab.costs.planner`), called after :meth:`setup` on a model holding the
+        run's starting weights; None means: the set after setup, at every step. A strategy
+        whose trainable set changes during the run predicts it here; the planner counts each
+        set the steps reach, as the cost meter keeps the peak over the steps taken."""
         return None
 
     def train_mode(self, model: nn.Module) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -28,8 +28,12 @@ from torch import nn
 from adaptlab.backbones.layer_map import LayerMap, parameters_under
 from adaptlab.strategies.base import Strategy, StrategyConfig, set_requires_grad
 from adaptlab.strategies.registry import register_strategy
+from adaptlab.strategies.slimfit.replay import replay_schedule
 from adaptlab.strategies.slimfit.schedule import InterLayerSchedule, ScheduleState
-from adaptlab.strategies.slimfit.units import Unit, find_units, frozen_count, initial_scores
+from adaptlab.strategies.slimfit.units import Unit, find_units, initial_scores
+
+if TYPE_CHECKING:
+    from adaptlab.costs.step_rates import StepRates
 
 SCHEDULE_FILE = "slimfit_schedule.safetensors"
 
@@ -77,7 +81,7 @@ class SlimFit(Strategy):
         # The engine seeds torch with the run's seed just before setup; reading that seed
         # (not drawing from the global stream) seeds the scores' own generator.
         scores = initial_scores(len(self.units), torch.initial_seed())
-        self.first_scores = scores.clone()  # what the planner's first rotation follows
+        self.first_scores = scores.clone()  # where the planner's replay starts
         self.schedule = ScheduleState(self.units, scores, self.config.freeze_ratio)
         set_requires_grad([model], True)
         self.schedule.apply(model)
@@ -91,39 +95,20 @@ class SlimFit(Strategy):
         decision for that step, not a return to its pre-trained statistics (the base class
         would switch a frozen BatchNorm to eval and make the forward change with the mask)."""
 
-    def planned_trainable_sets(self, model: nn.Module, layer_map: LayerMap
-                               ) -> list[list[str]] | None:
-        """The sets the first rotation trains, each with the head: the initial scores are
-        random and far above any real relative change, so step 1 trains the highest-scoring
-        units, step 2 (their scores now real and small) the next ones, and so on until every
-        unit has trained once; the last, partial group is topped up with trained units, those
-        whose real scores the rule below ranks highest (the largest units instead put a Fracast
-        classifier's gradients at 1.42 of a run's). Every unit trains in that rotation,
-        with a random set of others: its peak (where the lowest unit trains, activations are
-        kept from there up; where the word embeddings train, their gradient and moments) is
-        the run's, as far as the schedule is predictable before training. Called after
-        :meth:`setup`, which drew the initial scores from the run's seed."""
+    def planned_trainable_sets(self, model: nn.Module, layer_map: LayerMap,
+                               rates: StepRates) -> list[list[str]]:
+        """Each step's units with the head, from the schedule replayed on the run's initial
+        scores, starting weights and rates (:mod:`.replay`). Called after :meth:`setup`,
+        which drew the initial scores from the run's seed."""
         if self.first_scores is None:
             raise RuntimeError("strategy 'slimfit': setup() has not run")
-        units = self.units
-        trained = len(units) - frozen_count(self.config.freeze_ratio, len(units))
-        order = torch.sort(self.first_scores, descending=True, stable=True).indices.tolist()
-        # Once real, the scores rank by relative change: AdamW moves every weight by about the
-        # learning rate per step whatever its size, so a unit's is about lr * mean(1 / |w|)
-        # and the units of smallest weights rank first.
         params = dict(model.named_parameters())
-        ranked = sorted(range(len(units)), reverse=True,
-                        key=lambda i: _inverse_magnitude(params[units[i].params[0]]))
         head = [name for name, _ in parameters_under(model, [layer_map.head])] \
             if layer_map.head else []
-        sets = []
-        for start in range(0, len(order), max(trained, 1)):
-            group = order[start:start + trained]
-            group += [i for i in ranked if i not in group][:trained - len(group)]
-            sets.append(head + [name for i in group for name in units[i].params])
-        # After the rotation those units keep training. That set too.
-        sets.append(head + [name for i in ranked[:trained] for name in units[i].params])
-        return sets
+        steps = replay_schedule(self.units, self.first_scores, self.config.freeze_ratio,
+                                {unit.name: params[unit.name] for unit in self.units}, rates)
+        return [head + [name for i in trained for name in self.units[i].params]
+                for trained in steps]
 
     def callbacks(self) -> list:
         if self.schedule is None:
@@ -171,9 +156,3 @@ def write_schedule_log(state: ScheduleState, path: Path) -> str:
     atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return path.name
 
-
-def _inverse_magnitude(weight: torch.Tensor) -> float:
-    """mean(1 / |w|), an exact zero counting 1: the relative change a same-sized step of
-    every entry gives, by the score's own rule for zeros."""
-    magnitude = weight.detach().abs().double()
-    return float(torch.where(magnitude == 0, torch.ones_like(magnitude), 1 / magnitude).mean())
