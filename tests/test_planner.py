@@ -237,6 +237,38 @@ def test_a_run_shorter_than_slimfits_rotation_is_planned_for_the_steps_it_takes(
 
 
 @pytest.mark.slow
+def test_slimfits_replay_names_the_units_a_run_trains_past_its_first_rotation(measured):
+    """The point transformer at freeze ratio 0.95 trains 2 of its 33 units a step: the first
+    rotation (every unit once, from the seeded initial scores) is 17 steps; the steps after it
+    follow scores the replay predicts from the weights and each step's rate. The run's own log
+    says which units trained."""
+    from safetensors import safe_open
+
+    from adaptlab.costs.planner import MemoryPlanner
+    from adaptlab.run import run
+    from adaptlab.strategies.registry import get_strategy_class
+
+    config = dataclasses.replace(measured.configs["pointcloud"], strategy="slimfit", epochs=7,
+                                 strategy_options={"freeze_ratio": 0.95},
+                                 out=str(measured.root / "pointcloud-slimfit-0.95"))
+    costs = run(config, progress=False).costs
+    with safe_open(str(Path(config.out) / "slimfit_schedule.safetensors"), "pt") as schedule:
+        units = json.loads(schedule.metadata()["units"])
+        logged = schedule.get_tensor("trained")
+    rotation = -(-len(units) // 2)
+    assert (len(units), rotation, costs["optimizer_steps"]) == (33, 17, 21)
+    planner = MemoryPlanner(config)
+    strategy = get_strategy_class("slimfit").from_options(config.strategy_options)
+    model, layer_map = planner.fresh_model(strategy, config)
+    planned = strategy.planned_trainable_sets(model, layer_map,
+                                              planner.step_rates(model, strategy, config))
+    assert len(planned) == 21
+    for step in range(rotation + 2):
+        want = {units[i] for i in range(len(units)) if logged[step, i]}
+        assert {name for name in planned[step] if name in units} == want, step + 1
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("configuration", CONFIGURATIONS)
 def test_every_strategy_is_planned_and_kinds_differ_where_strategies_do(measured,
                                                                          configuration):

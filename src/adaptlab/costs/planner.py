@@ -233,9 +233,9 @@ class MemoryPlanner:
                 target.set_epoch(epoch)
         return iter(loader)
 
-    def _fresh_model(self, strategy, config: RunConfig):
-        """A task model from an untouched copy of the backbone (a strategy's apply changes the
-        model it is given)."""
+    def fresh_model(self, strategy, config: RunConfig):
+        """The task model a run of ``strategy`` starts from, set up, from an untouched copy of
+        the backbone (a strategy's apply changes the model it is given)."""
         module, head = copy.deepcopy((self.backbone.module, self.backbone.pretrained_head))
         backbone = dataclasses.replace(self.backbone, module=module, pretrained_head=head)
         model, layer_map = self.task.build_model(backbone, strategy.config)
@@ -276,7 +276,7 @@ class MemoryPlanner:
         config = config or self.config
         check_strategy_names([name])
         strategy = get_strategy_class(name).from_options(options or {})
-        model, layer_map = self._fresh_model(strategy, config)
+        model, layer_map = self.fresh_model(strategy, config)
         steps = strategy.planned_trainable_sets(model, layer_map,
                                                 self.step_rates(model, strategy, config)) \
             if strategy.changes_trainable_set else None
