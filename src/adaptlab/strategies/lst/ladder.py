@@ -19,6 +19,7 @@ from torch import nn
 
 from adaptlab.backbones.features import capture_block_outputs
 from adaptlab.backbones.layer_map import LayerMap
+from adaptlab.backbones.point_nets import max_pool
 from adaptlab.strategies.lst.families import SideDesign
 
 # LST's gate temperature: a small T makes the gates move quickly away from 0.5 once alpha moves.
@@ -36,7 +37,7 @@ def pool(x: torch.Tensor, rule: str, keep: torch.Tensor | None, prefix_tokens: i
     if rule == "token_mean":
         return x[:, prefix_tokens:].mean(1)
     if rule == "max_mean":
-        return torch.cat([x.amax(dim=1), x.mean(dim=1)], dim=-1)
+        return torch.cat([max_pool(x, 1), x.mean(dim=1)], dim=-1)
     if rule == "map_mean":
         return x.mean(dim=(2, 3))
     raise ValueError(f"unknown pooling rule {rule!r}")

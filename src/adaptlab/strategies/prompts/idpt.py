@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from adaptlab.backbones.point_nets import EdgeConv
+from adaptlab.backbones.point_nets import EdgeConv, max_pool
 from adaptlab.errors import AdaptlabError
 from adaptlab.strategies.base import StrategyConfig
 from adaptlab.strategies.prompts.base import PromptStrategy, seeded
@@ -57,7 +57,7 @@ class InstancePrompt(InsertedTokens):
         for edge in self.edges:
             x = edge(x)
             outputs.append(x)
-        return self.project(torch.cat(outputs, dim=-1)).amax(dim=1, keepdim=True)
+        return max_pool(self.project(torch.cat(outputs, dim=-1)), 1, keepdim=True)
 
 
 @register_strategy

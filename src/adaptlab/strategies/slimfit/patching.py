@@ -10,7 +10,8 @@ kernel, whose products could not be stored compressed). What is patched:
   pruned input while its weight is frozen, the plain layer while it trains;
 - every exact GELU (``nn.GELU``, Hugging Face's ``GELUActivation``): 4-bit input;
 - the MLP output layer (timm's and our point transformer's ``Mlp.fc2``, BERT's
-  ``BertOutput.dense``): int8 input while its weight trains, none while frozen;
+  ``BertOutput.dense``, a Linear right after an exact GELU in a ``Sequential``): int8 input
+  while its weight trains, none while frozen;
 - self-attention (timm's ``Attention`` with fused qkv, BERT's ``BertSelfAttention``, our point
   transformer's ``Attention``): int8 operands of both products, uint8 probabilities.
 
@@ -210,6 +211,16 @@ def patch_model(model: nn.Module, exclude: str | None = None) -> Counter:
             if type(linear) is nn.Linear:
                 linear.__class__ = CompressedLinear
                 done["linear_int8"] += 1
+        if isinstance(module, nn.Sequential):
+            # A Linear right after an exact GELU in a Sequential (our point networks' patch
+            # embedding and position MLP) is an MLP's output layer by another name: its input
+            # is the GELU's output, which nothing else keeps.
+            children = list(module.children())
+            for before, linear in zip(children, children[1:], strict=False):
+                if _is_exact_gelu(before, bert[3] if bert else None) and \
+                        type(linear) is nn.Linear:
+                    linear.__class__ = CompressedLinear
+                    done["linear_int8"] += 1
         for child_name, child in list(module.named_children()):
             if _is_exact_gelu(child, bert[3] if bert else None):
                 setattr(module, child_name, CompressedGELU())
