@@ -108,3 +108,23 @@ def test_transfer_from_generated_shapes_beats_the_target_alone_at_the_smallest_f
     row = result["summary"][0]
     assert row["transfer"]["seeds"] == row["control"]["seeds"] == 3
     assert row["transfer"]["mean"] > row["control"]["mean"]
+
+
+def test_point_pooling_keeps_the_winners_indices_for_backward_not_its_input():
+    """The point networks pool neighbours and patches with a max whose backward keeps one
+    int64 index per output, not the pooled input (``amax`` would keep all 16 float32 entries
+    per output here: 8 times the bytes); the gradient reaches exactly the winning entries."""
+    from torch import nn
+
+    from adaptlab.backbones.point_nets import max_pool
+    from adaptlab.costs.meter import SavedActivationCounter
+
+    x = torch.randn(2, 8, 16, 32, requires_grad=True)
+    with SavedActivationCounter(nn.Module()) as counter:
+        pooled = max_pool(x, 2)
+    assert pooled.shape == (2, 8, 32)
+    assert counter.bytes == 2 * 8 * 32 * 8  # one int64 index per output
+    assert torch.equal(pooled, x.detach().amax(dim=2))
+    pooled.backward(torch.ones_like(pooled))
+    winners = x.detach() == x.detach().amax(dim=2, keepdim=True)
+    assert torch.equal(x.grad, winners.float())
