@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", nargs="+", default=None, help="labels to run (default all)")
+    parser.add_argument("--note", default=None,
+                        help="a sentence on how the bench ran, printed under the claims")
     parser.add_argument("--no-write", action="store_true",
                         help="measure (and keep, with --results) without writing BENCHMARKS.md")
     parser.add_argument("--results", default=None,
@@ -204,7 +206,7 @@ def _section(args, dataset, measured: dict, metric: str, source: str | None) -> 
             "| method | trainable (median) | params | grads | optimizer | activations | total | "
             f"planned | saving | s/epoch | test {metric} | Δ |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
-            + _claims(measured) + "\n")
+            + _claims(measured) + "\n" + (f"\n{args.note}\n" if args.note else ""))
     return body
 
 
