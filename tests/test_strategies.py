@@ -180,3 +180,70 @@ def test_layer_maps_for_timm_vit_and_hf_encoder():
     hf_map = layer_map_from_hf_encoder(bert)
     assert hf_map.embeddings == ["embeddings"]
     assert hf_map.blocks == [["encoder.layer.0"], ["encoder.layer.1"], ["encoder.layer.2"]]
+
+
+
+def _one_step_moves_statistics(trained, strategy) -> tuple[set[str], set[str], bool]:
+    """One SGD step on inputs far from ImageNet's statistics: (BatchNorm layers whose running
+    statistics moved, those whose weights train, whether any such weight changed)."""
+    norms = {n: m for n, m in trained.named_modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    stats = {n: (m.running_mean.clone(), m.running_var.clone()) for n, m in norms.items()}
+    weights = {n: m.weight.detach().clone() for n, m in norms.items() if m.weight.requires_grad}
+    trained.train()
+    strategy.train_mode(trained)
+    optimizer = torch.optim.SGD([p for p in trained.parameters() if p.requires_grad], lr=0.1)
+    inputs = torch.randn(8, 3, 64, 64) * 3 + 2
+    nn.functional.cross_entropy(trained(inputs), torch.arange(8) % 4).backward()
+    optimizer.step()
+    moved = {n for n, m in norms.items()
+             if not (torch.equal(m.running_mean, stats[n][0])
+                     and torch.equal(m.running_var, stats[n][1]))}
+    changed = any(not torch.equal(norms[n].weight.detach(), w) for n, w in weights.items())
+    return moved, set(weights), changed
+
+
+@pytest.mark.parametrize("name", ["lora", "full", "slimfit"])
+@pytest.mark.parametrize("norm_stats", ["update", "keep", "auto"])
+def test_norm_stats_decides_whether_pretrained_batch_norm_statistics_move(lite0_backbone, name,
+                                                                          norm_stats):
+    import copy
+
+    torch.manual_seed(0)
+    trained, _, _, strategy = _prepared(copy.deepcopy(lite0_backbone), name,
+                                        norm_stats=norm_stats)
+    moved, training, changed = _one_step_moves_statistics(trained, strategy)
+    assert training and changed, f"{name}: no BatchNorm weight trained"
+    if norm_stats == "update":
+        # Every layer that trained normalised by the batch and moved its statistics.
+        assert training <= moved
+    else:  # auto keeps the pre-trained backbone's statistics, as keep does
+        assert moved == set()
+
+
+def test_norm_stats_auto_updates_statistics_a_layer_has_not_learned(lite0_backbone):
+    import copy
+
+    torch.manual_seed(0)
+    scratch = copy.deepcopy(lite0_backbone)
+    for module in scratch.module.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+    trained, _, _, strategy = _prepared(scratch, "full")
+    moved, training, _ = _one_step_moves_statistics(trained, strategy)
+    assert training <= moved  # nothing learned to keep: they normalise by their batches
+
+    # A re-drawn top block starts over; the blocks below keep the pre-trained statistics.
+    trained, model, layer_map, strategy = _prepared(copy.deepcopy(lite0_backbone), "full",
+                                                    reinit_top=1)
+    top = tuple(f"{prefix}." for prefix in layer_map.blocks[-1])
+    moved, _, _ = _one_step_moves_statistics(trained, strategy)
+    assert moved and all(name.startswith(top) for name in moved)
+
+
+def test_a_run_recorded_before_norm_stats_replays_with_updated_statistics():
+    from adaptlab.strategies.registry import recorded_strategy_options
+
+    assert recorded_strategy_options("lora", {"r": 8})["norm_stats"] == "update"
+    assert recorded_strategy_options("lst", {})["norm_stats"] == "update"
+    assert recorded_strategy_options("lora", {"norm_stats": "auto"})["norm_stats"] == "auto"

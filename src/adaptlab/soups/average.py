@@ -29,7 +29,8 @@ DATA_FIELDS = ("dataset", "data", "image_size", "horizon", "max_gap", "season",
                "forecast_loss")
 # Strategy options that change how a run trains, not what its saved tensors mean (the
 # model-soups recipe varies exactly such hyperparameters between ingredients).
-TRAINING_ONLY_OPTIONS = frozenset({"layer_decay", "head_lr_scale", "head_init", "head_dropout"})
+TRAINING_ONLY_OPTIONS = frozenset({"layer_decay", "head_lr_scale", "head_init", "head_dropout",
+                                   "norm_stats"})
 # Strategies whose saved tensors do not line up entry by entry between runs.
 NOT_AVERAGEABLE = {
     "adalora": "each AdaLoRA run prunes its own ranks, so entries of two runs' adapters do not "

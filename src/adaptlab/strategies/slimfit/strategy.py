@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from adaptlab.backbones.layer_map import LayerMap, parameters_under
-from adaptlab.strategies.base import Strategy, StrategyConfig, set_requires_grad
+from adaptlab.strategies.base import (Strategy, StrategyConfig, keep_batch_norm_statistics,
+                                      set_requires_grad)
 from adaptlab.strategies.registry import register_strategy
 from adaptlab.strategies.slimfit.replay import replay_schedule
 from adaptlab.strategies.slimfit.schedule import InterLayerSchedule, ScheduleState
@@ -93,7 +94,9 @@ class SlimFit(Strategy):
     def train_mode(self, model: nn.Module) -> None:
         """Every module stays in training mode: a norm layer frozen for a step is a memory
         decision for that step, not a return to its pre-trained statistics (the base class
-        would switch a frozen BatchNorm to eval and make the forward change with the mask)."""
+        would switch a frozen BatchNorm to eval and make the forward change with the mask).
+        The BatchNorm layers ``norm_stats`` keeps are in eval mode at every step alike."""
+        keep_batch_norm_statistics(model, self._kept_norms or ())
 
     def planned_trainable_sets(self, model: nn.Module, layer_map: LayerMap,
                                rates: StepRates) -> list[list[str]]:
