@@ -236,6 +236,12 @@ def _section(args, rounds: dict) -> str:
     rounds_text = ", ".join(f"{a['wall']:.1f} / {f['wall']:.1f}"
                             for a, f in zip(a_runs, f_runs, strict=True))
     lrs = " and ".join(f"{lr:g}" for lr in result["lrs"])
+    from adaptlab.strategies.base import NEW_HEAD_LR
+
+    norm_stats = ("each batch's statistics, updating their running ones (`norm_stats=update`)"
+                  if config["strategy_options"].get("norm_stats") == "update" else
+                  "their pre-trained running statistics (`norm_stats=auto`; fastai's normalise "
+                  "by each batch and update theirs)")
     best = ", ".join(str(e) for e in sorted({r["best_epoch"] for r in a_runs}))
     return (
         "## adaptlab against fastai: full fine-tuning on the wildlife demo (cpu)\n\n"
@@ -267,10 +273,11 @@ def _section(args, rounds: dict) -> str:
         "sum to the wall time):\n\n"
         "| phase | adaptlab | fastai |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
         "What differs, each tool run as its own recipe: adaptlab's `full` trains every "
-        f"parameter from the first step at one rate (AdamW, lr {config['lr']:g}, weight decay "
+        f"parameter from the first step (AdamW, lr {config['lr']:g} for the body, at least "
+        f"{NEW_HEAD_LR:g} for the new linear head on the pooled features, weight decay "
         f"{config['weight_decay']:g}, {config['schedule']} schedule with "
-        f"{config['warmup_ratio']:g} of the steps warming up, gradient clipping) under a new "
-        f"linear head on the pooled features, and ends on the epoch with the best val "
+        f"{config['warmup_ratio']:g} of the steps warming up, gradient clipping), its "
+        f"batch-norm layers normalising by {norm_stats}, and ends on the epoch with the best val "
         f"macro-F1 (epoch {best} of {args.epochs}). fastai trains its own head "
         f"({', '.join(result['head'])}) for one epoch with the body frozen but its batch-norm "
         f"layers training (one-cycle to lr {result['frozen_lr']:g}; the backward pass still runs "
