@@ -68,7 +68,8 @@ class LadderSideTuning(Strategy):
     # partly new, like an adapter, not like the backbone.
     default_lr = 3e-3
     lr_range = (3e-4, 1e-2)
-    options_before = {**Strategy.options_before, "merge_last": False}  # runs recorded before 2026-12-05 had no last gate
+    # Runs recorded before 2026-12-05 had no last gate.
+    options_before = {**Strategy.options_before, "merge_last": False}
 
     def check(self, layer_map: LayerMap) -> None:
         if layer_map.num_blocks == 0:

@@ -26,8 +26,7 @@ import torch
 from torch import nn
 
 from adaptlab.backbones.layer_map import LayerMap, parameters_under
-from adaptlab.strategies.base import (Strategy, StrategyConfig, keep_batch_norm_statistics,
-                                      set_requires_grad)
+from adaptlab.strategies.base import Strategy, StrategyConfig, keep_batch_norm_statistics, set_requires_grad
 from adaptlab.strategies.registry import register_strategy
 from adaptlab.strategies.slimfit.replay import replay_schedule
 from adaptlab.strategies.slimfit.schedule import InterLayerSchedule, ScheduleState
