@@ -67,7 +67,9 @@ def engine_loop(model, layer_map, data, dataset, epochs: int, batch_size: int,
     from adaptlab.tasks.classification import ClassificationTask
 
     accelerator = make_accelerator(device, "no", 1)
-    strategy = FullFineTuning(StrategyConfig())
+    # BatchNorm in training mode, as the hand-written loop runs it: the same work on both sides
+    # (the default, norm_stats=auto, would skip the batch statistics the hand loop computes).
+    strategy = FullFineTuning(StrategyConfig(norm_stats="update"))
     model = strategy.setup(model, layer_map)
     with tempfile.TemporaryDirectory() as tmp:
         bus = EventBus()
