@@ -145,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         if attempts > 3 * args.kills + 5:
             raise SystemExit(f"no end after {attempts} attempts; see {log}")
         # Anywhere in the first half of an uninterrupted command: the rest of the work is
-        # then left to the attempts that follow, which must continue it.
-        kill_after = rng.uniform(0.05, 0.5) * whole if kills < args.kills else None
+        # then left to the attempts that follow, which must continue it. Each kill's window
+        # shrinks with the kills before it: an attempt that continues has less left to do, and
+        # on a loaded machine one could finish before a later kill came.
+        kill_after = (rng.uniform(0.05, 0.5) * whole / (1 + kills)
+                      if kills < args.kills else None)
         status = run(crashed, kill_after)
         if status == -signal.SIGKILL:
             kills += 1
