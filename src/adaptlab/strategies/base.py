@@ -98,8 +98,8 @@ def norms_to_keep(model: nn.Module, norm_stats: str) -> list[str]:
     :class:`StrategyConfig`), decided once on the model the run starts from. Keeping is the
     default for learned statistics because the batches of a small new dataset give noisy
     ones, and the running statistics they drag along stop matching what the layers after
-    them learned (on the medical demo LoRA lost 9 points to it); a layer still at its initial
-    statistics has nothing to keep."""
+    them learned (on the medical demo LoRA lost 6 points to it, 0.552 against 0.613); a layer
+    still at its initial statistics has nothing to keep."""
     if norm_stats == "update":
         return []
     return [name for name, module in model.named_modules()
