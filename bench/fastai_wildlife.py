@@ -238,10 +238,11 @@ def _section(args, rounds: dict) -> str:
     lrs = " and ".join(f"{lr:g}" for lr in result["lrs"])
     from adaptlab.strategies.base import NEW_HEAD_LR
 
+    mode = config["strategy_options"].get("norm_stats", "update")
     norm_stats = ("each batch's statistics, updating their running ones (`norm_stats=update`)"
-                  if config["strategy_options"].get("norm_stats") == "update" else
-                  "their pre-trained running statistics (`norm_stats=auto`; fastai's normalise "
-                  "by each batch and update theirs)")
+                  if mode == "update" else
+                  f"their pre-trained running statistics (`norm_stats={mode}`; fastai's "
+                  "normalise by each batch and update theirs)")
     best = ", ".join(str(e) for e in sorted({r["best_epoch"] for r in a_runs}))
     return (
         "## adaptlab against fastai: full fine-tuning on the wildlife demo (cpu)\n\n"

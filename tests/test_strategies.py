@@ -182,7 +182,6 @@ def test_layer_maps_for_timm_vit_and_hf_encoder():
     assert hf_map.blocks == [["encoder.layer.0"], ["encoder.layer.1"], ["encoder.layer.2"]]
 
 
-
 def _one_step_moves_statistics(trained, strategy) -> tuple[set[str], set[str], bool]:
     """One SGD step on inputs far from ImageNet's statistics: (BatchNorm layers whose running
     statistics moved, those whose weights train, whether any such weight changed)."""

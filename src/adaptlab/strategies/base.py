@@ -171,8 +171,9 @@ class Strategy:
     default_lr: ClassVar[float] = 1e-3
     lr_range: ClassVar[tuple[float, float]] = (1e-5, 1e-1)
     # Options added after runs were recorded, each with the value a run recorded without it
-    # trained with (its structure, its weights' keys): read back, such a run rebuilds the
-    # model it saved, not today's default (:func:`registry.recorded_strategy_options`).
+    # trained with (its structure, its weights' keys, how its layers trained): read back, such
+    # a run rebuilds and resumes as it ran, not at today's default
+    # (:func:`registry.recorded_strategy_options`).
     options_before: ClassVar[dict[str, Any]] = {"norm_stats": "update"}  # before 2026-12-05
 
     def __init__(self, config: StrategyConfig) -> None:
