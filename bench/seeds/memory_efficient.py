@@ -79,6 +79,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--train-samples", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--head-lr", type=float, default=None,
+                        help="the new task head's rate in every row (head_lr_scale = this over "
+                             "the row's rate); default: each strategy's own head rate")
     parser.add_argument("--only", nargs="+", default=None, help="labels to run (default all)")
     parser.add_argument("--note", default=None,
                         help="a sentence on how the bench ran, printed under the claims")
@@ -108,9 +111,13 @@ def main() -> None:
                 continue
             results, plans = [], []
             for seed in args.seeds:
+                lr = LR[args.domain][strategy]
+                # Head-only's rate is the run's own; every other row's head gets the same rate.
+                if args.head_lr is not None and strategy != "head":
+                    options = {**options, "head_lr_scale": args.head_lr / lr}
                 config = config_for(args.domain, dataset=dataset.name, backbone=args.backbone,
                                     strategy=strategy, strategy_options=options, seed=seed,
-                                    device=args.device, lr=LR[args.domain][strategy],
+                                    device=args.device, lr=lr,
                                     init_from=source, out=str(Path(tmp) / f"{label}-{seed}"),
                                     **training)
                 # Planned before the run, for the same seed (SlimFit's schedule follows it).
@@ -146,7 +153,8 @@ def _results_path(args, label: str) -> Path | None:
 
 def _key(args, training: dict) -> dict:
     return {"domain": args.domain, "dataset": args.dataset, "backbone": args.backbone,
-            "seeds": list(args.seeds), "device": args.device, **training}
+            "seeds": list(args.seeds), "device": args.device, "head_lr": args.head_lr,
+            **training}
 
 
 def _kept(args, label: str, training: dict) -> dict | None:
@@ -194,6 +202,8 @@ def _section(args, dataset, measured: dict, metric: str, source: str | None) -> 
             f"{machine()}. {args.backbone_name} on `{dataset.name}`: {dataset.description}. "
             f"{config.epochs} epochs, batch {config.batch_size}, training samples "
             f"{config.train_samples or 'all'}, seeds {args.seeds}"
+            + (f"; the new task head trains at {args.head_lr:g} in every row"
+               if args.head_lr is not None else "")
             + (f"; every run starts from one source run (`{dataset.source_dataset}`, `full`)"
                if source else "")
             + f". Memory in MiB is the cost meter's peak over optimizer steps for seed "
