@@ -145,6 +145,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of both tools")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--print-only", action="store_true")
+    parser.add_argument("--note", default=None,
+                        help="a paragraph on what else was measured, printed after the section")
     parser.add_argument("--worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -292,7 +294,7 @@ def _section(args, rounds: dict) -> str:
         "baselines, evaluates train, val and test at the end, checks that the saved weights "
         "reload to the same outputs and writes metrics, costs and a model card; fastai, as "
         "run here, predicts the test split and pickles the Learner, and does none of the "
-        "rest.\n")
+        "rest.\n" + (f"\n{args.note}\n" if args.note else ""))
 
 
 if __name__ == "__main__":
