@@ -90,3 +90,41 @@ def test_warmup_then_cosine_schedule():
         schedule.step()
     assert rates[:4] == sorted(rates[:4]) and rates[3] == pytest.approx(1.0)
     assert rates[3:] == sorted(rates[3:], reverse=True) and rates[-1] < 0.05
+
+
+def test_a_trainer_without_evaluation_splits_trains_and_fit_names_the_missing_val(tmp_path):
+    """Accelerate's ``prepare`` hands a single loader back bare: a Trainer given only a
+    training loader (the engine-overhead benchmark's) still trains, and ``fit``, which picks
+    the best epoch on val, refuses by name instead of failing on a missing key."""
+    import timm
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from adaptlab.backbones.layer_map import layer_map_from_timm
+    from adaptlab.costs.meter import CostMeter
+    from adaptlab.engine.accelerator import make_accelerator
+    from adaptlab.engine.events import EventBus
+    from adaptlab.engine.trainer import Trainer, TrainSettings
+    from adaptlab.errors import AdaptlabError
+    from adaptlab.strategies.base import StrategyConfig
+    from adaptlab.strategies.full import FullFineTuning
+    from adaptlab.tasks.classification import ClassificationTask
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=3)
+    strategy = FullFineTuning(StrategyConfig())
+    model = strategy.setup(model, layer_map_from_timm(model))
+    data = TensorDataset(torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    meter = CostMeter(device="cpu")
+    trainer = Trainer(model=model, strategy=strategy, task=ClassificationTask(["a", "b", "c"]),
+                      settings=TrainSettings(epochs=1, lr=1e-3, weight_decay=0.0,
+                                             warmup_ratio=0.0, schedule="constant"),
+                      train_loader=DataLoader(data, batch_size=4), eval_loaders={},
+                      run_dir=tmp_path, bus=EventBus(), accelerator=make_accelerator("cpu", "no", 1),
+                      meter=meter)
+    trainer._train_one_epoch()
+    assert meter.train_samples == len(data)
+    assert all(not torch.equal(before[name], p) for name, p in model.named_parameters()
+               if name.startswith("fc."))
+    with pytest.raises(AdaptlabError, match="'val' evaluation loader.*none"):
+        trainer.fit()

@@ -97,6 +97,8 @@ class Trainer:
         self._manual_sync = self.processes > 1 and strategy.changes_trainable_set
         self._plain_eval = dict(eval_loaders)
         prepared = accelerator.prepare(train_loader, *eval_loaders.values())
+        if not eval_loaders:  # prepare hands one object back bare, not in a tuple
+            prepared = (prepared,)
         self.train_loader = prepared[0]
         self.eval_loaders = dict(zip(eval_loaders, prepared[1:], strict=True))
         accum = accelerator.gradient_accumulation_steps
@@ -204,6 +206,13 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> TrainState:
+        if "val" not in self.eval_loaders:
+            # The best epoch, early stopping and the restore read val; a loop that only trains
+            # (bench/engine_overhead.py) steps epochs without fit().
+            from adaptlab.errors import AdaptlabError
+
+            raise AdaptlabError(f"Trainer.fit needs a 'val' evaluation loader to pick the best "
+                                f"epoch on; it was given {sorted(self.eval_loaders) or 'none'}")
         self._hook("on_fit_start", self._context())
         if self.task.initial_is_candidate and not self.state.history \
                 and self.state.global_step == 0:
