@@ -110,11 +110,11 @@ def main() -> None:
                 measured[label] = kept
                 continue
             results, plans = [], []
+            lr = LR[args.domain][strategy]
+            # Head-only's rate is the run's own; every other row's head gets the same rate.
+            if args.head_lr is not None and strategy != "head":
+                options = {**options, "head_lr_scale": args.head_lr / lr}
             for seed in args.seeds:
-                lr = LR[args.domain][strategy]
-                # Head-only's rate is the run's own; every other row's head gets the same rate.
-                if args.head_lr is not None and strategy != "head":
-                    options = {**options, "head_lr_scale": args.head_lr / lr}
                 config = config_for(args.domain, dataset=dataset.name, backbone=args.backbone,
                                     strategy=strategy, strategy_options=options, seed=seed,
                                     device=args.device, lr=lr,
@@ -203,6 +203,8 @@ def _section(args, dataset, measured: dict, metric: str, source: str | None) -> 
             f"{config.epochs} epochs, batch {config.batch_size}, training samples "
             f"{config.train_samples or 'all'}, seeds {args.seeds}"
             + (f"; the new task head trains at {args.head_lr:g} in every row"
+               + ("" if LR[args.domain]["head"] == args.head_lr
+                  else f" but head-only's, which trains at {LR[args.domain]['head']:g}")
                if args.head_lr is not None else "")
             + (f"; every run starts from one source run (`{dataset.source_dataset}`, `full`)"
                if source else "")

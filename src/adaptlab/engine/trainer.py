@@ -28,6 +28,7 @@ from adaptlab.engine.events import EventBus
 from adaptlab.engine.micro_batches import MicroBatches, split_batch
 from adaptlab.engine.optimizer import OptimizerControl
 from adaptlab.engine.rng import capture_rng, restore_rng
+from adaptlab.errors import AdaptlabError
 
 
 @dataclass
@@ -147,8 +148,6 @@ class Trainer:
             return False
         state = loaded.state
         if "optimizer_layout" not in state:
-            from adaptlab.errors import AdaptlabError
-
             raise AdaptlabError(f"checkpoint in {self.checkpoint_dir} was written by an earlier "
                                 "adaptlab version and cannot be resumed; start a new run")
         self.strategy.load_state_dict(state["strategy"])
@@ -207,10 +206,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> TrainState:
         if "val" not in self.eval_loaders:
-            # The best epoch, early stopping and the restore read val; a loop that only trains
-            # (bench/engine_overhead.py) steps epochs without fit().
-            from adaptlab.errors import AdaptlabError
-
+            # The best epoch reads val; a loop that only trains steps epochs without fit().
             raise AdaptlabError(f"Trainer.fit needs a 'val' evaluation loader to pick the best "
                                 f"epoch on; it was given {sorted(self.eval_loaders) or 'none'}")
         self._hook("on_fit_start", self._context())
@@ -382,8 +378,6 @@ class Trainer:
         if signature != self._step_signature:
             if self._step_signature is not None and self.processes > 1 \
                     and not self._manual_sync:
-                from adaptlab.errors import AdaptlabError
-
                 raise AdaptlabError(
                     f"strategy {self.strategy.name!r} changed what trains during training, "
                     "which several processes cannot follow under DistributedDataParallel; "
