@@ -1,10 +1,11 @@
-"""SVFit against LoRA on the same target layers, on the code demo (MiniLM) and one image demo
-(wildlife photos, EfficientNet-Lite0), over several seeds: trainable parameters (the adapter's
+"""SVFit against LoRA on the same target layers, on the code demo (MiniLM) and the image demos
+(wildlife photos and brain MRI patches, both EfficientNet-Lite0), over several seeds: trainable parameters (the adapter's
 own, then with the head and norms every method trains alike), the held-out metric, training
 memory and seconds per epoch; then the paper's claim checked against what was measured.
 
     python bench/seeds/svfit.py --domain code --seeds 0 1 2 --epochs 3 --train-samples 256
     python bench/seeds/svfit.py --domain wildlife --seeds 0 1 2 --epochs 5 --image-size 160
+    python bench/seeds/svfit.py --domain medical --seeds 0 1 2
 
 Claim (``../shared`` catalogue, SVFit, seed 001): "SVFit outperforms LoRA while requiring 16
 times fewer trainable parameters". Goal: at least 16x fewer adapter parameters than LoRA at a
@@ -76,7 +77,7 @@ def main() -> None:
     from adaptlab.strategies.registry import get_strategy_class
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--domain", default="code", choices=("code", "wildlife"))
+    parser.add_argument("--domain", default="code", choices=("code", "wildlife", "medical"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="default: the domain's")
     parser.add_argument("--batch-size", type=int, default=None)
