@@ -48,3 +48,24 @@ def test_memory_breakdown_counts_trainable_gradients_and_adam_state():
     assert costs["memory_bytes"]["gradients"] == trainable * 4
     # Adam keeps two moments per trainable value plus a scalar step per tensor.
     assert costs["memory_bytes"]["optimizer"] == 2 * trainable * 4 + 2 * 4
+
+
+def test_peak_total_adds_one_steps_kinds_instead_of_peaks_from_different_steps():
+    """A changing trainable set (SlimFit's rotation) peaks in gradients and optimizer state at
+    one step and in saved activations at another: what must fit is the heavier step, less than
+    the per-kind peaks added together."""
+    model = nn.Linear(10, 10)  # 110 parameters: 440 bytes
+    meter = CostMeter()
+    meter.measure_model(model)
+    # step 1: a large unit trains (big gradient and Adam state) saving a small input;
+    # step 2: a small unit trains saving a large input.
+    meter.record_activations(1_000)
+    meter.record_step(100, 400_000, 800_000)
+    meter.record_activations(900_000)
+    meter.record_step(10, 40_000, 80_000)
+    costs = meter.to_dict()
+    assert costs["memory_bytes"]["gradients"] == 400_000
+    assert costs["memory_bytes"]["activations"] == 900_000
+    # step 1: 440 + 400,000 + 800,000 + 1,000; step 2: 440 + 40,000 + 80,000 + 900,000
+    assert costs["peak_total_bytes"] == 1_201_440
+    assert costs["peak_total_bytes"] < 440 + 400_000 + 800_000 + 900_000

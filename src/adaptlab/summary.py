@@ -27,6 +27,9 @@ def cost_rows(costs: dict[str, Any]) -> list[tuple[str, str]]:
                                      f"({costs['trainable_percent']:.2f} %)")]
     rows += [(f"memory: {part}", f"{value / 2**20:.1f} MiB") for part, value in memory.items()
              if value is not None]
+    if costs.get("peak_total_bytes") is not None:
+        rows.append(("memory: peak total over steps",
+                     f"{costs['peak_total_bytes'] / 2**20:.1f} MiB"))
     rows += [("seconds per epoch", f"{costs['seconds_per_epoch']:.1f}"),
              ("samples per second", f"{costs['samples_per_second']:.1f}"),
              ("device", str(costs.get("device")))]

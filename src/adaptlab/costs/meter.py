@@ -8,9 +8,13 @@ counted once.
 
 Memory that a strategy changes while training (the trainable set, and with it gradients,
 optimizer state and saved activations) is recorded per optimizer step; ``costs.json`` keeps
-the peak over steps in ``memory_bytes`` (what must fit) and the median in
-``memory_bytes_median``. Saved activations are counted on the first step and again whenever
-the engine sees the trainable set change, since counting every step would slow every step.
+each kind's peak over steps in ``memory_bytes`` and its median in ``memory_bytes_median``,
+and ``peak_total_bytes``, the peak over steps of the step's four kinds together (what must
+fit): when the trainable set changes, the kinds peak at different steps (SlimFit's largest
+gradient and optimizer state come with the word embeddings, its largest saved activations with
+other units), so the sum of the per-kind peaks overstates the memory a run needs. Saved
+activations are counted on the first step and again whenever the engine sees the trainable
+set change, since counting every step would slow every step.
 """
 
 from __future__ import annotations
@@ -148,7 +152,12 @@ class CostMeter:
                   "peak_cuda": None, **self.memory_bytes}
         trainable = self.trainable_params
         median: dict[str, int] = {}
+        peak_total = sum(int(memory[key] or 0) for key in STEP_KEYS[1:]) + memory["parameters"]
         if self.step_runs:
+            # Parameters do not change with the trainable set; the other kinds of one step
+            # are added before the peak is taken.
+            peak_total = memory["parameters"] + max(sum(row[1:len(STEP_KEYS)])
+                                                    for row in self.step_runs)
             for index, key in enumerate(STEP_KEYS):
                 peak = max(row[index] for row in self.step_runs)
                 median[key] = _median(self.step_runs, index)
@@ -161,6 +170,7 @@ class CostMeter:
             "total_params": self.total_params,
             "trainable_percent": 100.0 * trainable / max(self.total_params, 1),
             "memory_bytes": memory,
+            "peak_total_bytes": peak_total,
             "memory_bytes_median": {k: v for k, v in median.items() if k != "trainable_params"},
             "trainable_params_median": median.get("trainable_params", trainable),
             "optimizer_steps": sum(row[-1] for row in self.step_runs),

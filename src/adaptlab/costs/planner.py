@@ -19,7 +19,9 @@ optimizer steps (``Strategy.planned_trainable_sets``, given the rate every param
 with, :mod:`adaptlab.costs.step_rates`; SlimFit replays its schedule from the run's starting
 weights, so a run that starts from a source run is planned from that run's weights); each
 kind is planned as its peak over those sets, as ``costs.json`` keeps the peak over the steps
-taken, and the total is the sum of the four peaks.
+taken, and the total as the peak over the sets of a set's four kinds together (``costs.json``
+``peak_total_bytes``), which is below the sum of the per-kind peaks when they fall on different
+sets.
 """
 
 from __future__ import annotations
@@ -71,9 +73,13 @@ class StrategyPlan:
     forward: str  # "fake": counted on fake tensors; "real": a real forward (see MemoryPlanner._count_sets)
     seconds: float
     fits: bool | None = None  # within the budget; None when there is no budget
+    # The heaviest planned set's four kinds together; None: the sum of the per-kind peaks.
+    peak_total: int | None = None
 
     @property
     def total_bytes(self) -> int:
+        if self.peak_total is not None:
+            return self.peak_total
         return sum(self.memory_bytes[kind] for kind in KINDS)
 
     def to_dict(self) -> dict[str, Any]:
@@ -298,7 +304,9 @@ class MemoryPlanner:
         memory = {"parameters": sum(tensor_bytes(p) for p in params),
                   **{kind: max(getattr(c, kind) for c in counts)
                      for kind in ("gradients", "optimizer", "activations")}}
+        heaviest = max(c.gradients + c.optimizer + c.activations for c in counts)
         return StrategyPlan(strategy=name, memory_bytes=memory,
+                            peak_total=memory["parameters"] + heaviest,
                             trainable_params=max(c.trainable_params for c in counts),
                             total_params=sum(p.numel() for p in params),
                             planned_sets=len(counts), planned_steps=len(steps or [None]),

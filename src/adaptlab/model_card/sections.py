@@ -130,6 +130,8 @@ def adaptation(card: CardInputs) -> list[str]:
         parts = ", ".join(f"{k} {_size(memory.get(k))}" for k in
                           ("parameters", "gradients", "optimizer", "activations"))
         peak = f"; peak CUDA {_size(memory['peak_cuda'])}" if memory.get("peak_cuda") else ""
+        if costs.get("peak_total_bytes") is not None:
+            peak = f"; at most {_size(costs['peak_total_bytes'])} together in one step" + peak
         lines.append(f"- **Training memory:** {parts}{peak}")
     if costs.get("weights_file"):
         lines.append(f"- **Saved weights:** `{costs['weights_file']}` "

@@ -74,6 +74,8 @@ def soup_costs(ingredients: list[Ingredient], kitchen: Kitchen, artefacts: dict[
     return {**{key: first.get(key) for key in ("trainable_params", "total_params",
                                                "trainable_percent")},
             "memory_bytes": max(memories, key=_training_memory),
+            "peak_total_bytes": max((i.costs.get("peak_total_bytes") or 0
+                                     for i in ingredients), default=0) or None,
             "ingredients_training_seconds": training, "soup_seconds": soup_seconds,
             "device": str(kitchen.device), **artefacts}
 
