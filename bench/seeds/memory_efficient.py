@@ -133,16 +133,23 @@ def main() -> None:
                 print(f"{label} seed {seed}: test {metric} "
                       f"{results[-1].metrics['final']['test'][metric]:.3f}, memory "
                       f"{mib(results[-1].costs['peak_total_bytes'])} MiB", flush=True)
+            # SlimFit's sets follow the seed, and so does its peak: the row shows the seed
+            # that needs the most (what must fit whichever seed runs).
+            heaviest = max(range(len(results)),
+                           key=lambda i: results[i].costs["peak_total_bytes"])
             measured[label] = {
-                "memory": results[0].costs["memory_bytes"],
-                "peak_total": results[0].costs["peak_total_bytes"],
-                "planned": plans[0].memory_bytes,
-                "planned_total": plans[0].total_bytes,
+                "lr": lr,
+                "memory": results[heaviest].costs["memory_bytes"],
+                "peak_total": results[heaviest].costs["peak_total_bytes"],
+                "peak_totals": [r.costs["peak_total_bytes"] for r in results],
+                "planned": plans[heaviest].memory_bytes,
+                "planned_total": plans[heaviest].total_bytes,
                 "plan_ratios": [p.total_bytes / r.costs["peak_total_bytes"]
                                 for p, r in zip(plans, results, strict=True)],
                 "trainable": results[0].costs["trainable_params_median"],
                 "seconds": statistics.median(r.costs["seconds_per_epoch"] for r in results),
                 "scores": [r.metrics["final"]["test"][metric] for r in results],
+                "val_scores": [r.metrics["final"]["val"][metric] for r in results],
                 "config": config, "metric": metric}
             _keep(args, label, training, measured[label])
     metric = next(iter(measured.values()))["metric"]
@@ -162,7 +169,7 @@ def _results_path(args, label: str) -> Path | None:
 def _key(args, training: dict) -> dict:
     return {"domain": args.domain, "dataset": args.dataset, "backbone": args.backbone,
             "seeds": list(args.seeds), "device": args.device, "head_lr": args.head_lr,
-            "total": "peak of step totals", **training}
+            "total": "peak of step totals, heaviest seed", **training}
 
 
 def _kept(args, label: str, training: dict) -> dict | None:
@@ -200,7 +207,7 @@ def _section(args, dataset, measured: dict, metric: str, source: str | None) -> 
         low, high = min(row["plan_ratios"]), max(row["plan_ratios"])
         ratios = f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}-{high:.2f}"
         rows.append(
-            f"| {label} | {row['trainable']:,} | "
+            f"| {label} | {row['lr']:g} | {row['trainable']:,} | "
             + " | ".join(mib(memory.get(kind) or 0) for kind in KINDS)
             + f" | {mib(total(memory))} | {mib(peak(row))} | {mib(planned)} ({ratios}) | "
             f"{ratio} | {row['seconds']:.1f} | {statistics.mean(scores):.3f} ± "
@@ -216,9 +223,11 @@ def _section(args, dataset, measured: dict, metric: str, source: str | None) -> 
                if args.head_lr is not None else "")
             + (f"; every run starts from one source run (`{dataset.source_dataset}`, `full`)"
                if source else "")
-            + f". Memory in MiB is the cost meter's peak over optimizer steps for seed "
-            f"{args.seeds[0]} (activations: the bytes autograd saved for one batch of "
-            f"{config.batch_size}, compressed tensors at their stored size); *kinds' peaks* "
+            + ". Memory in MiB is the cost meter's peak over optimizer steps for the seed "
+            "whose total is largest: a SlimFit run's sets, and so its peak, follow the seed; "
+            "the other rows' are the same at every seed. Activations are the bytes autograd "
+            f"saved for one batch of {config.batch_size}, compressed tensors at their stored "
+            "size; *kinds' peaks* "
             "adds the four columns, which a changing trainable set (SlimFit) reaches at "
             "different steps; *total* is what must fit, the heaviest step's four kinds "
             "together (`costs.json` `peak_total_bytes`); *planned* is "
@@ -226,9 +235,9 @@ def _section(args, dataset, measured: dict, metric: str, source: str | None) -> 
             "total (the range over seeds); *saving* is full fine-tuning's total "
             f"over the row's; Δ is the test {metric} change against full fine-tuning in "
             "points (mean over seeds).\n\n"
-            "| method | trainable (median) | params | grads | optimizer | activations | "
+            "| method | lr | trainable (median) | params | grads | optimizer | activations | "
             f"kinds' peaks | total | planned | saving | s/epoch | test {metric} | Δ |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
             + _claims(measured) + "\n" + (f"\n{args.note}\n" if args.note else ""))
     return body
 
@@ -280,6 +289,16 @@ def _claims(measured: dict) -> str:
                               if slim_sd else "")
             + "; a difference of means smaller than that is not resolved by these seeds, "
             "so the 0.4- and 2-point margins of the goals are judged on the means alone.")
+    by_seed = [(label, row["peak_totals"]) for label, row in measured.items()
+               if len(set(row["peak_totals"])) > 1]
+    if by_seed:
+        lines.append("Totals by seed (MiB): " + "; ".join(
+            f"{label} {', '.join(mib(value) for value in totals)}" for label, totals in by_seed)
+            + ".")
+    metric = full["metric"]
+    lines.append(f"Validation {metric} (mean over seeds; the split the rows' rates were chosen "
+                 "on): " + ", ".join(f"{label} {statistics.mean(row['val_scores']):.3f}"
+                                     for label, row in measured.items()) + ".")
     return "\n\n".join(lines)
 
 
