@@ -67,5 +67,4 @@ def test_peak_total_adds_one_steps_kinds_instead_of_peaks_from_different_steps()
     assert costs["memory_bytes"]["gradients"] == 400_000
     assert costs["memory_bytes"]["activations"] == 900_000
     # step 1: 440 + 400,000 + 800,000 + 1,000; step 2: 440 + 40,000 + 80,000 + 900,000
-    assert costs["peak_total_bytes"] == 1_201_440
-    assert costs["peak_total_bytes"] < 440 + 400_000 + 800_000 + 900_000
+    assert costs["peak_total_bytes"] == 1_201_440  # step 1; the kinds' peaks add to 2,100,440

@@ -72,15 +72,9 @@ class StrategyPlan:
     planned_steps: int  # optimizer steps whose set was planned (1 for a set that never changes)
     forward: str  # "fake": counted on fake tensors; "real": a real forward (see MemoryPlanner._count_sets)
     seconds: float
+    # The heaviest planned set's four kinds together (costs.json peak_total_bytes).
+    total_bytes: int
     fits: bool | None = None  # within the budget; None when there is no budget
-    # The heaviest planned set's four kinds together; None: the sum of the per-kind peaks.
-    peak_total: int | None = None
-
-    @property
-    def total_bytes(self) -> int:
-        if self.peak_total is not None:
-            return self.peak_total
-        return sum(self.memory_bytes[kind] for kind in KINDS)
 
     def to_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "memory_bytes": dict(self.memory_bytes),
@@ -306,7 +300,7 @@ class MemoryPlanner:
                      for kind in ("gradients", "optimizer", "activations")}}
         heaviest = max(c.gradients + c.optimizer + c.activations for c in counts)
         return StrategyPlan(strategy=name, memory_bytes=memory,
-                            peak_total=memory["parameters"] + heaviest,
+                            total_bytes=memory["parameters"] + heaviest,
                             trainable_params=max(c.trainable_params for c in counts),
                             total_params=sum(p.numel() for p in params),
                             planned_sets=len(counts), planned_steps=len(steps or [None]),

@@ -74,8 +74,10 @@ def soup_costs(ingredients: list[Ingredient], kitchen: Kitchen, artefacts: dict[
     return {**{key: first.get(key) for key in ("trainable_params", "total_params",
                                                "trainable_percent")},
             "memory_bytes": max(memories, key=_training_memory),
-            "peak_total_bytes": max((i.costs.get("peak_total_bytes") or 0
-                                     for i in ingredients), default=0) or None,
+            # Unknown if any ingredient's run predates the key.
+            "peak_total_bytes": None if any(i.costs.get("peak_total_bytes") is None
+                                            for i in ingredients)
+            else max(i.costs["peak_total_bytes"] for i in ingredients),
             "ingredients_training_seconds": training, "soup_seconds": soup_seconds,
             "device": str(kitchen.device), **artefacts}
 
