@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from adaptlab.backbones.layer_map import NORM_TYPES, layer_map_from_timm
 from adaptlab.config import RunConfig
 from adaptlab.costs.meter import SavedActivationCounter
-from adaptlab.costs.step_rates import step_rates
+from adaptlab.costs.step_rates import StepRates, reached_entries, step_rates
 from adaptlab.engine.callbacks import EngineCallback
 from adaptlab.errors import AdaptlabError
 from adaptlab.run import run
@@ -176,6 +176,58 @@ def test_each_step_trains_exactly_the_highest_scoring_units(reference):
         logged = {p for index, name in enumerate(order) if log["trained"][step, index]
                   for p in units[name]}
         assert set(names) == logged | set(head), step + 1
+
+
+def test_the_replay_moves_only_the_entries_a_gradient_reaches():
+    """A channel no input opens (ReLU after a large negative bias) gets no gradient, and weight
+    decay in pre-training shrinks its weights to nearly zero (EfficientNet-Lite0 holds
+    thousands). A real AdamW step leaves them where they are; the replay, told where one real
+    backward reaches, ranks the units as the real step's relative changes do. Counted as moved
+    by the rate, the dead entries' tiny magnitudes would rule their unit's score."""
+    from types import SimpleNamespace
+
+    from adaptlab.strategies.slimfit.replay import replay_schedule
+    from adaptlab.strategies.slimfit.units import Unit
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        for layer, low, high in ((model[0], 0.05, 0.1), (model[2], 0.2, 0.4)):
+            signs = torch.randint(0, 2, layer.weight.shape) * 2 - 1
+            layer.weight.copy_(signs * torch.empty(layer.weight.shape).uniform_(low, high))
+        model[2].weight[0] = 1e-10  # channel 0 of the second layer: dead
+        model[2].bias[0] = -100.0
+    batch = (torch.randn(16, 6), torch.randint(0, 3, (16,)))
+    names = [name for name, _ in model.named_parameters()]
+    units = [Unit("0.weight", ("0.weight", "0.bias"), 54),
+             Unit("2.weight", ("2.weight", "2.bias"), 72)]
+    lr, decay = 1e-3, 0.01
+
+    stepped = copy.deepcopy(model)
+    optimizer = torch.optim.AdamW(stepped.parameters(), lr=lr, weight_decay=decay)
+    F.cross_entropy(stepped(batch[0]), batch[1]).backward()
+    optimizer.step()
+    before = {name: p.detach() for name, p in model.named_parameters()}
+    after = {name: p.detach() for name, p in stepped.named_parameters()}
+    real = [float(((before[u.name] - after[u.name]).abs() / before[u.name].abs()).mean())
+            for u in units]
+    assert after["2.weight"][0].abs().max() < 1e-10  # the dead row moved by its decay alone
+
+    reached = reached_entries(model, SimpleNamespace(loss=F.cross_entropy), batch, names)
+    assert not reached["2.weight"][0].any() and reached["2.weight"][1:].any()
+    weights = {u.name: before[u.name] for u in units}
+    first = torch.tensor([2.0, 1.0], dtype=torch.float64)  # unit 0 trains first, then unit 1
+
+    def third_step(reach: dict) -> int:
+        rates = StepRates(rates=[[lr]] * 3, group_of=dict.fromkeys(names, 0),
+                          weight_decay=[decay], seed=0, reached=reach)
+        steps = replay_schedule(units, first, 0.5, weights, rates)
+        assert steps[:2] == [[0], [1]]
+        return steps[2][0]
+
+    # Each unit has had one step when the third is chosen: the higher real change trains.
+    assert third_step(reached) == max(range(2), key=real.__getitem__)
+    assert third_step({}) != third_step(reached)  # the planted dead channel decides it
 
 
 def test_a_run_stopped_mid_epoch_resumes_bit_identical(reference):
