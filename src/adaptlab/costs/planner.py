@@ -19,7 +19,7 @@ optimizer steps (``Strategy.planned_trainable_sets``, given the rate every param
 with, :mod:`adaptlab.costs.step_rates`; SlimFit replays its schedule from the run's starting
 weights, so a run that starts from a source run is planned from that run's weights, and from
 where one real backward of the first batch reaches, on the CPU: the only computed step of a
-plan, about 5 s for MiniLM at batch 32 on one core); each
+plan, about 2 s for MiniLM at batch 32 on two cores); each
 kind is planned as its peak over those sets, as ``costs.json`` keeps the peak over the steps
 taken, and the total as the peak over the sets of a set's four kinds together (``costs.json``
 ``peak_total_bytes``), which is below the sum of the per-kind peaks when they fall on different
