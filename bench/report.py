@@ -11,7 +11,9 @@ from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 HEADER = ("# Benchmarks\n\nWritten by the scripts in `bench/`; each section is one run, "
-          "measured side by side.\n")
+          "measured side by side. Where a table gives a mean ± sd over seeds, the sd is the "
+          "population standard deviation (divided by the number of seeds, not one less: with "
+          "three seeds the sample sd is 1.22 times it).\n")
 
 
 def machine() -> str:
