@@ -33,7 +33,7 @@ On EfficientNet-Lite0 the gradient's reach decides the scores: thousands of its 
 1e-11 to 1e-8, in channels that get no gradient. Over the units a run trained once (four runs,
 wildlife and medical, 24 and 36 steps, seeds 0 and 1), the predicted score ranks with the
 run's own at Spearman 0.82-0.92 and is 1.3-1.6 times it on average (at most 15 times); counting
-every entry as moved, 0.47-0.70 and up to 2.8 million times. The sets after the rotation are
+every entry as moved, 0.47-0.70 and up to 2.9 million times. The sets after the rotation are
 still not the run's: over 18 runs the planned gradients came to 0.87-1.87 of the measured
 peak (0.50-1.21 before) and the total to 0.93-1.16 (0.91-1.08).
 """
