@@ -4,13 +4,15 @@ the memory plan. Models are trained in the test (seconds on CPU): see ``planted.
 from __future__ import annotations
 
 import copy
+import os
 import warnings
+from pathlib import Path
 
 import planted
 import pytest
 import torch
 
-from adaptlab.explain.budget import saved_bytes_per_row
+from adaptlab.explain.budget import CPU_BUDGET_CAP, memory_budget, saved_bytes_per_row
 from adaptlab.explain.checks import randomisation_check
 from adaptlab.explain.methods import (
     AttributionMethod,
@@ -255,3 +257,23 @@ def test_memory_plan_measures_what_one_row_keeps():
     large = saved_bytes_per_row(Wide(4000), torch.randn(1, 16))
     assert small >= 1000 * 4  # the tanh output is kept for the backward pass
     assert 3.5 < large / small < 4.5
+
+
+def test_the_cpu_budget_counts_the_file_cache_the_kernel_gives_back(tmp_path):
+    """The kernel's own figure, read from /proc/meminfo: the budget is a quarter of the memory
+    available (free plus reclaimable cache), not of the free pages alone."""
+    meminfo = Path("/proc/meminfo")
+    if not meminfo.exists():
+        pytest.skip("needs Linux's /proc/meminfo")
+    # Read enough of a file to put it in the cache, so that available exceeds free here.
+    big = tmp_path / "cached.bin"
+    big.write_bytes(os.urandom(64 * 2**20))
+    big.read_bytes()
+    fields = {line.split(":")[0]: int(line.split()[1]) * 1024
+              for line in meminfo.read_text().splitlines()}
+    budget = memory_budget(torch.device("cpu"))
+    expected = min(fields["MemAvailable"] // 4, CPU_BUDGET_CAP)
+    assert abs(budget - expected) < 0.05 * expected + 64 * 2**20
+    if fields["MemFree"] // 4 < CPU_BUDGET_CAP - 128 * 2**20:
+        # Where free alone is under the cap, a budget on it would sit below the available.
+        assert budget > fields["MemFree"] // 4 + 16 * 2**20

@@ -8,9 +8,9 @@ of the model keeps for the backward pass and fit the rows into a share of the fr
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+import psutil
 import torch
 from torch import nn
 
@@ -56,11 +56,11 @@ def memory_budget(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.5)
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        available = 8 * 1024**3
-    return int(min(available * 0.25, CPU_BUDGET_CAP))
+    # Available, not free: the free pages leave out the file cache the kernel hands back on
+    # demand, which after a few hours of work holds most of a machine's memory. Planned on
+    # the free pages, the rows shrank and the attributions changed in their last digits
+    # with what the disk had read lately (the same explanation, killed and rerun, differed).
+    return int(min(psutil.virtual_memory().available * 0.25, CPU_BUDGET_CAP))
 
 
 def plan_rows(score: nn.Module, example: torch.Tensor) -> BatchPlan:
