@@ -1,14 +1,17 @@
-"""Sweeps: one ordinary run per value of one thing (the freeze strategy's K, or the backbone)
-and per seed, then one table and one plot.
+"""Sweeps: one ordinary run per value of one thing (the freeze strategy's K, the backbone or
+the learning rate) and per seed, then one table and one plot, and the value the validation
+split chooses.
 
 ``OUT/`` holds a run folder per (value, seed), e.g. ``OUT/k=3-seed=0/`` (so
-``adaptlab compare OUT`` lists them), ``OUT/sweep.json`` (every run's row and the summary per
-value) and ``OUT/sweep.png``. A sweep that was interrupted continues when run again with the
-same ``OUT``: finished runs are read back, a stopped one resumes from its checkpoint, the rest
-train.
+``adaptlab compare OUT`` lists them), ``OUT/sweep.json`` (every run's row, the summary per
+value and the value chosen on validation) and ``OUT/sweep.png``. A sweep that was
+interrupted continues when run again with the same ``OUT``: finished runs are read back, a
+stopped one resumes from its checkpoint, the rest train.
 
 >>> from adaptlab.run import config_for                                   # doctest: +SKIP
 >>> sweep(config_for("wildlife", strategy="freeze"), "runs/k", k="0:L")   # doctest: +SKIP
+>>> sweep(config_for("pointcloud", strategy="lora"), "runs/lr", lrs="1e-4,1e-3,1e-2",
+...       seeds=(0, 1, 2))                                                 # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -75,19 +78,22 @@ def _write(out: Path, result: dict[str, Any], with_plot: bool) -> None:
 
 
 def _result(grid: SweepGrid, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    from adaptlab.sweeps.table import summarise
+    from adaptlab.sweeps.table import chosen_on_validation, summarise
 
     monitor = rows[0]["monitor"] if rows else ""
+    summary = summarise(rows, list(grid.values), monitor)
+    higher = rows[0]["higher_is_better"] if rows else True
     return {
         "domain": grid.base.domain,
         "varied": grid.varied,
         "values": list(grid.values),
         "seeds": list(grid.seeds),
         "monitor": monitor,
-        "higher_is_better": rows[0]["higher_is_better"] if rows else True,
+        "higher_is_better": higher,
         "settings": grid.settings(),
         "rows": rows,
-        "summary": summarise(rows, list(grid.values), monitor),
+        "summary": summary,
+        "chosen_on_val": chosen_on_validation(summary, higher, len(grid.seeds)),
     }
 
 
@@ -101,13 +107,15 @@ def sweep(
     *,
     k: str | Sequence[int] | None = None,
     backbones: str | Sequence[str] | None = None,
+    lrs: str | Sequence[float] | None = None,
     seeds: Sequence[int] = (0,),
     progress: bool = True,
     say: Callable[[str], None] = _say,
 ) -> list[dict[str, Any]]:
     """Run ``base`` at every K (``k="0:L"``, ``"0,2,L"`` or a list; needs the freeze
-    strategy) or on every backbone (``backbones="a,b"`` or a list), at every seed, into
-    ``out``; returns one row per run (what ``sweep.json`` holds under ``rows``).
+    strategy), on every backbone (``backbones="a,b"`` or a list) or at every learning rate
+    (``lrs="1e-4,1e-3"`` or a list), at every seed, into ``out``; returns one row per run
+    (what ``sweep.json`` holds under ``rows``).
 
     Everything is checked before ``out`` is touched. ``sweep.json`` is rewritten after each
     run, so an interrupted sweep's folder says what it holds; ``say`` gets one line per run.
@@ -115,7 +123,7 @@ def sweep(
     from adaptlab.sweeps.table import run_row
     from adaptlab.transfer.source_cache import complete_run
 
-    grid = plan_sweep(base, k=k, backbones=backbones, seeds=seeds)
+    grid = plan_sweep(base, k=k, backbones=backbones, seeds=seeds, lrs=lrs)
     out = Path(out)
     _check_same_sweep(out, grid)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""``adaptlab sweep DOMAIN --strategy freeze --k 0:L | --backbones a,b,c [--set K=V]...
+"""``adaptlab sweep DOMAIN --strategy freeze --k 0:L | --backbones a,b,c | --lrs a,b,c [--set K=V]...
 [--seeds 0,1,2] --out DIR``: one run per value and seed, one table, one plot; run again with
 the same ``--out`` to continue an interrupted sweep."""
 
@@ -10,8 +10,9 @@ import sys
 from adaptlab.errors import AdaptlabError
 
 HELP = (
-    "one run per frozen-block count (--strategy freeze --k 0:L) or per backbone (--backbones "
-    "a,b,c), at each seed: a table and a plot; run again to continue"
+    "one run per frozen-block count (--strategy freeze --k 0:L), per backbone (--backbones "
+    "a,b,c) or per learning rate (--lrs 1e-4,1e-3,1e-2), at each seed: a table, a plot and the "
+    "value chosen on validation; run again to continue"
 )
 
 
@@ -26,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the backbone's number of blocks (0:L = every K), or a comma list (0,2,L)",
     )
     parser.add_argument("--backbones", help="backbones of DOMAIN to compare, comma-separated")
+    parser.add_argument("--lrs", help="learning rates to compare, comma-separated (1e-4,1e-3,1e-2)")
     parser.add_argument("--backbone", help="the backbone of a --k sweep (default: the domain's)")
     parser.add_argument("--strategy", help="the strategy of every run (default: the domain's)")
     parser.add_argument(
@@ -71,10 +73,13 @@ def main(args: argparse.Namespace) -> int:
     from adaptlab.sweeps import read_sweep, sweep
     from adaptlab.sweeps.table import table_text
 
-    if args.k is not None and args.backbones is not None:
-        raise AdaptlabError(f"--k {args.k} and --backbones {args.backbones}: a sweep varies one of them")
-    if args.k is None and args.backbones is None:
-        raise AdaptlabError("sweep: give --k FIRST:LAST (with --strategy freeze) or --backbones a,b,c")
+    given = [f"--{name} {value}" for name, value in (("k", args.k), ("backbones", args.backbones),
+                                                    ("lrs", args.lrs)) if value is not None]
+    if len(given) > 1:
+        raise AdaptlabError(f"{' and '.join(given)}: a sweep varies one of them")
+    if not given:
+        raise AdaptlabError("sweep: give --k FIRST:LAST (with --strategy freeze), --backbones a,b,c "
+                            "or --lrs 1e-4,1e-3,1e-2")
     if args.k is not None and args.strategy != "freeze":
         raise AdaptlabError(
             f"--k {args.k}: K is the freeze strategy's option; add --strategy freeze"
@@ -84,7 +89,8 @@ def main(args: argparse.Namespace) -> int:
     base = _base_config(args)
     seeds = _numbers(args.seeds, int, "--seeds")
     try:
-        sweep(base, out, k=args.k, backbones=args.backbones, seeds=seeds, progress=not args.quiet)
+        sweep(base, out, k=args.k, backbones=args.backbones, lrs=args.lrs, seeds=seeds,
+              progress=not args.quiet)
     except KeyboardInterrupt:
         print(
             f"adaptlab: sweep interrupted; run the same command again to continue it in {out}",

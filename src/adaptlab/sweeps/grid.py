@@ -1,15 +1,19 @@
 """What a sweep varies and the run it makes of each value and seed.
 
 A sweep varies one thing on one base config: the freeze strategy's ``k`` (``--k 0:L``: every
-number of frozen blocks, ``L`` being the backbone's block count) or the backbone
-(``--backbones a,b,c``: the wildlife paper's frozen-backbone comparison across families).
+number of frozen blocks, ``L`` being the backbone's block count), the backbone
+(``--backbones a,b,c``: the wildlife paper's frozen-backbone comparison across families) or
+the learning rate (``--lrs 1e-4,1e-3,1e-2``: a strategy's rate chosen on the validation split,
+which a new domain needs: one rate does not suit every strategy on every data).
 Every value is checked here, before any folder exists, so bad input writes nothing: a K
-outside the backbone's blocks, an unknown backbone, a strategy option a backbone cannot take.
+outside the backbone's blocks, an unknown backbone, a strategy option a backbone cannot take,
+a rate that is not a positive number.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +22,7 @@ from typing import Any
 from adaptlab.config import EXECUTION_FIELDS, RunConfig
 from adaptlab.errors import AdaptlabError
 
-VARIED = ("k", "backbone")
+VARIED = ("k", "backbone", "lr")
 # Fields that do not change what a run learns, and the one the sweep sets per run.
 NOT_SETTINGS = ("out", "seed", *EXECUTION_FIELDS)
 
@@ -28,12 +32,14 @@ class SweepGrid:
     """One run per (value, seed), each ``base`` with ``varied`` set to the value."""
 
     base: RunConfig
-    varied: str  # "k" or "backbone"
+    varied: str  # one of VARIED
     values: tuple[Any, ...]
     seeds: tuple[int, ...]
 
     def run_name(self, value: Any, seed: int) -> str:
-        return f"{self.varied}={value}-seed={seed}"
+        from adaptlab.sweeps.table import shown_value
+
+        return f"{self.varied}={shown_value(value)}-seed={seed}"
 
     def config(self, value: Any, seed: int, out: str | Path) -> RunConfig:
         """The run of ``value`` at ``seed`` in ``out``: exactly what ``adaptlab run`` builds
@@ -42,6 +48,8 @@ class SweepGrid:
         if self.varied == "k":
             options = {**self.base.strategy_options, "k": value}
             return dataclasses.replace(self.base, strategy_options=options, seed=seed, out=folder)
+        if self.varied == "lr":
+            return dataclasses.replace(self.base, lr=value, seed=seed, out=folder)
         return dataclasses.replace(self.base, backbone=value, seed=seed, out=folder)
 
     def runs(self, out: str | Path) -> list[tuple[Any, int, RunConfig]]:
@@ -70,7 +78,7 @@ def comparable_settings(fields: dict[str, Any], varied: str) -> dict[str, Any]:
         fields["strategy_options"] = {k: v for k, v in (fields.get("strategy_options") or {}).items()
                                       if k != "k"}
     else:
-        fields.pop("backbone", None)
+        fields.pop("lr" if varied == "lr" else "backbone", None)
     return fields
 
 
@@ -164,19 +172,55 @@ def _seeds(seeds: Sequence[int]) -> tuple[int, ...]:
     return seeds
 
 
+def parse_lrs(text: str | Sequence[float]) -> tuple[float, ...]:
+    """Learning rates, comma-separated (or a sequence), each a positive number; returned
+    sorted, each once."""
+    shown = text if isinstance(text, str) else ",".join(str(value) for value in text)
+    parts = [part.strip() for part in shown.split(",") if part.strip()]
+    if not parts:
+        raise AdaptlabError(f"--lrs {shown!r}: give learning rates, comma-separated (1e-4,1e-3,1e-2)")
+    values = []
+    for part in parts:
+        try:
+            value = float(part)
+        except ValueError as exc:
+            raise AdaptlabError(f"--lrs {shown}: {part!r} is not a number") from exc
+        if not (value > 0 and math.isfinite(value)):
+            raise AdaptlabError(f"--lrs {shown}: {part} is not a positive learning rate")
+        values.append(value)
+    values = sorted(set(values))
+    from adaptlab.sweeps.table import shown_value
+
+    shown_values = [shown_value(value) for value in values]
+    if len(set(shown_values)) < len(values):  # two runs would share one folder name
+        raise AdaptlabError(f"--lrs {shown}: rates that agree to 6 significant digits "
+                            f"({', '.join(shown_values)}); give distinct rates")
+    return tuple(values)
+
+
 def plan_sweep(
     base: RunConfig,
     k: str | Sequence[int] | None = None,
     backbones: str | Sequence[str] | None = None,
     seeds: Sequence[int] = (0,),
+    lrs: str | Sequence[float] | None = None,
 ) -> SweepGrid:
-    """The checked grid of a ``k`` sweep (``base.strategy`` must be ``freeze``) or a
-    ``backbones`` sweep; raises :class:`AdaptlabError` naming the option and value."""
-    if (k is None) == (backbones is None):
-        raise AdaptlabError("a sweep varies one thing: give --k (with --strategy freeze) or --backbones")
+    """The checked grid of a ``k`` sweep (``base.strategy`` must be ``freeze``), a
+    ``backbones`` sweep or an ``lrs`` sweep; raises :class:`AdaptlabError` naming the option
+    and value."""
+    if sum(option is not None for option in (k, backbones, lrs)) != 1:
+        raise AdaptlabError("a sweep varies one thing: give --k (with --strategy freeze), "
+                            "--backbones or --lrs")
     seeds = _seeds(seeds)
     if k is not None:
         return _k_grid(base, k, seeds)
+    if lrs is not None:
+        values = parse_lrs(lrs)
+        if base.lr is not None:
+            raise AdaptlabError(f"--set lr={base.lr:g}: the sweep sets lr (--lrs); drop it")
+        grid = SweepGrid(base, "lr", values, seeds)
+        _check_run(grid.config(values[0], seeds[0], ""), _layer_map(base)[1], f"--lrs {lrs}")
+        return grid
     if base.backbone is not None:
         raise AdaptlabError(f"--backbone {base.backbone} and --backbones: give one of them")
     grid = SweepGrid(base, "backbone", parse_backbones(backbones, base.domain), seeds)

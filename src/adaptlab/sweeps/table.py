@@ -62,6 +62,26 @@ def summarise(rows: list[dict[str, Any]], values: list[Any], monitor: str) -> li
     return lines
 
 
+def chosen_on_validation(summary: list[dict[str, Any]], higher_is_better: bool,
+                         seeds: int) -> dict[str, Any] | None:
+    """The swept value whose mean validation metric is best, with its test metric beside it;
+    None until every value has all its seeds' runs, or where the data has no validation
+    split. The test split plays no part in the choice: a value chosen on test would report a
+    test score the choice itself had seen."""
+    complete = [line for line in summary if line["runs"] == seeds and line["val"] is not None]
+    if not complete or len(complete) < len(summary):
+        return None
+    sign = 1 if higher_is_better else -1
+    # The first of equal means: values are listed in order, so the smallest K or rate wins a tie.
+    best = max(complete, key=lambda line: sign * line["val"]["mean"])
+    return {"value": best["value"], "val": best["val"], "test": best["test"]}
+
+
+def shown_value(value: Any) -> str:
+    """A swept value as tables and run names show it (a rate as 0.0003, not 0.00030000000000000003)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _cell(spread: dict[str, float] | None, with_std: bool) -> str:
     if spread is None:
         return "-"
@@ -77,7 +97,7 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
         params, seconds = line["trainable_params"], line["seconds_per_epoch"]
         rows.append(
             [
-                str(line["value"]),
+                shown_value(line["value"]),
                 str(line["runs"]),
                 "-" if params is None else f"{round(params):,}",
                 "-" if seconds is None else f"{seconds:.1f}",
@@ -93,26 +113,35 @@ def table_text(result: dict[str, Any]) -> str:
 
     better = "higher" if result["higher_is_better"] else "lower"
     spread = "mean ± std over seeds" if len(result["seeds"]) > 1 else "one seed"
-    return (
+    text = (
         f"{result['domain']}: {result['monitor']} ({better} is better; {spread} "
         f"{','.join(map(str, result['seeds']))}); train is the training split, val and test "
         "are held out\n" + text_table(table_rows(result))
     )
+    chosen, with_std = result.get("chosen_on_val"), len(result["seeds"]) > 1
+    if chosen:
+        text += (f"\nchosen on validation: {result['varied']}={shown_value(chosen['value'])} (val "
+                 f"{result['monitor']} {_cell(chosen['val'], with_std)}; its test "
+                 f"{_cell(chosen['test'], with_std)})")
+    return text
 
 
 def sweep_figure(result: dict[str, Any]):
-    """The headline metric against the swept value, held-out (test) and train apart, mean ±
+    """The headline metric against the swept value, held-out (test, val) and train apart, mean ±
     std over seeds (a matplotlib ``Figure``, made without pyplot, as compare.py's are)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5.5, 3.6), layout="constrained")
     axis = fig.subplots()
     values = [line["value"] for line in result["summary"]]
-    numeric = result["varied"] == "k"
+    numeric = result["varied"] in ("k", "lr")
     # Backbones are names, not numbers: one evenly spaced position each.
     xs = values if numeric else list(range(len(values)))
+    if result["varied"] == "lr":
+        axis.set_xscale("log")  # rates are tried a factor apart
     for split, colour, style, label in (
         ("test", "tab:blue", "-", "held-out (test)"),
+        ("val", "tab:green", ":", "held-out (val): what the choice reads"),
         ("train", "tab:orange", "--", "train"),
     ):
         points = [(x, line[split]) for x, line in zip(xs, result["summary"], strict=True) if line[split]]
@@ -123,8 +152,10 @@ def sweep_figure(result: dict[str, Any]):
         stds = [spread["std"] for _, spread in points]
         axis.errorbar(px, means, yerr=stds, color=colour, linestyle=style, marker="o", capsize=3, label=label)
     # K is a count: a tick at each swept value, not at fractions between them.
-    axis.set_xticks(xs, [str(value) for value in values], rotation=0 if numeric else 20, fontsize=8)
-    axis.set_xlabel("frozen blocks K" if numeric else "backbone")
+    axis.set_xticks(xs, [f"{value:g}" if numeric else str(value) for value in values],
+                    rotation=0 if numeric else 20, fontsize=8)
+    axis.set_xticks([], minor=True)
+    axis.set_xlabel({"k": "frozen blocks K", "lr": "learning rate"}.get(result["varied"], "backbone"))
     axis.set_ylabel(result["monitor"])
     seeds = len(result["seeds"])
     axis.set_title(
