@@ -1,0 +1,144 @@
+"""Every strategy at the learning rate its validation split chooses, beside its default rate.
+
+A strategy's default rate is one number for every domain; on a new domain it can be a factor
+off (the point-cloud demo's head-only and VPT both scored best a factor of 3 and 5 below their
+defaults). Per strategy, ``adaptlab sweep --lrs`` trains its default rate times each factor at
+each seed; the rate with the best mean validation metric (the run's monitor) is chosen, and its
+test metric is reported beside the default's. The test split plays no part in the choice; the
+rate best on test is shown too, as the ceiling a choice on validation could reach.
+
+    python bench/rates.py --domain pointcloud --results /tmp/rates [--strategies head lora]
+
+Runs are ordinary sweep folders under ``--results``: an interrupted bench continues, and two
+processes with disjoint ``--strategies`` share the work; a last call with every strategy reads
+them all back and writes the section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from strategies import FROM_SOURCE, METRICS, _source_run, every_applicable, floor  # noqa: E402
+
+from report import machine, write_section  # noqa: E402
+
+
+def _rates(default: float, factors: list[float]) -> list[float]:
+    # Two significant digits: 3e-3 / 3 is 1e-3, not 0.0009999999999999998.
+    return sorted({float(f"{default * factor:.2g}") for factor in factors})
+
+
+def _mean(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
+
+
+def main() -> None:
+    from adaptlab.assembly import default_lr
+    from adaptlab.plugins.registry import get_domain
+    from adaptlab.run import config_for
+    from adaptlab.sweeps import sweep
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--domain", default="pointcloud")
+    parser.add_argument("--dataset", default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--factors", type=float, nargs="+", default=[1 / 3, 1.0, 3.0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--strategies", nargs="+", default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--train-samples", type=int, default=None)
+    parser.add_argument("--results", required=True, help="the folder of the sweeps (kept)")
+    parser.add_argument("--note", default="")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    domain = get_domain(args.domain)
+    dataset = domain.dataset(args.dataset or domain.default_dataset)
+    results = Path(args.results)
+    limits = {k: v for k, v in (("epochs", args.epochs), ("train_samples", args.train_samples))
+              if v is not None}
+    source = None
+    if args.domain in FROM_SOURCE and dataset.source_dataset:
+        source = _source_run(args.domain, dataset, args.device, results)
+
+    names = [n for n in every_applicable(domain, dataset) if not args.strategies
+             or n in args.strategies]
+    sweeps, defaults = {}, {}
+    for name in names:
+        defaults[name] = default_lr(domain, dataset.name, name)
+        base = config_for(args.domain, dataset=dataset.name, strategy=name, device=args.device,
+                          init_from=source, out="", **limits)
+        out = results / f"{args.domain}-{dataset.name}-{name}"
+        try:
+            sweep(base, out, lrs=_rates(defaults[name], args.factors), seeds=args.seeds,
+                  progress=False, say=lambda line: print(line, flush=True))
+        except Exception as error:  # one strategy's failure is a row, not the end of the bench
+            print(f"{name}: {type(error).__name__}: {error}", flush=True)
+            continue
+        sweeps[name] = json.loads((out / "sweep.json").read_text())
+
+    last = next(iter(sweeps.values()))
+    config = json.loads((results / f"{args.domain}-{dataset.name}-{next(iter(sweeps))}"
+                         / last["rows"][0]["run"] / "config.json").read_text())
+    task = json.loads((results / f"{args.domain}-{dataset.name}-{next(iter(sweeps))}"
+                       / last["rows"][0]["run"] / "metrics.json").read_text())["task"]
+    first, _, lower = METRICS[task]
+    sign = -1 if lower else 1
+    monitor = last["monitor"]
+    rows, at_default, at_chosen, fits, moved = [], {}, {}, {}, []
+    test_samples = train_samples = None
+    for name, result in sweeps.items():
+        def of(value, split, key, result=result):
+            return [row[split][key] for row in result["rows"] if row["value"] == value]
+
+        default = float(f"{defaults[name]:.2g}")
+        chosen = result["chosen_on_val"]["value"]
+        best_test = max(result["values"], key=lambda v: sign * statistics.mean(of(v, "test", first)))
+        at_default[name], at_chosen[name] = of(default, "test", first), of(chosen, "test", first)
+        fits[name] = of(chosen, "train", first)
+        test_samples = result["rows"][0]["test"].get("samples", test_samples)
+        train_samples = result["rows"][0]["train"].get("samples", train_samples)
+        gap = sign * (statistics.mean(at_chosen[name]) - statistics.mean(at_default[name])) * 100
+        if chosen != default:
+            moved.append(f"{name} {gap:+.1f}")
+        vals = ", ".join(f"{v:g}: {statistics.mean(of(v, 'val', monitor)):.3f}"
+                         for v in result["values"])
+        rows.append(f"| {name} | {default:g} | {_mean(at_default[name])} | {vals} | "
+                    f"{chosen:g} | {_mean(at_chosen[name])} | {gap:+.1f} | {best_test:g} "
+                    f"({statistics.mean(of(best_test, 'test', first)):.3f}) |")
+    body = (
+        f"## Learning rates chosen on validation on the {args.domain} demo `{dataset.name}` "
+        f"({args.device})\n\n{machine()}. {config['backbone']} on `{dataset.name}`: "
+        f"{dataset.description}. {config['epochs']} epochs, batch {config['batch_size']}, "
+        f"training samples {config['train_samples'] or 'all'}, seeds {args.seeds}"
+        + (f"; every run starts from one source run (`{dataset.source_dataset}`, `full`, seed 0)"
+           if source else "")
+        + f". Per strategy, `adaptlab sweep --lrs` at its default rate times "
+        f"{', '.join(f'{f:.3g}' for f in args.factors)}; the rate with the best mean validation "
+        f"{monitor} over the seeds is chosen (the test split plays no part). Test {first} is "
+        "mean ± population sd over seeds; *change* is the chosen rate's against the default's, "
+        "in points; *best on test* is the rate a choice on test would have made (a ceiling, "
+        "not a result).\n\n"
+        f"| strategy | default lr | test {first} at default | val {monitor} by rate | "
+        f"chosen lr | test {first} at chosen | change | best on test |\n"
+        + "|---" * 8 + "|\n" + "\n".join(rows) + "\n\n"
+        + f"The validation split moved {len(moved)} of {len(rows)} strategies off their "
+        f"default rate ({', '.join(moved) or 'none'} points on test).\n"
+        + floor(at_chosen, lower, test_samples, fits, train_samples).replace(
+            "every strategy at its defaults at least matches head-only at its defaults",
+            "every strategy at the rate its validation split chooses, against head-only at "
+            "its chosen rate"))
+    if args.note:
+        body += f"\n{args.note}\n"
+    print(body)
+    # A share of the work (--strategies) prints its rows; the call with every strategy writes.
+    if not args.no_write and not args.strategies:
+        write_section(f"rates-{args.domain}-{dataset.name}-{args.device}", body)
+
+
+if __name__ == "__main__":
+    main()
