@@ -235,6 +235,26 @@ def test_unset_lr_is_each_strategys_default():
     assert set_by_user.lr == 0.02
 
 
+def test_a_rate_the_demo_chose_on_validation_comes_before_the_strategys_default():
+    import dataclasses
+
+    domain = get_domain("code")
+    dataset = domain.dataset(domain.default_dataset)
+    chosen = {"lora": 7e-4, domain.default_strategy: 2e-4}
+    spec = dataclasses.replace(domain, datasets=tuple(
+        dataclasses.replace(d, defaults={**d.defaults, "strategy_lr": chosen})
+        if d.name == dataset.name else d for d in domain.datasets))
+
+    def rate(strategy, **fields):
+        return complete_config(RunConfig(domain="code", strategy=strategy, **fields), spec).lr
+
+    assert rate("lora") == 7e-4 and rate(domain.default_strategy) == 2e-4
+    assert rate("full") == get_strategy_class("full").default_lr  # not chosen: its own
+    assert rate("lora", lr=0.02) == 0.02  # a rate the user sets wins
+    # Chosen on the demo's validation split: a user's own data does not get it.
+    assert rate("lora", data="functions.jsonl") == get_strategy_class("lora").default_lr
+
+
 def test_lr_outside_the_range_is_warned_once():
     domain = get_domain("code")
     low, high = get_strategy_class("full").lr_range

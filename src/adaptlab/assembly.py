@@ -46,14 +46,23 @@ def complete_config(config: RunConfig, domain: DomainSpec) -> RunConfig:
 
 
 def default_lr(domain: DomainSpec, dataset: str | None, strategy: str) -> float:
-    """The learning rate of a run that sets none: the domain's (or its dataset's) recipe when
-    the strategy is the domain's default strategy, whose recipe it is; for any other strategy
-    the strategy's own ``default_lr`` (LoRA's rate is not full fine-tuning's)."""
-    if strategy == domain.default_strategy:
-        recipe = {**domain.defaults, **(domain.dataset(dataset).defaults if dataset else {})}
-        if recipe.get("lr") is not None:
-            return float(recipe["lr"])
+    """The learning rate of a run that sets none: the rate the domain (or its dataset) chose
+    for this strategy on its validation split (``defaults["strategy_lr"]``), else the
+    domain's recipe when the strategy is the domain's default strategy, whose recipe it is,
+    else the strategy's own ``default_lr`` (LoRA's rate is not full fine-tuning's)."""
+    recipe = {**domain.defaults, **(domain.dataset(dataset).defaults if dataset else {})}
+    chosen = strategy_rates(domain, dataset)
+    if strategy in chosen:
+        return float(chosen[strategy])
+    if strategy == domain.default_strategy and recipe.get("lr") is not None:
+        return float(recipe["lr"])
     return float(get_strategy_class(strategy).default_lr)
+
+
+def strategy_rates(domain: DomainSpec, dataset: str | None) -> dict[str, float]:
+    """The rates the domain and the dataset (which wins) chose per strategy on validation."""
+    return {**domain.defaults.get("strategy_lr", {}),
+            **(domain.dataset(dataset).defaults.get("strategy_lr", {}) if dataset else {})}
 
 
 _WARNED_LR: set[tuple[str, float]] = set()

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from adaptlab.assembly import RunResult, assemble, load_source_data
+from adaptlab.assembly import RunResult, assemble, load_source_data, strategy_rates
 from adaptlab.config import RunConfig
 from adaptlab.engine import distributed
 from adaptlab.engine.trackers import check_installed
@@ -35,9 +35,11 @@ def config_for(domain_name: str, **fields: Any) -> RunConfig:
         domain.dataset(identity.get("dataset") or domain.default_dataset).defaults
     defaults = {k: v for k, v in {**domain.defaults, **dataset_defaults}.items()
                 if k in RunConfig.__dataclass_fields__}
-    if identity.get("strategy") not in (None, domain.default_strategy):
-        # The domain's rate is its recipe for its own default strategy; another strategy
-        # starts from its own default (assembly.default_lr), filled in when completed.
+    strategy = identity.get("strategy") or domain.default_strategy
+    dataset = None if identity.get("data") else identity.get("dataset") or domain.default_dataset
+    if strategy != domain.default_strategy or strategy in strategy_rates(domain, dataset):
+        # The domain's rate is its recipe for its own default strategy; another strategy, or
+        # one the domain chose a rate for, gets assembly.default_lr's, filled in when completed.
         defaults.pop("lr", None)
     config = RunConfig(domain=domain_name, **identity)
     return config.validated({**defaults, **training})

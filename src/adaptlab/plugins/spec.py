@@ -67,7 +67,9 @@ class DatasetSpec:
     loader: str
     source: str = "demo"
     source_dataset: str | None = None
-    defaults: dict[str, Any] = field(default_factory=dict)  # training settings for this set
+    # Training settings for this set; "strategy_lr" maps a strategy to the rate this set's
+    # validation split chose for it (`adaptlab sweep --lrs`, bench/rates.py).
+    defaults: dict[str, Any] = field(default_factory=dict)
     backbone: str | None = None  # the backbone this set needs, when not the domain's default
     # The loaded SplitDataset's modality ("image", "text", "series-windows", ...), declared so
     # a run can check modality-bound options (a series' max_gap) before loading anything.
