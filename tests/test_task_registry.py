@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from adaptlab.data.splits import SplitDataset
@@ -59,3 +61,21 @@ def test_every_installed_domain_uses_registered_task_names():
     for spec in found.domains.values():
         assert set(spec.tasks) <= names
         assert all(dataset.modality for dataset in spec.datasets)
+
+
+@pytest.mark.parametrize(("rates", "fragment"), [
+    ({"lorra": 1e-3}, "'lorra', not a registered strategy"),
+    ({"lora": 0}, "strategy_lr['lora'] = 0 is not a positive"),
+    ({"lora": "1e-3"}, "strategy_lr['lora'] = '1e-3' is not a positive"),
+    ([("lora", 1e-3)], "must map strategy names"),
+])
+def test_a_rate_chosen_per_strategy_must_name_a_strategy_and_a_positive_rate(rates, fragment):
+    import dataclasses
+
+    good = _domain("classification")
+    dataclasses.replace(good, defaults={"strategy_lr": {"lora": 1e-3}}).validate()
+    with pytest.raises(PluginError, match=re.escape(fragment)):
+        dataclasses.replace(good, defaults={"strategy_lr": rates}).validate()
+    dataset = dataclasses.replace(good.datasets[0], defaults={"strategy_lr": rates})
+    with pytest.raises(PluginError, match="dataset 'a' defaults"):
+        dataclasses.replace(good, datasets=(dataset,)).validate()

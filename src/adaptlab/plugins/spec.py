@@ -153,6 +153,7 @@ class DomainSpec:
             if dataset.source_dataset and dataset.source_dataset not in self.dataset_names():
                 raise PluginError(f"domain {self.name!r}: dataset {dataset.name!r} names "
                                   f"source_dataset {dataset.source_dataset!r}, not declared")
+        self._validate_strategy_rates()
         for kind, _ in self.template_cells:
             if kind not in ("markdown", "code"):
                 raise PluginError(f"domain {self.name!r}: template cell kind {kind!r} is not "
@@ -163,6 +164,24 @@ class DomainSpec:
         if self.default_backbone not in self.backbone_names():
             raise PluginError(f"domain {self.name!r}: default_backbone {self.default_backbone!r} "
                               "is not one of its backbones")
+
+    def _validate_strategy_rates(self) -> None:
+        from adaptlab.strategies.registry import strategy_names  # names only: no import
+
+        known = strategy_names()
+        for where, defaults in (("defaults", self.defaults), *(
+                (f"dataset {d.name!r} defaults", d.defaults) for d in self.datasets)):
+            rates = defaults.get("strategy_lr", {})
+            if not isinstance(rates, dict):
+                raise PluginError(f"domain {self.name!r}: {where}: 'strategy_lr' must map "
+                                  "strategy names to learning rates")
+            for name, rate in rates.items():
+                if name not in known:
+                    raise PluginError(f"domain {self.name!r}: {where}: strategy_lr names "
+                                      f"{name!r}, not a registered strategy; known: {known}")
+                if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
+                    raise PluginError(f"domain {self.name!r}: {where}: strategy_lr[{name!r}] = "
+                                      f"{rate!r} is not a positive learning rate")
 
     def _validate_tasks(self) -> None:
         if not self.tasks:
