@@ -2,12 +2,15 @@
 
 A strategy's default rate is one number for every domain; on a new domain it can be a factor
 off (the point-cloud demo's head-only and VPT both scored best a factor of 3 and 5 below their
-defaults). Per strategy, ``adaptlab sweep --lrs`` trains its default rate times each factor at
-each seed; the rate with the best mean validation metric (the run's monitor) is chosen, and its
-test metric is reported beside the default's. The test split plays no part in the choice; the
-rate best on test is shown too, as the ceiling a choice on validation could reach.
+defaults). Per strategy, ``adaptlab sweep --lrs`` trains its rate before any choice
+(``assembly.unchosen_lr``: the domain's recipe for its default strategy, the strategy's own
+default for the others) times each factor, at each seed; the rate with the best mean
+validation metric (the run's monitor) is chosen, and its test metric is reported beside the
+default's. The test split plays no part in the choice; the rate best on test is shown too, as
+the ceiling a choice on validation could reach.
 
     python bench/rates.py --domain pointcloud --results /tmp/rates [--strategies head lora]
+    python bench/rates.py --domain pointcloud --backbone point_transformer --results /tmp/rates
 
 Runs are ordinary sweep folders under ``--results``: an interrupted bench continues, and two
 processes with disjoint ``--strategies`` share the work; a last call with every strategy reads
@@ -38,7 +41,7 @@ def _mean(values: list[float]) -> str:
 
 
 def main() -> None:
-    from adaptlab.assembly import default_lr
+    from adaptlab.assembly import unchosen_lr
     from adaptlab.plugins.registry import get_domain
     from adaptlab.run import config_for
     from adaptlab.sweeps import sweep
@@ -46,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--domain", default="pointcloud")
     parser.add_argument("--dataset", default=None)
+    parser.add_argument("--backbone", default=None, help="default: the dataset's own")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--factors", type=float, nargs="+", default=[1 / 3, 1.0, 3.0])
     parser.add_argument("--device", default="cpu")
@@ -63,33 +67,37 @@ def main() -> None:
               if v is not None}
     source = None
     if args.domain in FROM_SOURCE and dataset.source_dataset:
-        source = _source_run(args.domain, dataset, args.device, results)
+        source = _source_run(args.domain, dataset, args.device, results, args.backbone)
 
-    names = [n for n in every_applicable(domain, dataset) if not args.strategies
+    def folder(name: str) -> str:
+        return "-".join([args.domain, dataset.name, *([args.backbone] if args.backbone else []),
+                         name])
+
+    names = [n for n in every_applicable(domain, dataset, args.backbone) if not args.strategies
              or n in args.strategies]
-    sweeps, defaults = {}, {}
+    sweeps, defaults, failed = {}, {}, {}
     for name in names:
-        defaults[name] = default_lr(domain, dataset.name, name)
+        defaults[name] = unchosen_lr(domain, dataset.name, name)
         base = config_for(args.domain, dataset=dataset.name, strategy=name, device=args.device,
-                          init_from=source, out="", **limits)
-        out = results / f"{args.domain}-{dataset.name}-{name}"
+                          backbone=args.backbone, init_from=source, out="", **limits)
+        out = results / folder(name)
         try:
             sweep(base, out, lrs=_rates(defaults[name], args.factors), seeds=args.seeds,
                   progress=False, say=lambda line: print(line, flush=True))
         except Exception as error:  # one strategy's failure is a row, not the end of the bench
-            print(f"{name}: {type(error).__name__}: {error}", flush=True)
+            failed[name] = f"{type(error).__name__}: {error}".splitlines()[0]
+            print(f"{name}: {failed[name]}", flush=True)
             continue
         sweeps[name] = json.loads((out / "sweep.json").read_text())
 
     last = next(iter(sweeps.values()))
-    config = json.loads((results / f"{args.domain}-{dataset.name}-{next(iter(sweeps))}"
-                         / last["rows"][0]["run"] / "config.json").read_text())
-    task = json.loads((results / f"{args.domain}-{dataset.name}-{next(iter(sweeps))}"
-                       / last["rows"][0]["run"] / "metrics.json").read_text())["task"]
+    first_run = results / folder(next(iter(sweeps))) / last["rows"][0]["run"]
+    config = json.loads((first_run / "config.json").read_text())
+    task = json.loads((first_run / "metrics.json").read_text())["task"]
     first, _, lower = METRICS[task]
     sign = -1 if lower else 1
     monitor = last["monitor"]
-    rows, at_default, at_chosen, fits, moved = [], {}, {}, {}, []
+    rows, at_default, at_chosen, fits, moved, chosen_rates = [], {}, {}, {}, [], {}
     test_samples = train_samples = None
     for name, result in sweeps.items():
         def of(value, split, key, result=result):
@@ -100,11 +108,12 @@ def main() -> None:
         best_test = max(result["values"], key=lambda v: sign * statistics.mean(of(v, "test", first)))
         at_default[name], at_chosen[name] = of(default, "test", first), of(chosen, "test", first)
         fits[name] = of(chosen, "train", first)
-        test_samples = result["rows"][0]["test"].get("samples", test_samples)
-        train_samples = result["rows"][0]["train"].get("samples", train_samples)
+        test_samples = int(result["rows"][0]["test"].get("samples") or 0) or test_samples
+        train_samples = int(result["rows"][0]["train"].get("samples") or 0) or train_samples
         gap = sign * (statistics.mean(at_chosen[name]) - statistics.mean(at_default[name])) * 100
         if chosen != default:
             moved.append(f"{name} {gap:+.1f}")
+            chosen_rates[f"{args.backbone}:{name}" if args.backbone else name] = chosen
         vals = ", ".join(f"{v:g}: {statistics.mean(of(v, 'val', monitor)):.3f}"
                          for v in result["values"])
         rows.append(f"| {name} | {default:g} | {_mean(at_default[name])} | {vals} | "
@@ -125,9 +134,11 @@ def main() -> None:
         "not a result).\n\n"
         f"| strategy | default lr | test {first} at default | val {monitor} by rate | "
         f"chosen lr | test {first} at chosen | change | best on test |\n"
-        + "|---" * 8 + "|\n" + "\n".join(rows) + "\n\n"
+        + "|---" * 8 + "|\n" + "\n".join(rows + [f"| {n} | failed: {why} |" + " |" * 6
+                                                  for n, why in failed.items()]) + "\n\n"
         + f"The validation split moved {len(moved)} of {len(rows)} strategies off their "
-        f"default rate ({', '.join(moved) or 'none'} points on test).\n"
+        f"default rate ({', '.join(moved) or 'none'} points on test); as a dataset's "
+        f"`strategy_lr`: `{json.dumps(chosen_rates)}`.\n"
         + floor(at_chosen, lower, test_samples, fits, train_samples).replace(
             "every strategy at its defaults at least matches head-only at its defaults",
             "every strategy at the rate its validation split chooses, against head-only at "
@@ -137,7 +148,8 @@ def main() -> None:
     print(body)
     # A share of the work (--strategies) prints its rows; the call with every strategy writes.
     if not args.no_write and not args.strategies:
-        write_section(f"rates-{args.domain}-{dataset.name}-{args.device}", body)
+        write_section("-".join(["rates", args.domain, dataset.name,
+                                *([args.backbone] if args.backbone else []), args.device]), body)
 
 
 if __name__ == "__main__":

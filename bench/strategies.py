@@ -81,21 +81,22 @@ def mib(n: int | None) -> str:
     return "n/a" if n is None else f"{n / 2**20:.2f}"
 
 
-def _source_run(domain: str, dataset, device: str, tmp: Path) -> str:
+def _source_run(domain: str, dataset, device: str, tmp: Path, backbone: str | None = None) -> str:
     from adaptlab.run import config_for
     from adaptlab.transfer.source_cache import ensure_source_run
 
     config = config_for(domain, dataset=dataset.source_dataset, strategy="full", seed=0,
-                        device=device)
+                        device=device, backbone=backbone)
     return str(ensure_source_run(config, tmp / "cache", progress=False).run_dir)
 
 
-def every_applicable(domain, dataset) -> dict[str, dict]:
-    """Every strategy that applies to the dataset's backbone, head first, unset options."""
+def every_applicable(domain, dataset, backbone: str | None = None) -> dict[str, dict]:
+    """Every strategy that applies to ``backbone`` (default: the dataset's), head first,
+    unset options."""
     from adaptlab.plugins.spec import resolve_reference
     from adaptlab.strategies.applicability import backbone_applicability
 
-    spec = domain.backbone(dataset.backbone or domain.default_backbone)
+    spec = domain.backbone(backbone or dataset.backbone or domain.default_backbone)
     verdicts = backbone_applicability(resolve_reference(spec.builder)(dict(spec.options)))
     # bridge joins an encoder to a language model: the generation task's strategy only.
     names = [n for n, reason in verdicts.items() if reason is None and n != "bridge"]

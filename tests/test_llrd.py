@@ -240,7 +240,7 @@ def test_a_rate_the_demo_chose_on_validation_comes_before_the_strategys_default(
 
     domain = get_domain("code")
     dataset = domain.dataset(domain.default_dataset)
-    chosen = {"lora": 7e-4, domain.default_strategy: 2e-4}
+    chosen = {"lora": 7e-4, domain.default_strategy: 2e-4, "codebert-base:lora": 4e-5}
     spec = dataclasses.replace(domain, datasets=tuple(
         dataclasses.replace(d, defaults={**d.defaults, "strategy_lr": chosen})
         if d.name == dataset.name else d for d in domain.datasets))
@@ -251,6 +251,10 @@ def test_a_rate_the_demo_chose_on_validation_comes_before_the_strategys_default(
     assert rate("lora") == 7e-4 and rate(domain.default_strategy) == 2e-4
     assert rate("full") == get_strategy_class("full").default_lr  # not chosen: its own
     assert rate("lora", lr=0.02) == 0.02  # a rate the user sets wins
+    # A rate suits the backbone it was chosen on: unqualified, the dataset's own (MiniLM).
+    assert rate("lora", backbone="codebert-base") == 4e-5
+    assert rate("lora", backbone="unixcoder-base") == get_strategy_class("lora").default_lr
+    assert rate(domain.default_strategy, backbone="unixcoder-base") == 1e-3  # the recipe
     # Chosen on the demo's validation split: a user's own data does not get it.
     assert rate("lora", data="functions.jsonl") == get_strategy_class("lora").default_lr
 

@@ -68,12 +68,13 @@ def test_every_installed_domain_uses_registered_task_names():
     ({"lora": 0}, "strategy_lr['lora'] = 0 is not a positive"),
     ({"lora": "1e-3"}, "strategy_lr['lora'] = '1e-3' is not a positive"),
     ([("lora", 1e-3)], "must map strategy names"),
+    ({"vgg:lora": 1e-3}, "key 'vgg:lora' names backbone 'vgg', not declared"),
 ])
 def test_a_rate_chosen_per_strategy_must_name_a_strategy_and_a_positive_rate(rates, fragment):
     import dataclasses
 
     good = _domain("classification")
-    dataclasses.replace(good, defaults={"strategy_lr": {"lora": 1e-3}}).validate()
+    dataclasses.replace(good, defaults={"strategy_lr": {"lora": 1e-3, "b:head": 2e-3}}).validate()
     with pytest.raises(PluginError, match=re.escape(fragment)):
         dataclasses.replace(good, defaults={"strategy_lr": rates}).validate()
     dataset = dataclasses.replace(good.datasets[0], defaults={"strategy_lr": rates})

@@ -38,31 +38,48 @@ def complete_config(config: RunConfig, domain: DomainSpec) -> RunConfig:
         "dataset": dataset,
         "backbone": config.backbone or preferred or domain.default_backbone,
         "strategy": strategy,
-        "lr": config.lr if config.lr is not None else default_lr(domain, dataset, strategy),
+        "lr": config.lr if config.lr is not None else default_lr(
+            domain, dataset, strategy, config.backbone or preferred or domain.default_backbone),
     }
     completed = dataclasses.replace(config, **changes).validated().with_resolved_options()
     _warn_lr_outside_range(strategy, completed.lr)
     return completed
 
 
-def default_lr(domain: DomainSpec, dataset: str | None, strategy: str) -> float:
+def default_lr(domain: DomainSpec, dataset: str | None, strategy: str,
+               backbone: str | None = None) -> float:
     """The learning rate of a run that sets none: the rate the domain (or its dataset) chose
-    for this strategy on its validation split (``defaults["strategy_lr"]``), else the
-    domain's recipe when the strategy is the domain's default strategy, whose recipe it is,
-    else the strategy's own ``default_lr`` (LoRA's rate is not full fine-tuning's)."""
+    for this strategy on this backbone on its validation split (:func:`strategy_rates`), else
+    the domain's recipe when the strategy is the domain's default strategy, whose recipe it
+    is, else the strategy's own ``default_lr`` (LoRA's rate is not full fine-tuning's)."""
+    chosen = strategy_rates(domain, dataset, backbone)
+    return chosen[strategy] if strategy in chosen else unchosen_lr(domain, dataset, strategy)
+
+
+def unchosen_lr(domain: DomainSpec, dataset: str | None, strategy: str) -> float:
+    """The rate before any choice on validation: the domain's recipe for its default
+    strategy, the strategy's own default for the others (what a choice starts from)."""
     recipe = {**domain.defaults, **(domain.dataset(dataset).defaults if dataset else {})}
-    chosen = strategy_rates(domain, dataset)
-    if strategy in chosen:
-        return float(chosen[strategy])
     if strategy == domain.default_strategy and recipe.get("lr") is not None:
         return float(recipe["lr"])
     return float(get_strategy_class(strategy).default_lr)
 
 
-def strategy_rates(domain: DomainSpec, dataset: str | None) -> dict[str, float]:
-    """The rates the domain and the dataset (which wins) chose per strategy on validation."""
-    return {**domain.defaults.get("strategy_lr", {}),
-            **(domain.dataset(dataset).defaults.get("strategy_lr", {}) if dataset else {})}
+def strategy_rates(domain: DomainSpec, dataset: str | None,
+                   backbone: str | None = None) -> dict[str, float]:
+    """The rates the domain and the dataset (which wins) chose per strategy on validation,
+    for runs on ``backbone`` (default: the dataset's own). A rate suits the backbone it was
+    chosen on: ``defaults["strategy_lr"]`` keys a rate by ``"strategy"`` for the dataset's
+    own backbone, or by ``"backbone:strategy"`` for another."""
+    own = (domain.dataset(dataset).backbone if dataset else None) or domain.default_backbone
+    rates: dict[str, float] = {}
+    for defaults in (domain.defaults, domain.dataset(dataset).defaults if dataset else {}):
+        # The qualified keys last: "backbone:strategy" says more than "strategy".
+        for key, rate in sorted(defaults.get("strategy_lr", {}).items(), key=lambda kv: ":" in kv[0]):
+            on, _, name = key.rpartition(":")
+            if (on or own) == (backbone or own):
+                rates[name] = float(rate)
+    return rates
 
 
 _WARNED_LR: set[tuple[str, float]] = set()

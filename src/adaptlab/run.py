@@ -37,7 +37,8 @@ def config_for(domain_name: str, **fields: Any) -> RunConfig:
                 if k in RunConfig.__dataclass_fields__}
     strategy = identity.get("strategy") or domain.default_strategy
     dataset = None if identity.get("data") else identity.get("dataset") or domain.default_dataset
-    if strategy != domain.default_strategy or strategy in strategy_rates(domain, dataset):
+    if strategy != domain.default_strategy or \
+            strategy in strategy_rates(domain, dataset, identity.get("backbone")):
         # The domain's rate is its recipe for its own default strategy; another strategy, or
         # one the domain chose a rate for, gets assembly.default_lr's, filled in when completed.
         defaults.pop("lr", None)

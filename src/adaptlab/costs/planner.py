@@ -271,7 +271,7 @@ class MemoryPlanner:
         from adaptlab.assembly import default_lr
 
         lr = config.lr if config.strategy == strategy.name and config.lr is not None \
-            else default_lr(self.domain, config.dataset, strategy.name)
+            else default_lr(self.domain, config.dataset, strategy.name, config.backbone)
         rates = step_rates(model, strategy, lr, config.schedule, self.optimizer_steps(config),
                            config.warmup_ratio, config.weight_decay, config.seed)
         if not strategy.changes_trainable_set:

@@ -67,8 +67,9 @@ class DatasetSpec:
     loader: str
     source: str = "demo"
     source_dataset: str | None = None
-    # Training settings for this set; "strategy_lr" maps a strategy to the rate this set's
-    # validation split chose for it (`adaptlab sweep --lrs`, bench/rates.py).
+    # Training settings for this set; "strategy_lr" maps a strategy ("lora", on this set's own
+    # backbone) or a "backbone:strategy" to the rate this set's validation split chose for it
+    # (`adaptlab sweep --lrs`, bench/rates.py).
     defaults: dict[str, Any] = field(default_factory=dict)
     backbone: str | None = None  # the backbone this set needs, when not the domain's default
     # The loaded SplitDataset's modality ("image", "text", "series-windows", ...), declared so
@@ -175,7 +176,11 @@ class DomainSpec:
             if not isinstance(rates, dict):
                 raise PluginError(f"domain {self.name!r}: {where}: 'strategy_lr' must map "
                                   "strategy names to learning rates")
-            for name, rate in rates.items():
+            for key, rate in rates.items():
+                on, _, name = key.rpartition(":")  # "strategy" or "backbone:strategy"
+                if on and on not in self.backbone_names():
+                    raise PluginError(f"domain {self.name!r}: {where}: strategy_lr key {key!r} "
+                                      f"names backbone {on!r}, not declared")
                 if name not in known:
                     raise PluginError(f"domain {self.name!r}: {where}: strategy_lr names "
                                       f"{name!r}, not a registered strategy; known: {known}")

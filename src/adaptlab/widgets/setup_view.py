@@ -198,7 +198,7 @@ class SetupPanel(widgets.VBox):
         dataset = None if self.dataset.value == OWN_DATA else self.dataset.value
         self._quiet = True
         try:
-            rate = default_lr(self._spec(), dataset, self.strategy.value)
+            rate = default_lr(self._spec(), dataset, self.strategy.value, self.backbone.value)
             self.training_controls["lr"].value = f"{rate:g}"
         finally:
             self._quiet = False
