@@ -13,8 +13,8 @@ the ceiling a choice on validation could reach.
     python bench/rates.py --domain pointcloud --backbone point_transformer --results /tmp/rates
 
 Runs are ordinary sweep folders under ``--results``: an interrupted bench continues, and two
-processes with disjoint ``--strategies`` share the work; a last call with every strategy reads
-them all back and writes the section.
+processes with disjoint ``--strategies --share`` share the work; a last call without
+``--share`` reads them all back and writes the section.
 """
 
 from __future__ import annotations
@@ -53,7 +53,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--factors", type=float, nargs="+", default=[1 / 3, 1.0, 3.0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--strategies", nargs="+", default=None)
+    parser.add_argument("--strategies", nargs="+", default=None,
+                        help="these strategies only (default: every one that applies)")
+    parser.add_argument("--share", action="store_true",
+                        help="a share of the work: train and print, leave BENCHMARKS.md alone")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--train-samples", type=int, default=None)
     parser.add_argument("--results", required=True, help="the folder of the sweeps (kept)")
@@ -146,8 +149,7 @@ def main() -> None:
     if args.note:
         body += f"\n{args.note}\n"
     print(body)
-    # A share of the work (--strategies) prints its rows; the call with every strategy writes.
-    if not args.no_write and not args.strategies:
+    if not args.no_write and not args.share:
         write_section("-".join(["rates", args.domain, dataset.name,
                                 *([args.backbone] if args.backbone else []), args.device]), body)
 
