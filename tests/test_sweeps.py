@@ -226,6 +226,11 @@ def test_a_rate_sweep_trains_each_rate_and_chooses_on_validation(tmp_path, capsy
     out = tmp_path / "lr"
     common = ["--dataset", "generated-shapes", "--strategy", "lora", "--set", "train_samples=24",
               "--epochs", "2", "--device", "cpu", "--quiet"]  # fmt: skip
+    # The domain's own strategy, whose recipe rate config_for fills in: the sweep replaces it.
+    recipe = tmp_path / "recipe"
+    assert main(["sweep", "pointcloud", "--lrs", "1e-3", "--out", str(recipe),
+                 *[a if a != "lora" else "full" for a in common]]) == 0  # fmt: skip
+    assert json.loads((recipe / "lr=0.001-seed=0" / "config.json").read_text())["lr"] == 1e-3
     assert main(["sweep", "pointcloud", "--lrs", "3e-3,1e-7", "--seeds", "0,1", "--out", str(out),
                  *common]) == 0  # fmt: skip
     printed = capsys.readouterr().out

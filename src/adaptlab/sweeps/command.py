@@ -55,6 +55,8 @@ def _base_config(args: argparse.Namespace):
     for item in args.assignments:
         if item.partition("=")[0].strip() == "seed":
             raise AdaptlabError(f"--set {item}: a sweep runs every seed of --seeds; set those instead")
+        if item.partition("=")[0].strip() == "lr" and args.lrs is not None:
+            raise AdaptlabError(f"--set {item}: the sweep sets lr (--lrs); drop it")
     fields = {key: getattr(args, key) for key in ("epochs", "device") if getattr(args, key) is not None}
     config = config_for(
         args.domain,

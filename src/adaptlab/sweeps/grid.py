@@ -215,9 +215,9 @@ def plan_sweep(
     if k is not None:
         return _k_grid(base, k, seeds)
     if lrs is not None:
+        # The rate of each run replaces base's (config_for fills in the domain's recipe rate
+        # for its default strategy; the command refuses a --set lr).
         values = parse_lrs(lrs)
-        if base.lr is not None:
-            raise AdaptlabError(f"--set lr={base.lr:g}: the sweep sets lr (--lrs); drop it")
         grid = SweepGrid(base, "lr", values, seeds)
         _check_run(grid.config(values[0], seeds[0], ""), _layer_map(base)[1], f"--lrs {lrs}")
         return grid
