@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--factors", type=float, nargs="+", default=[1 / 3, 1.0, 3.0])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--extend", type=int, default=2,
+                        help="steps the grid may go beyond its edge where the best rate on "
+                             "validation lies there")
     parser.add_argument("--strategies", nargs="+", default=None,
                         help="these strategies only (default: every one that applies)")
     parser.add_argument("--share", action="store_true",
@@ -79,14 +82,29 @@ def main() -> None:
     names = [n for n in every_applicable(domain, dataset, args.backbone) if not args.strategies
              or n in args.strategies]
     sweeps, defaults, failed = {}, {}, {}
+
+    def sweep_and_read(base, out: Path, rates: list[float]) -> dict:
+        sweep(base, out, lrs=rates, seeds=args.seeds, progress=False,
+              say=lambda line: print(line, flush=True))
+        return json.loads((out / "sweep.json").read_text())
+
     for name in names:
         defaults[name] = unchosen_lr(domain, dataset.name, name)
         base = config_for(args.domain, dataset=dataset.name, strategy=name, device=args.device,
                           backbone=args.backbone, init_from=source, out="", **limits)
         out = results / folder(name)
+        rates = _rates(defaults[name], args.factors)
         try:
-            sweep(base, out, lrs=_rates(defaults[name], args.factors), seeds=args.seeds,
-                  progress=False, say=lambda line: print(line, flush=True))
+            for _ in range(args.extend + 1):
+                result = sweep_and_read(base, out, rates)
+                # The best on validation at the grid's edge: the best may lie beyond it, so
+                # the grid goes one step further that way (the runs made are read back).
+                best = result["chosen_on_val"]["value"]
+                if len(rates) < 2 or best not in (rates[0], rates[-1]):
+                    break
+                step = rates[1] / rates[0]
+                rates = _rates(best, [1 / step]) + rates if best == rates[0] else \
+                    rates + _rates(best, [step])
         except Exception as error:  # one strategy's failure is a row, not the end of the bench
             failed[name] = f"{type(error).__name__}: {error}".splitlines()[0]
             print(f"{name}: {failed[name]}", flush=True)
@@ -138,7 +156,9 @@ def main() -> None:
         + (f"; every run starts from one source run (`{dataset.source_dataset}`, `full`, seed 0)"
            if source else "")
         + f". Per strategy, `adaptlab sweep --lrs` at its default rate (before any choice) "
-        f"times {', '.join(f'{f:.3g}' for f in args.factors)}; *best on val* is the rate with "
+        f"times {', '.join(f'{f:.3g}' for f in args.factors)}, and one factor further where "
+        f"the best on validation lay at the grid's edge (up to {args.extend} times); *best on "
+        "val* is the rate with "
         f"the best mean validation {monitor} over the seeds (what `sweep` prints as chosen), "
         "with its gain over the default's mean and the default's seed-to-seed sd there, in "
         "points; *chosen* is that rate where the gain exceeds the sd, else the default (a "
