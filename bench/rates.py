@@ -157,7 +157,7 @@ def main() -> None:
            if source else "")
         + f". Per strategy, `adaptlab sweep --lrs` at its default rate (before any choice) "
         f"times {', '.join(f'{f:.3g}' for f in args.factors)}, and one factor further where "
-        f"the best on validation lay at the grid's edge (up to {args.extend} times); *best on "
+        f"the best on validation lay at the grid's edge (at most {args.extend} such steps); *best on "
         "val* is the rate with "
         f"the best mean validation {monitor} over the seeds (what `sweep` prints as chosen), "
         "with its gain over the default's mean and the default's seed-to-seed sd there, in "
