@@ -132,7 +132,11 @@ def main() -> None:
         noise = statistics.pstdev(of(default, "val", monitor))
         margin = sign * (statistics.mean(of(best_val, "val", monitor))
                          - statistics.mean(of(default, "val", monitor)))
-        chosen = best_val if margin > noise else default
+        # Nor for a best still at the grid's edge after the extension: the optimum is not
+        # bracketed there, and a validation split that prefers ever smaller rates prefers
+        # the starting model, which is no choice of rate.
+        edge = len(result["values"]) > 1 and best_val in (result["values"][0], result["values"][-1])
+        chosen = best_val if margin > noise and not edge else default
         best_test = max(result["values"], key=lambda v: sign * statistics.mean(of(v, "test", first)))
         at_default[name], at_chosen[name] = of(default, "test", first), of(chosen, "test", first)
         fits[name] = of(chosen, "train", first)
@@ -145,7 +149,8 @@ def main() -> None:
         vals = ", ".join(f"{v:g}: {statistics.mean(of(v, 'val', monitor)):.3f}"
                          for v in result["values"])
         rows.append(f"| {name} | {default:g} | {_mean(at_default[name])} | {vals} | "
-                    f"{best_val:g} (+{100 * margin:.1f}, sd {100 * noise:.1f}) | {chosen:g} | "
+                    f"{best_val:g} (+{100 * margin:.1f}, sd {100 * noise:.1f}"
+                    f"{', edge' if edge else ''}) | {chosen:g} | "
                     f"{_mean(at_chosen[name])} | {gap:+.1f} | {best_test:g} "
                     f"({statistics.mean(of(best_test, 'test', first)):.3f}) |")
     body = (
@@ -157,12 +162,14 @@ def main() -> None:
            if source else "")
         + f". Per strategy, `adaptlab sweep --lrs` at its default rate (before any choice) "
         f"times {', '.join(f'{f:.3g}' for f in args.factors)}, and one factor further where "
-        f"the best on validation lay at the grid's edge (at most {args.extend} such steps); *best on "
+        f"the best on validation lay at the grid's edge (at most {args.extend} more); *best on "
         "val* is the rate with "
         f"the best mean validation {monitor} over the seeds (what `sweep` prints as chosen), "
         "with its gain over the default's mean and the default's seed-to-seed sd there, in "
-        "points; *chosen* is that rate where the gain exceeds the sd, else the default (a "
-        "smaller gain would be chosen by noise). The test split plays no part in either. Test "
+        "points (*edge*: still at the grid's edge); *chosen* is that rate where the gain "
+        "exceeds the sd and the rate is not at the edge, else the default (a smaller gain "
+        "would be chosen by noise, and an edge brackets no optimum). The test split plays "
+        "no part in either. Test "
         f"{first} is mean ± population sd over seeds; *change* is the chosen rate's against "
         "the default's, in points; *best on test* is the rate a choice on test would have "
         "made (a ceiling, not a result).\n\n"
