@@ -154,8 +154,9 @@ def main() -> None:
                     f"{_mean(at_chosen[name])} | {gap:+.1f} | {best_test:g} "
                     f"({statistics.mean(of(best_test, 'test', first)):.3f}) |")
     body = (
-        f"## Learning rates chosen on validation on the {args.domain} demo `{dataset.name}` "
-        f"({args.device})\n\n{machine()}. {config['backbone']} on `{dataset.name}`: "
+        f"## Learning rates chosen on validation on the {args.domain} demo `{dataset.name}`"
+        + (f", {args.backbone}" if args.backbone else "")
+        + f" ({args.device})\n\n{machine()}. {config['backbone']} on `{dataset.name}`: "
         f"{dataset.description}. {config['epochs']} epochs, batch {config['batch_size']}, "
         f"training samples {config['train_samples'] or 'all'}, seeds {args.seeds}"
         + (f"; every run starts from one source run (`{dataset.source_dataset}`, `full`, seed 0)"
