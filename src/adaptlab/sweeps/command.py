@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--backbones", help="backbones of DOMAIN to compare, comma-separated")
     parser.add_argument("--lrs", help="learning rates to compare, comma-separated (1e-4,1e-3,1e-2)")
-    parser.add_argument("--backbone", help="the backbone of a --k sweep (default: the domain's)")
+    parser.add_argument("--backbone", help="the backbone of a --k or --lrs sweep (default: the "
+                        "domain's)")
     parser.add_argument("--strategy", help="the strategy of every run (default: the domain's)")
     parser.add_argument(
         "--set",
