@@ -185,7 +185,7 @@ class DomainSpec:
                     raise PluginError(f"domain {self.name!r}: {where}: strategy_lr names "
                                       f"{name!r}, not a registered strategy; known: {known}")
                 if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
-                    raise PluginError(f"domain {self.name!r}: {where}: strategy_lr[{name!r}] = "
+                    raise PluginError(f"domain {self.name!r}: {where}: strategy_lr[{key!r}] = "
                                       f"{rate!r} is not a positive learning rate")
 
     def _validate_tasks(self) -> None:
