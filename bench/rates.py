@@ -109,7 +109,7 @@ def main() -> None:
             failed[name] = f"{type(error).__name__}: {error}".splitlines()[0]
             print(f"{name}: {failed[name]}", flush=True)
             continue
-        sweeps[name] = json.loads((out / "sweep.json").read_text())
+        sweeps[name] = result
 
     last = next(iter(sweeps.values()))
     first_run = results / folder(next(iter(sweeps))) / last["rows"][0]["run"]

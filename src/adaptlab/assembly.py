@@ -34,12 +34,12 @@ def complete_config(config: RunConfig, domain: DomainSpec) -> RunConfig:
     dataset = config.dataset or (None if config.data else domain.default_dataset)
     preferred = domain.dataset(dataset).backbone if dataset else None
     strategy = config.strategy or domain.default_strategy
+    backbone = config.backbone or preferred or domain.default_backbone
     changes: dict[str, Any] = {
         "dataset": dataset,
-        "backbone": config.backbone or preferred or domain.default_backbone,
+        "backbone": backbone,
         "strategy": strategy,
-        "lr": config.lr if config.lr is not None else default_lr(
-            domain, dataset, strategy, config.backbone or preferred or domain.default_backbone),
+        "lr": config.lr if config.lr is not None else default_lr(domain, dataset, strategy, backbone),
     }
     completed = dataclasses.replace(config, **changes).validated().with_resolved_options()
     _warn_lr_outside_range(strategy, completed.lr)

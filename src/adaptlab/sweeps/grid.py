@@ -37,8 +37,6 @@ class SweepGrid:
     seeds: tuple[int, ...]
 
     def run_name(self, value: Any, seed: int) -> str:
-        from adaptlab.sweeps.table import shown_value
-
         return f"{self.varied}={shown_value(value)}-seed={seed}"
 
     def config(self, value: Any, seed: int, out: str | Path) -> RunConfig:
@@ -61,6 +59,11 @@ class SweepGrid:
         experiments in one table."""
         fields = {k: v for k, v in dataclasses.asdict(self.base).items() if k not in NOT_SETTINGS}
         return comparable_settings(fields, self.varied)
+
+
+def shown_value(value: Any) -> str:
+    """A swept value as tables and run names show it (a rate as 0.0003, not 0.00030000000000000003)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def comparable_settings(fields: dict[str, Any], varied: str) -> dict[str, Any]:
@@ -189,8 +192,6 @@ def parse_lrs(text: str | Sequence[float]) -> tuple[float, ...]:
             raise AdaptlabError(f"--lrs {shown}: {part} is not a positive learning rate")
         values.append(value)
     values = sorted(set(values))
-    from adaptlab.sweeps.table import shown_value
-
     shown_values = [shown_value(value) for value in values]
     if len(set(shown_values)) < len(values):  # two runs would share one folder name
         raise AdaptlabError(f"--lrs {shown}: rates that agree to 6 significant digits "

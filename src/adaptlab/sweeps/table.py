@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptlab.compare import summarise_run
+from adaptlab.sweeps.grid import shown_value
 
 SPLITS = ("train", "val", "test")
 
@@ -75,11 +76,6 @@ def chosen_on_validation(summary: list[dict[str, Any]], higher_is_better: bool,
     # The first of equal means: values are listed in order, so the smallest K or rate wins a tie.
     best = max(complete, key=lambda line: sign * line["val"]["mean"])
     return {"value": best["value"], "val": best["val"], "test": best["test"]}
-
-
-def shown_value(value: Any) -> str:
-    """A swept value as tables and run names show it (a rate as 0.0003, not 0.00030000000000000003)."""
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _cell(spread: dict[str, float] | None, with_std: bool) -> str:
