@@ -61,7 +61,8 @@ def engine_loop(model, layer_map, data, dataset, epochs: int, batch_size: int,
     from adaptlab.costs.meter import CostMeter
     from adaptlab.engine.accelerator import make_accelerator
     from adaptlab.engine.events import EventBus, JsonlEventWriter
-    from adaptlab.engine.trainer import Trainer, TrainSettings
+    from adaptlab.engine.train_state import TrainSettings
+    from adaptlab.engine.trainer import Trainer
     from adaptlab.strategies.base import StrategyConfig
     from adaptlab.strategies.full import FullFineTuning
     from adaptlab.tasks.classification import ClassificationTask

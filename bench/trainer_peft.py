@@ -38,7 +38,7 @@ def resolve(args) -> dict:
     """The settings adaptlab resolves for the benchmarked run, for the Trainer side to copy."""
     from adaptlab.assembly import assemble
     from adaptlab.engine.checkpoint import KEEP_LAST
-    from adaptlab.engine.trainer import TrainSettings
+    from adaptlab.engine.train_state import TrainSettings
     from adaptlab.run import config_for
     from adaptlab.tasks.registry import make_task
 

@@ -103,7 +103,8 @@ def test_a_trainer_without_evaluation_splits_trains_and_fit_names_the_missing_va
     from adaptlab.costs.meter import CostMeter
     from adaptlab.engine.accelerator import make_accelerator
     from adaptlab.engine.events import EventBus
-    from adaptlab.engine.trainer import Trainer, TrainSettings
+    from adaptlab.engine.train_state import TrainSettings
+    from adaptlab.engine.trainer import Trainer
     from adaptlab.errors import AdaptlabError
     from adaptlab.strategies.base import StrategyConfig
     from adaptlab.strategies.full import FullFineTuning

@@ -18,7 +18,7 @@ _IDENTITY_FIELDS = {"domain", "dataset", "data", "backbone", "strategy", "strate
 # Fields that say how a run executes, not what it learns: a sweep or transfer curve resumed
 # with other values is the same experiment, and a cached source run stays valid.
 EXECUTION_FIELDS = ("device", "num_workers", "trackers", "channels_last",
-                    "gradient_checkpointing", "torch_compile")
+                    "gradient_checkpointing", "torch_compile", "fsdp")
 
 # Fields added after runs were recorded, with the value a run recorded without one trained
 # with: read back (a resume, a reload, a replay), it does what it did, not today's default.
@@ -98,6 +98,10 @@ class RunConfig:
                 "them (less memory, about a third more compute)"})
     torch_compile: bool = field(default=False, metadata={
         "help": "compile the model with torch.compile (inductor); pays off on long GPU runs"})
+    fsdp: bool = field(default=False, metadata={
+        "help": "several processes: shard the weights, gradients and optimizer state over "
+                "them (torch FSDP) instead of a whole copy in each; for backbones whose "
+                "training does not fit one device"})
     out: str = "runs/latest"
 
     def to_json(self) -> str:

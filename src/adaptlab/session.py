@@ -26,9 +26,12 @@ from adaptlab.engine.device_path import enable_gradient_checkpointing, loader_op
 from adaptlab.engine.events import EventBus, JsonlEventWriter, TerminalProgress
 from adaptlab.engine.rng import capture_rng, restore_rng, seed_everything
 from adaptlab.engine.trackers import RunTrackers
-from adaptlab.engine.trainer import Trainer, TrainSettings
+from adaptlab.engine.train_state import TrainSettings
+from adaptlab.engine.trainer import Trainer
+from adaptlab.errors import AdaptlabError
 from adaptlab.model_card import try_write_model_card
 from adaptlab.plugins.spec import DomainSpec
+from adaptlab.strategies.registry import get_strategy_class, strategy_names
 from adaptlab.strategies.roundtrip import check_round_trip
 from adaptlab.tasks.registry import make_task
 
@@ -61,6 +64,14 @@ class TrainingSession:
         self._start_from_source(model, layer_map, dry_run=True)  # a misfit fails here
         if self.config.gradient_checkpointing:  # refused before the run folder is written
             enable_gradient_checkpointing(model, self.backbone.name)
+        if self.config.fsdp and not self.strategy.shards:
+            shards = [name for name in strategy_names() if get_strategy_class(name).shards]
+            raise AdaptlabError(f"fsdp=true: strategy {self.strategy.name!r} cannot have its "
+                                f"weights sharded over processes; strategies that can: "
+                                f"{', '.join(shards)}")
+        if self.config.fsdp and self.config.torch_compile:
+            raise AdaptlabError("fsdp=true and torch_compile=true cannot be used together: "
+                                "the sharded model is not compiled; set one of them to false")
 
     def _build_model(self):
         model, layer_map = self.task.build_model(self.backbone, self.strategy.config)
@@ -156,7 +167,7 @@ class TrainingSession:
                           eval_loaders={s: loaders[f"eval_{s}"] for s in SPLITS},
                           run_dir=run_dir, bus=bus, accelerator=accelerator,
                           meter=CostMeter(device=str(accelerator.device)),
-                          channels_last=channels_last)
+                          channels_last=channels_last, shard=self.config.fsdp)
         return trainer, loaders, baseline
 
     def _train_and_report(self, run_dir: Path, resume: bool, bus: EventBus,
@@ -181,12 +192,14 @@ class TrainingSession:
             return RunResult(run_dir, {}, meter.to_dict())
         final = {split: trainer.evaluate(split) for split in SPLITS}
         metrics = self._metrics(final, baseline, state)
+        # Sharded, the main process writes the final files from the model gathered whole.
+        model = trainer.unsharded(self._rebuild_base_model)
         if not distributed.is_main():
             trainer.accelerator.wait_for_everyone()  # for the main process's final files
             return RunResult(run_dir, metrics, {}, headline=self.task.headline(metrics))
-        artefacts = self.strategy.save_final(trainer.unwrapped, run_dir)
+        artefacts = self.strategy.save_final(model, run_dir)
         artefacts["reload_max_abs_diff"] = check_round_trip(
-            trainer.unwrapped, self.strategy, run_dir, self._rebuild_base_model,
+            model, self.strategy, run_dir, self._rebuild_base_model,
             next(iter(loaders["eval_test"]))[0], trainer.accelerator.autocast,
             trainer.accelerator.mixed_precision != "no")
         costs = {**meter.to_dict(), **artefacts, "processes": trainer.processes,

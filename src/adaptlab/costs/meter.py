@@ -34,7 +34,11 @@ class SavedActivationCounter:
     """Context manager: bytes of distinct tensors autograd saves inside the block."""
 
     def __init__(self, model: nn.Module) -> None:
-        self._exclude = {self._key(p) for p in model.parameters()}
+        from adaptlab.engine.sharding import is_sharded
+
+        self._model = model
+        self._sharded = is_sharded(model)
+        self._exclude = self._parameter_keys()
         self._seen: set = set()
         self.bytes = 0
         self._hooks = None
@@ -43,8 +47,17 @@ class SavedActivationCounter:
         """What identifies a storage (one counted once)."""
         return _storage_key(tensor)
 
+    def _parameter_keys(self) -> set:
+        from adaptlab.engine.sharding import local
+
+        return {self._key(local(p)) for p in self._model.parameters()}
+
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
         key = self._key(tensor)
+        if self._sharded and key not in self._exclude and key not in self._seen:
+            # Sharded (fsdp), a block's whole weights are its parameters only while its
+            # forward runs (gathered, then freed): not activations, not known beforehand.
+            self._exclude |= self._parameter_keys()
         if key not in self._exclude and key not in self._seen:
             self._seen.add(key)
             self.bytes += tensor.untyped_storage().nbytes()
@@ -60,7 +73,10 @@ class SavedActivationCounter:
 
 
 def _tensor_bytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
+    """What this process holds (of a sharded tensor, its slice)."""
+    from adaptlab.engine.sharding import local
+
+    return sum(local(t).numel() * t.element_size() for t in tensors)
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:

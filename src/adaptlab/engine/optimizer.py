@@ -124,7 +124,9 @@ class OptimizerControl:
         saved apart, as safetensors)."""
         return {"added": self.added, "scheduler": self.scheduler.state_dict()}
 
-    def restore(self, optimizer_state: dict, layout: dict[str, Any]) -> None:
+    def restore(self, optimizer_state: dict, layout: dict[str, Any], sharded: bool = False
+                ) -> None:
+        """``sharded``: the saved state holds whole tensors, each process keeps its slice."""
         params = dict(self.model.named_parameters())
         for group in layout.get("added", []):
             missing = [n for n in group["params"] if n not in params]
@@ -133,5 +135,9 @@ class OptimizerControl:
                                     f"parameter {missing[0]!r}, which this model lacks")
             self.add_parameters([(n, params[n]) for n in group["params"]], group["name"],
                                 group["lr"], group["weight_decay"])
+        if sharded:
+            from adaptlab.engine.sharding import optimizer_state_like
+
+            optimizer_state = optimizer_state_like(self.optimizer, optimizer_state)
         self.optimizer.load_state_dict(optimizer_state)
         self.scheduler.load_state_dict(layout["scheduler"])

@@ -11,15 +11,14 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from adaptlab.costs.meter import CostMeter, SavedActivationCounter
-from adaptlab.engine import distributed
+from adaptlab.engine import distributed, sharding
 from adaptlab.engine.atomic import atomic_write_with
 from adaptlab.engine.callbacks import HookContext
 from adaptlab.engine.checkpoint import load_latest_checkpoint, save_checkpoint
@@ -28,38 +27,8 @@ from adaptlab.engine.events import EventBus
 from adaptlab.engine.micro_batches import MicroBatches, split_batch
 from adaptlab.engine.optimizer import OptimizerControl
 from adaptlab.engine.rng import capture_rng, restore_rng
+from adaptlab.engine.train_state import TrainSettings, TrainState
 from adaptlab.errors import AdaptlabError
-
-
-@dataclass
-class TrainState:
-    epoch: int = 0  # epochs completed
-    step_in_epoch: int = 0  # batches done in the current, unfinished epoch (after a stop)
-    global_step: int = 0
-    best_metric: float | None = None
-    best_epoch: int = 0
-    epochs_without_improvement: int = 0
-    # ``average_top_k``: the k best validation epochs so far, ``[[score, epoch], ...]``
-    top_epochs: list[list[float]] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    stopped_early: bool = False
-    interrupted: bool = False
-    # The current epoch's training sums (loss and ``Task.batch_metrics``, sample-weighted):
-    # part of the checkpoint, so an epoch resumed mid-way reports the whole epoch.
-    epoch_sums: dict[str, float] = field(default_factory=dict)
-    epoch_samples: int = 0
-
-
-@dataclass
-class TrainSettings:
-    epochs: int
-    lr: float
-    weight_decay: float
-    warmup_ratio: float
-    schedule: str
-    early_stopping_patience: int = 0
-    max_grad_norm: float = 1.0
-    average_top_k: int = 1
 
 
 class Trainer:
@@ -70,7 +39,7 @@ class Trainer:
 
     def __init__(self, *, model, strategy, task, settings: TrainSettings, train_loader,
                  eval_loaders: dict, run_dir: Path, bus: EventBus, accelerator,
-                 meter: CostMeter, channels_last: bool = False) -> None:
+                 meter: CostMeter, channels_last: bool = False, shard: bool = False) -> None:
         self.accelerator = accelerator
         self.strategy = strategy
         self.task = task
@@ -96,6 +65,12 @@ class Trainer:
         # A strategy whose trainable set changes cannot sit inside DDP (see
         # ``distributed.average_gradients``): its model is placed, not wrapped.
         self._manual_sync = self.processes > 1 and strategy.changes_trainable_set
+        # fsdp: weights, gradients and optimizer state in slices over the processes (one
+        # process has nothing to share them with and trains as usual).
+        self.sharded = shard and self.processes > 1
+        if shard:
+            bus.emit("fsdp", processes=self.processes, units=sharding.shard_model(
+                model, accelerator.device) if self.sharded else 0)
         self._plain_eval = dict(eval_loaders)
         prepared = accelerator.prepare(train_loader, *eval_loaders.values())
         if not eval_loaders:  # prepare hands one object back bare, not in a tuple
@@ -110,7 +85,7 @@ class Trainer:
                                       settings.lr, settings.schedule, total,
                                       int(settings.warmup_ratio * total))
         self.scheduler = self.optim.scheduler
-        if self._manual_sync:
+        if self._manual_sync or self.sharded:
             self.model = model.to(accelerator.device)
             self.optimizer = accelerator.prepare(self.optim.optimizer)
         else:
@@ -152,8 +127,8 @@ class Trainer:
                                 "adaptlab version and cannot be resumed; start a new run")
         self.strategy.load_state_dict(state["strategy"])
         self.strategy.load_tensor_state(loaded.strategy)
-        self.strategy.load_saved(self.unwrapped, loaded.model)
-        self.optim.restore(loaded.optimizer, state["optimizer_layout"])
+        self._load(loaded.model)
+        self.optim.restore(loaded.optimizer, state["optimizer_layout"], self.sharded)
         if self.accelerator.scaler is not None and state.get("scaler"):
             self.accelerator.scaler.load_state_dict(state["scaler"])
         saved_processes = state.get("processes", 1)
@@ -184,6 +159,31 @@ class Trainer:
             [self.state.epoch_sums[n] for n in names] + [float(self.state.epoch_samples)])
         return dict(zip(names, totals[:-1], strict=True)), int(totals[-1])
 
+    def _saved(self) -> dict[str, torch.Tensor]:
+        """The strategy's declared tensors, whole (every process must call: it gathers)."""
+        tensors = self.strategy.saved_tensors(self.unwrapped)
+        return sharding.full(tensors) if self.sharded else tensors
+
+    def _load(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Whole tensors (a file's) back into the model, each process its shard of them."""
+        if self.sharded:
+            tensors = sharding.like_model(self.unwrapped, tensors)
+        self.strategy.load_saved(self.unwrapped, tensors)
+
+    def unsharded(self, build):
+        """The trained model whole in the main process, in host memory (None in the others):
+        the strategy applied to ``build()``'s fresh model, given the gathered tensors; the
+        model itself when it is not sharded. Every process must call."""
+        if not self.sharded:
+            return self.unwrapped
+        tensors = self._saved()
+        if not self.accelerator.is_main_process:
+            return None
+        base, layer_map = build()
+        whole = self.strategy.apply(base, layer_map)
+        self.strategy.load_saved(whole, tensors)
+        return whole
+
     def _save_checkpoint(self) -> None:
         rng = distributed.gather_objects(capture_rng())
         train = asdict(self.state)
@@ -195,11 +195,13 @@ class Trainer:
                  "costs": self.meter.state(),
                  "scaler": self.accelerator.scaler.state_dict()
                  if self.accelerator.scaler is not None else None}
+        tensors, optimizer = self._saved(), self.optim.optimizer.state_dict()
+        if self.sharded:
+            optimizer = sharding.full_optimizer_state(optimizer)
         if self.accelerator.is_main_process:
             path = save_checkpoint(self.checkpoint_dir, self.state.epoch + (
-                1 if self.state.step_in_epoch else 0),
-                self.strategy.saved_tensors(self.unwrapped),
-                self.optim.optimizer.state_dict(), state, self.strategy.tensor_state())
+                1 if self.state.step_in_epoch else 0), tensors, optimizer, state,
+                self.strategy.tensor_state())
             self.bus.emit("checkpoint", epoch=self.state.epoch, path=str(path))
         self.accelerator.wait_for_everyone()  # nobody reads a checkpoint half written
 
@@ -223,7 +225,8 @@ class Trainer:
             self._hook("on_epoch_end", self._context())
             if self._manual_sync:
                 distributed.broadcast_buffers(self.unwrapped)
-            distributed.check_replicas_agree(self.unwrapped, self.state.epoch)
+            if not self.sharded:  # no replicas: each process holds its own slice
+                distributed.check_replicas_agree(self.unwrapped, self.state.epoch)
             self._evaluate_and_track()
             self._save_checkpoint()
             self.bus.emit("epoch_end", epoch=self.state.epoch)
@@ -299,12 +302,15 @@ class Trainer:
     def _forward(self, inputs, labels, count: bool):
         if self.channels_last:
             inputs = channels_last_inputs(inputs)
-        if not count:
-            outputs = self.model(inputs)
-            return outputs, self.task.loss(outputs, labels)
-        with SavedActivationCounter(self.unwrapped) as counter:
-            outputs = self.model(inputs)
-            loss = self.task.loss(outputs, labels)
+        # A placed model (not prepared by Accelerate) has no autocast of its own.
+        placed = self._manual_sync or self.sharded
+        with self.accelerator.autocast() if placed else nullcontext():
+            if not count:
+                outputs = self.model(inputs)
+                return outputs, self.task.loss(outputs, labels)
+            with SavedActivationCounter(self.unwrapped) as counter:
+                outputs = self.model(inputs)
+                loss = self.task.loss(outputs, labels)
         self.meter.record_activations(counter.bytes)
         return outputs, loss
 
@@ -385,7 +391,7 @@ class Trainer:
             # Frozen since the last step (or by a hook just now): no update, no state kept.
             self.optim.drop_frozen()
             self._step_signature = signature
-        gradients = sum(p.grad.numel() * p.grad.element_size() for p in params
+        gradients = sum(sharding.local(p.grad).numel() * p.grad.element_size() for p in params
                         if p.grad is not None)
         trainable = sum(p.numel() for p in params if p.requires_grad)
         self.optimizer.step()
@@ -407,12 +413,16 @@ class Trainer:
     @torch.no_grad()
     def _fingerprint(self) -> tuple[float, float]:
         """Sums over every parameter and buffer: any update, restore or average moves them."""
-        tensors = [t.detach() for t in (*self.unwrapped.parameters(), *self.unwrapped.buffers())
+        tensors = [sharding.local(t.detach()) for t in (*self.unwrapped.parameters(),
+                                                          *self.unwrapped.buffers())
                    if t.is_floating_point()]
         # Accumulated in float64; the plain sum needs no float64 copy of the tensor.
-        return (float(sum(t.sum(dtype=torch.float64) for t in tensors)),
+        sums = [float(sum(t.sum(dtype=torch.float64) for t in tensors)),
                 float(sum(torch.linalg.vector_norm(t, 1, dtype=torch.float64)
-                          for t in tensors)))
+                          for t in tensors))]
+        if self.sharded:  # over every slice, so that every process decides alike
+            sums = distributed.sum_over_processes(sums)
+        return sums[0], sums[1]
 
     def _measure(self, split: str) -> dict:
         if self.processes == 1:
@@ -443,7 +453,7 @@ class Trainer:
         if self.settings.average_top_k > 1:
             self.state.top_epochs = self._top_epochs().offer(
                 self.state.top_epochs, value, self.state.epoch,
-                self.strategy.saved_tensors(self.unwrapped), self.accelerator.is_main_process)
+                self._saved(), self.accelerator.is_main_process)
         best = self.state.best_metric
         if best is None or (value > best if self.task.higher_is_better else value < best):
             self.state.best_metric, self.state.best_epoch = value, self.state.epoch
@@ -460,8 +470,9 @@ class Trainer:
         return self.checkpoint_dir / "best.safetensors"
 
     def _save_best(self) -> None:
+        tensors = self._saved()
         if self.accelerator.is_main_process:
-            tensors = {k: v.cpu() for k, v in self.strategy.saved_tensors(self.unwrapped).items()}
+            tensors = {k: v.cpu() for k, v in tensors.items()}
             atomic_write_with(self._best_path(), lambda tmp: save_file(tensors, str(tmp)))
 
     def _top_epochs(self):
@@ -476,7 +487,7 @@ class Trainer:
         the average is worse than the best epoch."""
         self.accelerator.wait_for_everyone()  # the main process wrote the best epoch's file
         if self._best_path().is_file() and self.state.best_epoch != self.state.epoch:
-            self.strategy.load_saved(self.unwrapped, load_file(str(self._best_path())))
+            self._load(load_file(str(self._best_path())))
             self.bus.emit("restore_best", epoch=self.state.best_epoch)
         if self.settings.average_top_k > 1 and len(self.state.top_epochs) > 1:
             self._average_top_epochs()
@@ -486,14 +497,13 @@ class Trainer:
         caveat for soups): the average is kept only if its validation metric is at least the
         best epoch's, else the run stays on the best epoch, and the event says which."""
         self.accelerator.wait_for_everyone()  # the main process wrote the epochs' files
-        best = {k: v.clone() for k, v in self.strategy.saved_tensors(self.unwrapped).items()}
+        best = {k: v.clone() for k, v in self._saved().items()}
         epochs = [int(e) for _, e in self.state.top_epochs]
-        self.strategy.load_saved(self.unwrapped, self._top_epochs().average(
-            self.state.top_epochs))
+        self._load(self._top_epochs().average(self.state.top_epochs))
         value = self.evaluate("val")[self.task.monitor]
         best_value = self.state.best_metric
         kept = value >= best_value if self.task.higher_is_better else value <= best_value
         if not kept:
-            self.strategy.load_saved(self.unwrapped, best)
+            self._load(best)
         self.bus.emit("average_top_k", epochs=epochs, val=value, best_val=best_value,
                       kept=bool(kept))

@@ -165,6 +165,10 @@ class Strategy:
     # True where what trains changes from step to step (SlimFit): several processes then
     # average gradients by hand, as DistributedDataParallel fixes its parameters once.
     changes_trainable_set: ClassVar[bool] = False
+    # True where the strategy's weights may be sharded over processes (``fsdp``): it keeps
+    # one trainable set, reads and writes its tensors by the model's own state-dict names,
+    # and no hook of it reads a weight while training.
+    shards: ClassVar[bool] = False
     # The learning rate an unset ``lr`` means for this strategy, and the range outside which
     # a run is warned (allowed: the range is where the literature and our demos found it
     # works). Subclasses set their own; these are the engine's old single default.

@@ -27,6 +27,7 @@ class FreezeConfig(StrategyConfig):
 @register_strategy
 class FreezeBottomLayers(Strategy):
     name = "freeze"
+    shards = True
     config_class = FreezeConfig
     description = "freeze the embeddings and the bottom K blocks, train the rest"
     # The top blocks alone move less than a whole network: the demos' benchmarks found

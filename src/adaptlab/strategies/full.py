@@ -12,6 +12,7 @@ from adaptlab.strategies.registry import register_strategy
 @register_strategy
 class FullFineTuning(Strategy):
     name = "full"
+    shards = True
     description = "train every parameter of the backbone and the new head"
     # BERT-style encoders fine-tune at 2e-5..1e-4 (Devlin et al. 2019; AutoGluon's multimodal
     # default 1e-4). The small built-in networks (point clouds, weather fields) want up to

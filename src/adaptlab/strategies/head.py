@@ -14,6 +14,7 @@ from adaptlab.strategies.registry import register_strategy
 @register_strategy
 class HeadOnly(Strategy):
     name = "head"
+    shards = True
     description = "freeze the backbone, train a new Linear or MLP head"
     # A new head on frozen features: nothing pre-trained to disturb, so a high rate. The
     # demos' benchmarks found 1e-3..3e-2 (3e-3 on four of six domains, bench/strategies.py).

@@ -1,0 +1,128 @@
+"""Fully sharded data parallel (``fsdp=true``): each process holds a slice of every weight, of
+its gradient and of its optimizer state, through torch's own ``fully_shard`` (FSDP2), for
+backbones whose training state does not fit one device.
+
+Accelerate's FSDP plugin only acts on GPUs (a CPU run under it trains unsharded), so the engine
+shards the model with torch.distributed itself, the same on CPU (gloo) and GPU (NCCL), and
+places it unwrapped, as it does for strategies that change their trainable set. The rest of
+the engine sees whole tensors: checkpoints, the best epoch's file and the final weights hold
+full tensors (gathered here), so a sharded run resumes with another process count, sharded or
+not, and its files are those of any run.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from adaptlab.errors import AdaptlabError
+
+# A repeated block smaller than this is not worth its own all-gather: it joins the module
+# above it (the root at the latest).
+MIN_BLOCK_PARAMS = 100_000
+
+
+def _dtensor():
+    from torch.distributed.tensor import DTensor
+
+    return DTensor
+
+
+def _blocks(model: nn.Module, min_params: int) -> list[nn.Module]:
+    """The units that gather their weights on their own: the members of a ModuleList or
+    Sequential (a backbone's repeated blocks), outermost first, each with at least
+    ``min_params`` parameters. Only modules that their parent calls are chosen, since
+    FSDP gathers in a module's ``__call__``: a backbone whose ``forward_features`` its task
+    model calls directly stays with the root, whose call gathers it."""
+    chosen: list[nn.Module] = []
+
+    def visit(module: nn.Module) -> None:
+        for child in module.children():
+            if isinstance(module, (nn.ModuleList, nn.Sequential)) \
+                    and sum(p.numel() for p in child.parameters()) >= min_params:
+                chosen.append(child)
+            visit(child)
+
+    visit(model)
+    # Nested members (a stage's blocks inside a list of stages) come after their parents;
+    # fully_shard needs children sharded before their parents.
+    return chosen[::-1]
+
+
+def shard_model(model: nn.Module, device: torch.device, min_params: int = MIN_BLOCK_PARAMS
+                ) -> int:
+    """Shard ``model`` over every process of the group, in place; returns the number of units
+    (blocks, then the root) that gather on their own."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    if not dist.is_initialized():
+        raise AdaptlabError("fsdp=true needs the processes' group; start the run with "
+                            "--processes N or under torchrun / accelerate launch")
+    model.to(device)
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    units = _blocks(model, min_params)
+    for unit in units:
+        fully_shard(unit, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return len(units) + 1
+
+
+def is_sharded(model: nn.Module) -> bool:
+    dtensor = _dtensor()
+    return any(isinstance(p, dtensor) for p in model.parameters())
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """What this process holds of ``tensor`` (its shard, or the tensor itself)."""
+    return tensor.to_local() if isinstance(tensor, _dtensor()) else tensor
+
+
+def _whole(tensor):
+    # Gathered one at a time into host memory: a model sharded for not fitting one device
+    # may not fit it whole either.
+    return tensor.full_tensor().cpu() if isinstance(tensor, _dtensor()) else tensor
+
+
+def full(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Whole tensors for sharded ones, in host memory (every process must call: it
+    gathers, in the same order everywhere)."""
+    return {k: _whole(v) for k, v in sorted(tensors.items())}
+
+
+def like(reference: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` (whole) laid out as ``reference`` is: this process's shard of it when
+    ``reference`` is sharded. Every process holds the whole tensor (read from the same file),
+    so each cuts its own shard without communicating."""
+    dtensor = _dtensor()
+    if not isinstance(reference, dtensor) or isinstance(tensor, dtensor):
+        return tensor
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(tensor.to(reference.device, reference.dtype),
+                             reference.device_mesh, reference.placements, src_data_rank=None)
+
+
+def like_model(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Whole tensors keyed as ``model``'s state dict, laid out as the model holds them."""
+    own = model.state_dict()
+    return {k: like(own[k], v) if k in own else v for k, v in tensors.items()}
+
+
+def full_optimizer_state(state: dict) -> dict:
+    """An optimizer's ``state_dict`` with whole tensors (every process must call)."""
+    return {**state, "state": {index: {k: _whole(v) for k, v in sorted(entry.items())}
+                               for index, entry in sorted(state["state"].items())}}
+
+
+def optimizer_state_like(optimizer: torch.optim.Optimizer, state: dict) -> dict:
+    """A whole-tensor optimizer ``state_dict`` laid out as ``optimizer``'s parameters are: a
+    moment of a parameter's shape becomes this process's shard of it."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    restored = {}
+    for index, entry in state["state"].items():
+        param = params[int(index)]
+        restored[index] = {k: like(param, v) if torch.is_tensor(v) and v.shape == param.shape
+                           else v for k, v in entry.items()}
+    return {**state, "state": restored}
