@@ -66,7 +66,17 @@ def shard_model(model: nn.Module, device: torch.device, min_params: int = MIN_BL
     for unit in units:
         fully_shard(unit, mesh=mesh)
     fully_shard(model, mesh=mesh)
+    # Whatever loads whole tensors into it (a checkpoint, the best epoch, a strategy's own
+    # loader under its own names, as peft's) loads each process's slice of them.
+    model.register_load_state_dict_pre_hook(_slice_whole_tensors)
     return len(units) + 1
+
+
+def _slice_whole_tensors(module: nn.Module, state_dict: dict, prefix: str, *_) -> None:
+    own = module.state_dict()
+    for key, value in state_dict.items():
+        if key.startswith(prefix) and key[len(prefix):] in own:
+            state_dict[key] = like(own[key[len(prefix):]], value)
 
 
 def is_sharded(model: nn.Module) -> bool:
@@ -102,12 +112,6 @@ def like(reference: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
 
     return distribute_tensor(tensor.to(reference.device, reference.dtype),
                              reference.device_mesh, reference.placements, src_data_rank=None)
-
-
-def like_model(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Whole tensors keyed as ``model``'s state dict, laid out as the model holds them."""
-    own = model.state_dict()
-    return {k: like(own[k], v) if k in own else v for k, v in tensors.items()}
 
 
 def full_optimizer_state(state: dict) -> dict:

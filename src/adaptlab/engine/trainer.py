@@ -165,9 +165,8 @@ class Trainer:
         return sharding.full(tensors) if self.sharded else tensors
 
     def _load(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Whole tensors (a file's) back into the model, each process its shard of them."""
-        if self.sharded:
-            tensors = sharding.like_model(self.unwrapped, tensors)
+        """Whole tensors (a file's) back into the model; sharded, each process keeps its
+        slice of them (``sharding.shard_model``'s load hook)."""
         self.strategy.load_saved(self.unwrapped, tensors)
 
     def unsharded(self, build):

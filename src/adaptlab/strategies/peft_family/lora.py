@@ -44,6 +44,7 @@ class LoraStrategyConfig(PeftStrategyConfig):
 @register_strategy
 class LoraStrategy(PeftStrategy):
     name = "lora"
+    shards = True
     config_class = LoraStrategyConfig
     description = "low-rank adapters (peft) on the backbone's blocks; head and BatchNorm saved"
     layer_types = LORA_LAYER_TYPES
