@@ -127,8 +127,8 @@ class Trainer:
                                 "adaptlab version and cannot be resumed; start a new run")
         self.strategy.load_state_dict(state["strategy"])
         self.strategy.load_tensor_state(loaded.strategy)
-        self._load(loaded.model)
-        self.optim.restore(loaded.optimizer, state["optimizer_layout"], self.sharded)
+        self.strategy.load_saved(self.unwrapped, loaded.model)
+        self.optim.restore(loaded.optimizer, state["optimizer_layout"], sharded=self.sharded)
         if self.accelerator.scaler is not None and state.get("scaler"):
             self.accelerator.scaler.load_state_dict(state["scaler"])
         saved_processes = state.get("processes", 1)
@@ -163,11 +163,6 @@ class Trainer:
         """The strategy's declared tensors, whole (every process must call: it gathers)."""
         tensors = self.strategy.saved_tensors(self.unwrapped)
         return sharding.full(tensors) if self.sharded else tensors
-
-    def _load(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Whole tensors (a file's) back into the model; sharded, each process keeps its
-        slice of them (``sharding.shard_model``'s load hook)."""
-        self.strategy.load_saved(self.unwrapped, tensors)
 
     def unsharded(self, build):
         """The trained model whole in the main process, in host memory (None in the others):
@@ -486,7 +481,7 @@ class Trainer:
         the average is worse than the best epoch."""
         self.accelerator.wait_for_everyone()  # the main process wrote the best epoch's file
         if self._best_path().is_file() and self.state.best_epoch != self.state.epoch:
-            self._load(load_file(str(self._best_path())))
+            self.strategy.load_saved(self.unwrapped, load_file(str(self._best_path())))
             self.bus.emit("restore_best", epoch=self.state.best_epoch)
         if self.settings.average_top_k > 1 and len(self.state.top_epochs) > 1:
             self._average_top_epochs()
@@ -498,11 +493,12 @@ class Trainer:
         self.accelerator.wait_for_everyone()  # the main process wrote the epochs' files
         best = {k: v.clone() for k, v in self._saved().items()}
         epochs = [int(e) for _, e in self.state.top_epochs]
-        self._load(self._top_epochs().average(self.state.top_epochs))
+        self.strategy.load_saved(self.unwrapped,
+                                 self._top_epochs().average(self.state.top_epochs))
         value = self.evaluate("val")[self.task.monitor]
         best_value = self.state.best_metric
         kept = value >= best_value if self.task.higher_is_better else value <= best_value
         if not kept:
-            self._load(best)
+            self.strategy.load_saved(self.unwrapped, best)
         self.bus.emit("average_top_k", epochs=epochs, val=value, best_val=best_value,
                       kept=bool(kept))
