@@ -92,6 +92,9 @@ def main() -> None:
                                         sharded))
         gaps = {label: _weight_gap(rows["1"][0]["weights"], runs[0]["weights"])
                 for label, runs in rows.items() if label != "1"}
+        if args.fsdp:  # the same two processes, replicated or sharded
+            gaps["replicated"] = _weight_gap(rows["2"][0]["weights"],
+                                             rows[VARIANTS[2][0]][0]["weights"])
     key = f"processes-{args.domain}-{args.device}" + ("-fsdp" if args.fsdp else "")
     write_section(key, _section(args, rows, gaps))
 
@@ -127,8 +130,10 @@ def _section(args, rows: dict[str, list[dict]], gaps: dict[str, float]) -> str:
     ratio = med["2"]["throughput"] / med["1"]["throughput"]
     lines += ["", f"**Throughput, two processes / one: {ratio:.2f}**; wall time ratio "
               f"{med['2']['wall'] / med['1']['wall']:.2f}. The weight column is the largest "
-              "difference from the one-process run (a BatchNorm layer that trains would "
-              "normalise each process's half-batch on its own on CPU)."]
+              "difference from the one-process run's weights: float sums in another order, "
+              "and where the model has them, a BatchNorm layer that trains (each process "
+              "normalises its half-batch on CPU) and dropout (each process draws its masks "
+              "from its own random stream)."]
     sharded = VARIANTS[2][0]
     if sharded in rows:
         whole = rows["1"][0]["memory"]
@@ -141,7 +146,13 @@ def _section(args, rows: dict[str, list[dict]], gaps: dict[str, float]) -> str:
                   f"processes', {med[sharded]['throughput'] / med['1']['throughput']:.2f} of "
                   "one process's.** Sharded, every block gathers its weights before its "
                   "forward and again before its backward, and scatters its gradients after; "
-                  "replicated, the processes exchange only the gradients, once per step."]
+                  "replicated, the processes exchange only the gradients, once per step. "
+                  "Largest weight difference between the sharded and the replicated run: "
+                  f"{gaps['replicated']:.1e}."]
+    if ratio < 1:
+        lines += ["", "Training itself is slower in two processes here: on CPU they share the "
+                  "machine's cores (one thread each where one process had both) and exchange "
+                  "gradients through gloo; the gain two processes bring is on two devices."]
     if med["2"]["wall"] > med["1"]["wall"]:
         lines += ["", "Two processes lose on wall time here: start-up (the launcher, and every "
                   "process importing and loading the model) and the unadapted baselines "

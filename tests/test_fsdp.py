@@ -109,6 +109,10 @@ def test_two_sharded_processes_hold_half_each_and_train_as_one(reference, tmp_pa
     assert 0.5 * whole <= memory["parameters"] <= 0.51 * whole
     assert 0.5 * whole <= memory["gradients"] <= 0.51 * whole
     assert 2 * 0.5 * whole <= memory["optimizer"] <= 2 * 0.51 * whole  # two Adam moments
+    # Saved activations: those of half the batch. A block's gathered weights, which autograd
+    # keeps for its backward while they exist, are not counted (they would add 12.4 MiB).
+    alone = json.loads((one / "costs.json").read_text())["memory_bytes"]["activations"]
+    assert abs(memory["activations"] - alone / 2) <= 0.02 * alone
     assert json.loads((out / "config.json").read_text())["fsdp"] is True
 
 
