@@ -153,7 +153,7 @@ def _section(args, rows: dict[str, list[dict]], gaps: dict[str, float]) -> str:
         lines += ["", "Training itself is slower in two processes here: on CPU they share the "
                   "machine's cores (one thread each where one process had both) and exchange "
                   "gradients through gloo; the gain two processes bring is on two devices."]
-    if med["2"]["wall"] > med["1"]["wall"]:
+    elif med["2"]["wall"] > med["1"]["wall"]:
         lines += ["", "Two processes lose on wall time here: start-up (the launcher, and every "
                   "process importing and loading the model) and the unadapted baselines "
                   "(every process computes them) do not divide over processes, and on a run "

@@ -113,6 +113,17 @@ def test_two_sharded_processes_hold_half_each_and_train_as_one(reference, tmp_pa
     # keeps for its backward while they exist, are not counted (they would add 12.4 MiB).
     alone = json.loads((one / "costs.json").read_text())["memory_bytes"]["activations"]
     assert abs(memory["activations"] - alone / 2) <= 0.02 * alone
+
+    # The planner, told of the processes, predicts the main process's share (issue 16's 15 %).
+    from adaptlab.costs.planner import plan_memory
+
+    config = RunConfig.from_file(out / "config.json")
+    plan = plan_memory(config, ["full"], processes=2).plans[0]
+    for kind, measured in memory.items():
+        if measured:
+            assert abs(plan.memory_bytes[kind] / measured - 1) <= 0.15, kind
+    whole_plan = plan_memory(config, ["full"], processes=1).plans[0]  # one process holds all
+    assert whole_plan.memory_bytes["parameters"] == pytest.approx(whole, rel=1e-6)
     assert json.loads((out / "config.json").read_text())["fsdp"] is True
 
 

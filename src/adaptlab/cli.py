@@ -137,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
                       metavar="KEY=VALUE", help="a training setting or strategy option")
     plan.add_argument("--budget", help="memory to fit in: 8GiB, 512MB, 1.5G (default: the "
                                        "CUDA device's memory; none on the CPU)")
+    plan.add_argument("--processes", type=int, default=1,
+                      help="plan the main process of N data-parallel processes: its share of "
+                           "every batch, and with --set fsdp=true its slice of the weights")
     plan.add_argument("--json", action="store_true", help="print JSON")
     compare = sub.add_parser("compare", help="runs side by side: costs and metrics")
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR",
@@ -182,7 +185,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     budget = parse_size(args.budget) if args.budget else None
     config, options = plan_config(args.domain, args.assignments, args.strategies,
                                   dataset=args.dataset, data=args.data, backbone=args.backbone)
-    result = plan_memory(config, args.strategies, options, budget)
+    result = plan_memory(config, args.strategies, options, budget, args.processes)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.text())
     return 0
 

@@ -25,13 +25,13 @@ from adaptlab.engine.atomic import atomic_write_text
 from adaptlab.engine.device_path import enable_gradient_checkpointing, loader_options, use_channels_last
 from adaptlab.engine.events import EventBus, JsonlEventWriter, TerminalProgress
 from adaptlab.engine.rng import capture_rng, restore_rng, seed_everything
+from adaptlab.engine.sharding import check_shards
 from adaptlab.engine.trackers import RunTrackers
 from adaptlab.engine.train_state import TrainSettings
 from adaptlab.engine.trainer import Trainer
 from adaptlab.errors import AdaptlabError
 from adaptlab.model_card import try_write_model_card
 from adaptlab.plugins.spec import DomainSpec
-from adaptlab.strategies.registry import get_strategy_class, strategy_names
 from adaptlab.strategies.roundtrip import check_round_trip
 from adaptlab.tasks.registry import make_task
 
@@ -64,11 +64,8 @@ class TrainingSession:
         self._start_from_source(model, layer_map, dry_run=True)  # a misfit fails here
         if self.config.gradient_checkpointing:  # refused before the run folder is written
             enable_gradient_checkpointing(model, self.backbone.name)
-        if self.config.fsdp and not self.strategy.shards:
-            shards = [name for name in strategy_names() if get_strategy_class(name).shards]
-            raise AdaptlabError(f"fsdp=true: strategy {self.strategy.name!r} cannot have its "
-                                f"weights sharded over processes; strategies that can: "
-                                f"{', '.join(shards)}")
+        if self.config.fsdp:
+            check_shards(type(self.strategy))
         if self.config.fsdp and self.config.torch_compile:
             raise AdaptlabError("fsdp=true and torch_compile=true cannot be used together: "
                                 "the sharded model is not compiled; set one of them to false")

@@ -17,7 +17,17 @@ from adaptlab.costs.meter import SavedActivationCounter, optimizer_state_bytes
 _ADAMW_STATE: dict[tuple[torch.dtype, str], tuple[int, int]] = {}
 
 
-def adamw_state_bytes(param: torch.Tensor) -> int:
+def held_elements(tensor: torch.Tensor, shards: int = 1) -> int:
+    """Elements of ``tensor`` the main process holds: all of them, or with the weights
+    sharded over ``shards`` processes (fsdp), its slice of the first dimension, which
+    rounds up."""
+    if shards == 1 or tensor.ndim == 0 or not tensor.shape[0]:
+        return tensor.numel()
+    rows = tensor.shape[0]
+    return -(-rows // shards) * (tensor.numel() // rows)
+
+
+def adamw_state_bytes(param: torch.Tensor, shards: int = 1) -> int:
     """Bytes a real AdamW keeps for ``param`` after a step: the per-element state (two moments)
     and the per-tensor state (the step count), measured once per dtype and device type on a
     one- and a two-element tensor with :func:`optimizer_state_bytes`, not assumed."""
@@ -37,11 +47,11 @@ def adamw_state_bytes(param: torch.Tensor) -> int:
         per_element = sizes[1] - sizes[0]
         _ADAMW_STATE[key] = (per_element, sizes[0] - per_element)
     per_element, per_tensor = _ADAMW_STATE[key]
-    return per_element * param.numel() + per_tensor
+    return per_element * held_elements(param, shards) + per_tensor
 
 
-def tensor_bytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
+def tensor_bytes(tensor: torch.Tensor, shards: int = 1) -> int:
+    return held_elements(tensor, shards) * tensor.element_size()
 
 
 # -- saved activations on fake tensors -------------------------------------------------------------
@@ -122,9 +132,11 @@ class SetCount:
     trainable_params: int
 
 
-def count_set(model, task, strategy, batch, device: str, precision: str) -> SetCount:
+def count_set(model, task, strategy, batch, device: str, precision: str, shards: int = 1
+              ) -> SetCount:
     """One trainable set (already on the model): a forward and loss of ``batch`` under the
-    saved-tensor counter, then the gradients and optimizer state of what the loss reaches."""
+    saved-tensor counter, then the gradients and optimizer state of what the loss reaches
+    (the main process's slices of them, sharded over ``shards`` processes)."""
     inputs, labels = batch
     model.train()
     strategy.train_mode(model)  # frozen norm layers keep their statistics, as in a run
@@ -136,8 +148,8 @@ def count_set(model, task, strategy, batch, device: str, precision: str) -> SetC
         loss = task.loss(outputs, labels)
     leaves = graph_leaves(loss)
     stepped = [p for _, p in strategy.candidates(model) if p.requires_grad and id(p) in leaves]
-    return SetCount(gradients=sum(tensor_bytes(p) for p in stepped),
-                     optimizer=sum(adamw_state_bytes(p) for p in stepped),
+    return SetCount(gradients=sum(tensor_bytes(p, shards) for p in stepped),
+                     optimizer=sum(adamw_state_bytes(p, shards) for p in stepped),
                      activations=counter.bytes,
                      trainable_params=sum(p.numel() for _, p in strategy.candidates(model)
                                           if p.requires_grad))

@@ -99,6 +99,8 @@ class MemoryPlan:
     device: str
     mixed_precision: str
     budget_bytes: int | None
+    processes: int = 1  # the plans are the main process's of these
+    sharded: bool = False  # fsdp: weights, gradients and optimizer state in slices
     plans: list[StrategyPlan] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)  # strategies that do not apply
     seconds: float = 0.0
@@ -107,7 +109,8 @@ class MemoryPlan:
         return {"domain": self.domain, "dataset": self.dataset, "backbone": self.backbone,
                 "batch_size": self.batch_size, "input_shape": self.input_shape,
                 "device": self.device, "mixed_precision": self.mixed_precision,
-                "budget_bytes": self.budget_bytes, "plans": [p.to_dict() for p in self.plans],
+                "budget_bytes": self.budget_bytes, "processes": self.processes,
+                "sharded": self.sharded, "plans": [p.to_dict() for p in self.plans],
                 "skipped": self.skipped, "seconds": round(self.seconds, 3)}
 
     def text(self) -> str:
@@ -120,9 +123,11 @@ class MemoryPlan:
             rows.append([plan.strategy, *(format_size(plan.memory_bytes[k]) for k in KINDS),
                          format_size(plan.total_bytes), fits, f"{plan.seconds:.2f}"])
         budget = format_size(self.budget_bytes) if self.budget_bytes else "none"
+        each = "" if self.processes == 1 else (
+            f", per process of {self.processes}" + (" (sharded)" if self.sharded else ""))
         lines = [f"{self.domain}: {self.backbone}, batch {self.batch_size}, input "
                  f"{self.input_shape}, {self.device} ({self.mixed_precision} mixed precision), "
-                 f"budget {budget}", text_table(rows)]
+                 f"budget {budget}{each}", text_table(rows)]
         lines += [f"skipped {s['strategy']}: {s['reason']}" for s in self.skipped]
         return "\n".join(lines)
 
@@ -283,14 +288,20 @@ class MemoryPlanner:
             [name for name, _ in strategy.candidates(model)]))
 
     def plan(self, name: str, options: dict[str, Any] | None = None,
-             config: RunConfig | None = None) -> StrategyPlan:
+             config: RunConfig | None = None, processes: int = 1) -> StrategyPlan:
         """Plan strategy ``name`` with ``options`` at ``config``'s batch, input size and run
-        length (default: the config this planner was built with)."""
+        length (default: the config this planner was built with), for the main process of
+        ``processes``: its share of every batch, and with ``fsdp`` its slice of the weights,
+        gradients and optimizer state."""
+        from adaptlab.engine.sharding import check_shards
         from adaptlab.strategies.registry import get_strategy_class
 
         started = time.perf_counter()
         config = config or self.config
         check_strategy_names([name])
+        shards = processes if config.fsdp and processes > 1 else 1
+        if shards > 1:
+            check_shards(get_strategy_class(name))
         strategy = get_strategy_class(name).from_options(options or {})
         model, layer_map = self.fresh_model(strategy, config)
         steps = strategy.planned_trainable_sets(model, layer_map,
@@ -301,10 +312,12 @@ class MemoryPlanner:
         else:
             pairs = functools.partial(iter, [([n for n, p in model.named_parameters()
                                                if p.requires_grad], self.first_batch(config))])
+        if processes > 1:
+            pairs = functools.partial(_main_share, pairs, processes)
         device, precision = planned_device(config)
-        counts, forward = self._count_sets(model, strategy, pairs, device, precision)
+        counts, forward = self._count_sets(model, strategy, pairs, device, precision, shards)
         params = list({id(p): p for p in model.parameters()}.values())
-        memory = {"parameters": sum(tensor_bytes(p) for p in params),
+        memory = {"parameters": sum(tensor_bytes(p, shards) for p in params),
                   **{kind: max(getattr(c, kind) for c in counts)
                      for kind in ("gradients", "optimizer", "activations")}}
         heaviest = max(c.gradients + c.optimizer + c.activations for c in counts)
@@ -333,7 +346,8 @@ class MemoryPlanner:
                     return
             previous = current
 
-    def _count_sets(self, model, strategy, pairs: Callable[[], Iterator], device, precision):
+    def _count_sets(self, model, strategy, pairs: Callable[[], Iterator], device, precision,
+                    shards: int = 1):
         """Each set counted on its batch: ``pairs()`` yields (set, batch)."""
         from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -349,7 +363,7 @@ class MemoryPlanner:
                     set_trainable(model, set(names))
                     with mode:
                         counts.append(count_set(model, self.task, strategy, fake_batch,
-                                                 device, precision))
+                                                 device, precision, shards))
                 return counts, "fake"
         except (RuntimeError, NotImplementedError, TypeError) as error:
             if not fake_unsupported(error):
@@ -360,8 +374,17 @@ class MemoryPlanner:
         counts = []
         for names, batch in pairs():
             set_trainable(model, set(names))
-            counts.append(count_set(model, self.task, strategy, batch, "cpu", "no"))
+            counts.append(count_set(model, self.task, strategy, batch, "cpu", "no", shards))
         return counts, "real"
+
+
+def _main_share(pairs: Callable[[], Iterator], processes: int) -> Iterator:
+    """(set, the main process's rows of the batch): Accelerate gives process i the i-th of
+    ``processes`` equal slices of every global batch (``split_batches``)."""
+    from adaptlab.engine.micro_batches import split_batch
+
+    for names, batch in pairs():
+        yield names, split_batch(*batch, processes)[0]
 
 
 def _input_shape(inputs: Any) -> Any:
@@ -376,21 +399,26 @@ def _input_shape(inputs: Any) -> Any:
 
 def plan_memory(config: RunConfig, strategies: list[str] | None = None,
                 options: dict[str, dict[str, Any]] | None = None,
-                budget_bytes: int | None = None) -> MemoryPlan:
+                budget_bytes: int | None = None, processes: int = 1) -> MemoryPlan:
     """Plan ``strategies`` (default: every registered one that applies to this backbone;
     one that does not is listed in ``skipped`` with the reason) for ``config``.
 
     ``options[name]`` are strategy ``name``'s options (default: ``config.strategy_options``
     for ``config.strategy``); ``budget_bytes`` defaults to the CUDA device's memory, and
-    without either no plan says whether it fits.
+    without either no plan says whether it fits. With ``processes`` > 1 each plan is the
+    main process's (``MemoryPlanner.plan``), which the budget is one device's memory for.
 
     >>> plan_memory(RunConfig(domain="code", batch_size=8), ["head", "lora"])  # doctest: +SKIP
     """
+    from adaptlab.engine.distributed import check_batch
     from adaptlab.strategies.registry import strategy_names
 
     started = time.perf_counter()
     named = list(strategies or [])
     check_strategy_names(named)
+    if processes < 1:
+        raise AdaptlabError(f"processes={processes}: needs at least 1")
+    check_batch(config.batch_size, processes)
     planner = MemoryPlanner(config)
     device, precision = planned_device(planner.config)
     budget = budget_bytes if budget_bytes is not None else device_memory_bytes(device)
@@ -401,10 +429,11 @@ def plan_memory(config: RunConfig, strategies: list[str] | None = None,
     result = MemoryPlan(domain=planner.config.domain, dataset=planner.config.dataset,
                         backbone=planner.config.backbone,
                         batch_size=planner.config.batch_size, input_shape=_input_shape(inputs),
-                        device=device, mixed_precision=precision, budget_bytes=budget)
+                        device=device, mixed_precision=precision, budget_bytes=budget,
+                        processes=processes, sharded=planner.config.fsdp and processes > 1)
     for name in named or strategy_names():
         try:
-            plan = planner.plan(name, options.get(name, {}))
+            plan = planner.plan(name, options.get(name, {}), processes=processes)
         except AdaptlabError as error:
             if named:  # asked for by name: its refusal is the answer
                 raise

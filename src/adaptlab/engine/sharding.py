@@ -79,6 +79,17 @@ def _slice_whole_tensors(module: nn.Module, state_dict: dict, prefix: str, *_) -
             state_dict[key] = like(own[key[len(prefix):]], value)
 
 
+def check_shards(strategy_class: type) -> None:
+    """Refuse a strategy whose weights cannot be sharded (``Strategy.shards``), by name."""
+    if strategy_class.shards:
+        return
+    from adaptlab.strategies.registry import get_strategy_class, strategy_names
+
+    can = [name for name in strategy_names() if get_strategy_class(name).shards]
+    raise AdaptlabError(f"fsdp=true: strategy {strategy_class.name!r} cannot have its weights "
+                        f"sharded over processes; strategies that can: {', '.join(can)}")
+
+
 def is_sharded(model: nn.Module) -> bool:
     dtensor = _dtensor()
     return any(isinstance(p, dtensor) for p in model.parameters())
