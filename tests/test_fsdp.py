@@ -176,8 +176,8 @@ def test_a_sharded_run_stopped_resumes_in_one_process(reference, tmp_path):
 
 @pytest.mark.parametrize(("fields", "message"), [
     ({"strategy": "slimfit"}, "fsdp=true: strategy 'slimfit' cannot have its weights sharded "
-                              "over processes; strategies that can: freeze, full, head, llrd, "
-                              "lora"),
+                              "over processes; strategies that can: freeze, full, head, ia3, "
+                              "llrd, loha, lokr, lora, oft, vera"),
     ({"torch_compile": True}, "fsdp=true and torch_compile=true cannot be used together"),
 ])
 def test_what_cannot_be_sharded_is_refused_before_the_run_folder(reference, tmp_path, fields,

@@ -39,6 +39,7 @@ def derive_feedforward(model: nn.Module, targets: list[str]) -> list[str]:
 @register_strategy
 class Ia3Strategy(PeftStrategy):
     name = "ia3"
+    shards = True
     config_class = Ia3StrategyConfig
     description = ("(IA)^3 (peft): learned rescaling vectors on the blocks' layers; head and "
                    "BatchNorm saved")

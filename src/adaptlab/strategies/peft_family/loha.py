@@ -23,6 +23,7 @@ class LohaStrategyConfig(PeftStrategyConfig):
 @register_strategy
 class LohaStrategy(PeftStrategy):
     name = "loha"
+    shards = True
     config_class = LohaStrategyConfig
     description = "low-rank Hadamard product adapters (peft) on the blocks; head and BatchNorm saved"
     # peft 0.21's LoHa dispatch: Linear, Conv1d, Conv2d.

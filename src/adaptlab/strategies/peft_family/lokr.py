@@ -25,6 +25,7 @@ class LokrStrategyConfig(PeftStrategyConfig):
 @register_strategy
 class LokrStrategy(PeftStrategy):
     name = "lokr"
+    shards = True
     config_class = LokrStrategyConfig
     description = "Kronecker-product adapters (peft) on the blocks; head and BatchNorm saved"
     # peft 0.21's LoKr dispatch: Linear, Conv1d, Conv2d.

@@ -25,6 +25,7 @@ class OftStrategyConfig(PeftStrategyConfig):
 @register_strategy
 class OftStrategy(PeftStrategy):
     name = "oft"
+    shards = True
     config_class = OftStrategyConfig
     description = "orthogonal fine-tuning (peft): block-diagonal rotations of the blocks' weights"
     # peft 0.21's OFT dispatch: Linear, Conv2d, Embedding.

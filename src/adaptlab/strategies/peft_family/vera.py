@@ -31,6 +31,7 @@ class VeraStrategyConfig(PeftStrategyConfig):
 @register_strategy
 class VeraStrategy(PeftStrategy):
     name = "vera"
+    shards = True
     config_class = VeraStrategyConfig
     description = "VeRA (peft): shared frozen random projections, trained scaling vectors"
     # peft 0.21's VeRA dispatch: Linear (and transformers' Conv1D) only.
