@@ -402,3 +402,29 @@ def test_a_model_that_reads_values_is_planned_with_a_real_forward(tmp_path, monk
     assert (fake.forward, real.forward) == ("fake", "real")
     assert real.memory_bytes == fake.memory_bytes
 
+
+
+@pytest.mark.slow
+def test_the_panel_plans_one_of_the_training_views_processes(tmp_path):
+    """The training view's process count reaches the memory line: with the weights sharded,
+    each process holds half of every tensor (rows rounded up) and half of each batch."""
+    from adaptlab.widgets import setup_panel, training_view
+
+    data = write_colour_folder(tmp_path / "data", per_class=4)
+    panel = setup_panel(domain="wildlife", data=str(data), strategy="full",
+                        settings={"image_size": 64, "batch_size": 4, "device": "cpu",
+                                  "fsdp": True})
+    view = training_view(panel)
+    try:
+        alone = panel.memory.plan()
+        assert "in each of" not in panel.memory.summary.value
+        view.processes.value = 2
+        assert "settings changed" in panel.memory.summary.value
+        each = panel.memory.plan()
+    finally:
+        view.worker.close()
+    # Half of every tensor's rows, rounded up: a little over half of the whole.
+    whole = alone.memory_bytes["parameters"]
+    assert 0.5 * whole <= each.memory_bytes["parameters"] <= 0.51 * whole
+    assert each.memory_bytes["activations"] < 0.6 * alone.memory_bytes["activations"]
+    assert "in each of 2 processes, weights sharded" in panel.memory.summary.value

@@ -30,7 +30,7 @@ _ASSEMBLY_FIELDS = ("domain", "dataset", "data", "backbone", "backbone_weights",
                     "max_gap", "season", "train_samples", "seed", "class_weighting",
                     "forecast_loss")
 _PLAN_FIELDS = ("strategy", "strategy_options", "batch_size", "image_size", "device",
-                "mixed_precision")
+                "mixed_precision", "fsdp")
 
 
 def _key(config: RunConfig, names: tuple[str, ...]) -> str:
@@ -48,6 +48,7 @@ class MemoryPlanView(widgets.VBox):
                                              "(no training)")
         self.summary = widgets.HTML()
         self.budget_bytes: int | None = None  # memory to fit in; None: the device's memory
+        self.processes = 1  # the plan is the main process's of these (the training view's)
         self.last_plan: StrategyPlan | None = None
         self.fits: bool | None = None
         self.error = ""
@@ -71,7 +72,7 @@ class MemoryPlanView(widgets.VBox):
         if config is None:
             self._cancel_timer()
             return
-        if _key(config, _ASSEMBLY_FIELDS + _PLAN_FIELDS) == self._planned_key:
+        if self._plan_key(config) == self._planned_key:
             return
         if self.last_plan is not None:
             self.summary.value = self._html(self.last_plan, stale=True)
@@ -79,6 +80,15 @@ class MemoryPlanView(widgets.VBox):
         if loop is not None:
             self._cancel_timer()
             self._timer = loop.call_later(DEBOUNCE_SECONDS, self.start)
+
+    def processes_changed(self, processes: int) -> None:
+        """The training view's process count: each process holds its share of the batch and,
+        with ``fsdp``, of the weights."""
+        self.processes = processes
+        self.config_changed(self._config)
+
+    def _plan_key(self, config: RunConfig) -> str:
+        return _key(config, _ASSEMBLY_FIELDS + _PLAN_FIELDS) + f" x{self.processes}"
 
     def start(self) -> BackgroundJob | None:
         """Plan the current config on a worker thread (the result shows when it ends)."""
@@ -88,11 +98,11 @@ class MemoryPlanView(widgets.VBox):
         if self._job is not None and self._job.running:
             self._pending = True
             return self._job
-        config = self._config
-        self._planned_key = _key(config, _ASSEMBLY_FIELDS + _PLAN_FIELDS)
+        config, processes = self._config, self.processes
+        self._planned_key = self._plan_key(config)
         def work(emit):
             with BUILD_LOCK:
-                return self._plan(config)
+                return self._plan(config, processes)
 
         self._job = BackgroundJob(work, name="adaptlab-plan").start()
         self.button.disabled = True
@@ -112,7 +122,7 @@ class MemoryPlanView(widgets.VBox):
         return self.last_plan if not self.error else None
 
     # -- the work and its result ------------------------------------------------------------------
-    def _plan(self, config: RunConfig) -> StrategyPlan:
+    def _plan(self, config: RunConfig, processes: int) -> StrategyPlan:
         """On the worker thread: the data and backbone are loaded again only when they
         changed."""
         from adaptlab.costs.planner import MemoryPlanner, device_memory_bytes, planned_device
@@ -120,7 +130,8 @@ class MemoryPlanView(widgets.VBox):
         key = _key(config, _ASSEMBLY_FIELDS)
         if self._planner is None or key != self._planner_key:
             self._planner, self._planner_key = MemoryPlanner(config), key
-        plan = self._planner.plan(config.strategy, config.strategy_options, config)
+        plan = self._planner.plan(config.strategy, config.strategy_options, config,
+                                  processes=processes)
         budget = self.budget_bytes or device_memory_bytes(planned_device(config)[0])
         plan.fits = None if budget is None else plan.total_bytes <= budget
         return plan
@@ -141,8 +152,7 @@ class MemoryPlanView(widgets.VBox):
             self.summary.value = self._html(job.result)
         if self._pending:
             self._pending = False
-            if self._config is not None and _key(
-                    self._config, _ASSEMBLY_FIELDS + _PLAN_FIELDS) != self._planned_key:
+            if self._config is not None and self._plan_key(self._config) != self._planned_key:
                 self.start()
 
     def _html(self, plan: StrategyPlan, stale: bool = False) -> str:
@@ -150,8 +160,11 @@ class MemoryPlanView(widgets.VBox):
         from adaptlab.costs.sizes import format_size
 
         kinds = ", ".join(f"{kind} {format_size(plan.memory_bytes[kind])}" for kind in KINDS)
+        each = "" if self.processes == 1 else (
+            f" in each of {self.processes} processes"
+            + (", weights sharded" if self._config is not None and self._config.fsdp else ""))
         text = (f"<b>{format_size(plan.total_bytes)}</b> predicted for {html.escape(plan.strategy)}"
-                f" ({kinds})")
+                f"{each} ({kinds})")
         if plan.fits is False:
             text += (" <span class='adaptlab-memory-warning' style='color:var(--jp-error-color1,"
                      "#b00020)'>&#9888; will not fit the memory: lower the batch size "

@@ -89,6 +89,9 @@ class TrainingView(widgets.VBox):
         self.cost_panel = widgets.HTML()
         self.log_box = widgets.Textarea(disabled=True, layout=widgets.Layout(width="98%",
                                                                          height="120px"))
+        # The memory plan is one process's: its share of the batch (and, sharded, weights).
+        self.processes.observe(lambda change: panel.memory.processes_changed(change["new"]),
+                               names="value")
         self.train_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
         self.resume_button.on_click(lambda _: self.start(resume=True))
