@@ -112,3 +112,30 @@ def test_two_gpus_train_as_one(tmp_path, images):
     for split, values in one.metrics["final"].items():
         assert metrics["final"][split]["samples"] == values["samples"]
         assert metrics["final"][split]["accuracy"] == pytest.approx(values["accuracy"], abs=0.1)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_two_gpus_sharded_hold_half_each_and_train_as_one(tmp_path, images, precision):
+    """``fsdp=true`` on NCCL, in full precision and under the autocast a placed model runs
+    in: each GPU holds half of the weights and the run ends where one GPU's does."""
+    settings = ["--set", "image_size=64", "--set", "batch_size=6", "--set",
+                f"mixed_precision={precision}"]
+    one = run(RunConfig(domain="wildlife", data=str(images), strategy="full", device="cuda",
+                        epochs=2, image_size=64, batch_size=6, mixed_precision=precision,
+                        out=str(tmp_path / "one")), progress=False)
+    two = tmp_path / "two"
+    done = subprocess.run([sys.executable, "-m", "adaptlab.cli", "run", "wildlife", "--data",
+                           str(images), "--strategy", "full", "--device", "cuda", "--epochs",
+                           "2", *settings, "--set", "fsdp=true", "--out", str(two),
+                           "--processes", "2", "--quiet"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((two / "metrics.json").read_text())
+    for split, values in one.metrics["final"].items():
+        assert metrics["final"][split]["samples"] == values["samples"]
+        assert metrics["final"][split]["accuracy"] == pytest.approx(values["accuracy"], abs=0.1)
+    whole = one.costs["memory_bytes"]["parameters"]
+    held = json.loads((two / "costs.json").read_text())["memory_bytes"]
+    assert 0.5 * whole <= held["parameters"] <= 0.51 * whole
+    assert held["peak_cuda"] < one.costs["memory_bytes"]["peak_cuda"]

@@ -30,7 +30,7 @@ def _dtensor():
 
 def _blocks(model: nn.Module, min_params: int) -> list[nn.Module]:
     """The units that gather their weights on their own: the members of a ModuleList or
-    Sequential (a backbone's repeated blocks), outermost first, each with at least
+    Sequential (a backbone's repeated blocks), innermost first, each with at least
     ``min_params`` parameters. Only modules that their parent calls are chosen, since
     FSDP gathers in a module's ``__call__``: a backbone whose ``forward_features`` its task
     model calls directly stays with the root, whose call gathers it."""
