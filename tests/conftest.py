@@ -33,6 +33,16 @@ def write_colour_folder(root: Path, classes=("red", "green", "blue"), per_class:
     return root
 
 
+def write_unequal_colour_folder(root: Path) -> Path:
+    """6 red, 14 green and 14 blue images: 20 train, 7 val and 7 test. Unequal classes give
+    the balanced loss unequal weights, and evaluation splits ending in a batch of 3 that two
+    processes share only with a padding duplicate (the several-process tests)."""
+    data = write_colour_folder(root, per_class=14)
+    for index in range(8):
+        (data / "red" / f"red{index}.png").unlink()
+    return data
+
+
 @pytest.fixture
 def colour_folder(tmp_path: Path) -> Path:
     return write_colour_folder(tmp_path / "data")

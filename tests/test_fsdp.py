@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from adaptlab.config import RunConfig
 from adaptlab.errors import AdaptlabError
 from adaptlab.run import run
-from conftest import write_colour_folder
+from conftest import write_unequal_colour_folder
 
 pytestmark = pytest.mark.slow
 
@@ -72,9 +72,7 @@ def _events(out: Path) -> list[dict]:
 def reference(tmp_path_factory):
     """The data and one uninterrupted run in one process (not sharded)."""
     root = tmp_path_factory.mktemp("fsdp")
-    data = write_colour_folder(root / "data", per_class=14)
-    for index in range(8):
-        (data / "red" / f"red{index}.png").unlink()
+    data = write_unequal_colour_folder(root / "data")
     return data, run(_config(data, root / "one"), progress=False).run_dir
 
 

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from adaptlab.config import RunConfig
 from adaptlab.run import run
-from conftest import write_colour_folder
+from conftest import write_unequal_colour_folder
 
 pytestmark = pytest.mark.slow
 
@@ -116,9 +116,7 @@ def _assert_close_metrics(one: dict, other: dict) -> None:
 def reference(tmp_path_factory):
     """The data and one uninterrupted run in one process."""
     root = tmp_path_factory.mktemp("processes")
-    data = write_colour_folder(root / "data", per_class=14)
-    for index in range(8):
-        (data / "red" / f"red{index}.png").unlink()
+    data = write_unequal_colour_folder(root / "data")
     result = run(_config(data, root / "one"), progress=False)
     return data, result
 
