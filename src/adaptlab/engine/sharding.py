@@ -12,6 +12,8 @@ not, and its files are those of any run.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
@@ -22,10 +24,16 @@ from adaptlab.errors import AdaptlabError
 MIN_BLOCK_PARAMS = 100_000
 
 
-def _dtensor():
-    from torch.distributed.tensor import DTensor
+def _dtensor() -> type:
+    """The sharded tensor's class, or a class nothing is an instance of while nothing has
+    imported it: torch.distributed.tensor takes about a second to import, which a run that
+    never shards should not pay (the meter asks about every gradient of every step)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module.DTensor if module is not None else _NeverSharded
 
-    return DTensor
+
+class _NeverSharded:
+    pass
 
 
 def _blocks(model: nn.Module, min_params: int) -> list[nn.Module]:
