@@ -136,6 +136,28 @@ def test_bridge_learns_what_the_lm_alone_cannot(planted, minilm_backbone):
     assert held_out["exact_match"] >= 0.75, held_out  # an unseen function name, same colours
 
 
+def test_a_sharded_model_generates_before_any_forward(planted, minilm_backbone):
+    """Sharded (fsdp), the LM's embeddings belong to no block of their own: they are gathered
+    by the whole model's call, which generation does not make. One process's group shards
+    them as two would (each weight a sharded tensor), without a second process."""
+    import torch.distributed as dist
+
+    from adaptlab.engine.sharding import is_sharded, shard_model
+
+    _, _, model = _bridged(planted, minilm_backbone)
+    batch, _ = next(iter(_loader(planted, "test", minilm_backbone)))
+    with torch.no_grad():
+        whole = model.eval().generate(batch["source"])
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        shard_model(model, torch.device("cpu"))
+        assert is_sharded(model)
+        with torch.no_grad():
+            assert model.eval().generate(batch["source"]) == whole
+    finally:
+        dist.destroy_process_group()
+
+
 def test_run_saves_only_the_bridge_and_reloads(planted, minilm_backbone, tmp_path):
     from adaptlab.assembly import complete_config
     from adaptlab.plugins.registry import get_domain

@@ -172,10 +172,69 @@ def test_a_sharded_run_stopped_resumes_in_one_process(reference, tmp_path):
     _assert_trained_as(one, out)
 
 
+def _sharded_cli(domain: str, data: Path, out: Path, strategy: str, *, fsdp: bool = True,
+                 extra: tuple[str, ...] = ()) -> Path:
+    done = _adaptlab(["run", domain, "--data", str(data), "--strategy", strategy,
+                      "--device", "cpu", "--epochs", "2", "--set", f"batch_size={BATCH}",
+                      "--set", f"fsdp={str(fsdp).lower()}", *extra, "--processes", "2",
+                      "--out", str(out), "--quiet"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["svfit", "lst"])
+def test_strategies_that_rebuild_layers_train_sharded_as_in_one_process(reference, strategy,
+                                                                        tmp_path):
+    """SVFit computes each weight from its sharded original and singular values inside the
+    layer's call; LST runs the sharded backbone without autograd and trains a side network."""
+    data, _ = reference
+    one = run(_config(data, tmp_path / "one", strategy=strategy, lr=3e-3),
+              progress=False).run_dir
+    two = _sharded_cli("wildlife", data, tmp_path / "two", strategy,
+                       extra=("--set", "image_size=32", "--set", "lr=0.003"))
+    _assert_trained_as(one, two)
+    alone = json.loads((one / "costs.json").read_text())["memory_bytes"]
+    shared = json.loads((two / "costs.json").read_text())["memory_bytes"]
+    assert 0.5 * alone["parameters"] <= shared["parameters"] <= 0.51 * alone["parameters"]
+
+    from adaptlab.costs.planner import plan_memory
+
+    plan = plan_memory(RunConfig.from_file(two / "config.json"), [strategy],
+                       processes=2).plans[0]
+    for kind, measured in shared.items():
+        if measured:
+            assert abs(plan.memory_bytes[kind] / measured - 1) <= 0.15, kind
+
+
+def test_prompts_train_sharded_as_replicated(tmp_path):
+    """Prompt tokens inserted into the point transformer's sequence. The point-cloud tasks draw
+    their points per process, so the reference is the same two processes unsharded."""
+    import numpy as np
+
+    from adaptlab_pointcloud import shapes
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    for label, name in enumerate(shapes.CLASSES):
+        (data / name).mkdir(parents=True)
+        for index in range(7 if label else 5):
+            np.savetxt(data / name / f"{index}.xyz", shapes.generate(label, rng, 256)[0],
+                       fmt="%.5f")
+    extra = ("--backbone", "point_transformer")
+    sharded = _sharded_cli("pointcloud", data, tmp_path / "sharded", "dvpt", extra=extra)
+    replicated = _sharded_cli("pointcloud", data, tmp_path / "replicated", "dvpt", fsdp=False,
+                              extra=extra)
+    _assert_trained_as(replicated, sharded)
+    halves = [json.loads((out / "costs.json").read_text())["memory_bytes"]["parameters"]
+              for out in (sharded, replicated)]
+    assert 0.5 * halves[1] <= halves[0] <= 0.51 * halves[1]
+
+
 @pytest.mark.parametrize(("fields", "message"), [
     ({"strategy": "slimfit"}, "fsdp=true: strategy 'slimfit' cannot have its weights sharded "
-                              "over processes; strategies that can: freeze, full, head, ia3, "
-                              "llrd, loha, lokr, lora, oft, vera"),
+                              "over processes; strategies that can: bridge, dvpt, freeze, "
+                              "full, head, ia3, idpt, llrd, loha, lokr, lora, lst, oft, "
+                              "svfit, vera, vpt"),
     ({"torch_compile": True}, "fsdp=true and torch_compile=true cannot be used together"),
 ])
 def test_what_cannot_be_sharded_is_refused_before_the_run_folder(reference, tmp_path, fields,
@@ -186,3 +245,17 @@ def test_what_cannot_be_sharded_is_refused_before_the_run_folder(reference, tmp_
         run(config, progress=False)
     assert message in str(refused.value)
     assert not (tmp_path / "refused").exists()
+
+
+def test_a_refusal_stops_every_process_with_its_message(reference, tmp_path):
+    """The main process checks the strategy; the others must not wait for it at a barrier
+    and fail there with a lost connection instead of the refusal."""
+    data, _ = reference
+    out = tmp_path / "refused"
+    done = _adaptlab(["run", "wildlife", "--data", str(data), "--strategy", "slimfit",
+                      "--device", "cpu", "--set", "fsdp=true", "--processes", "2",
+                      "--out", str(out), "--quiet"])
+    assert done.returncode != 0
+    assert "fsdp=true: strategy 'slimfit' cannot have its weights sharded" in done.stderr
+    assert "Connection closed" not in done.stderr
+    assert not out.exists()

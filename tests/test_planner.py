@@ -412,19 +412,25 @@ def test_the_panel_plans_one_of_the_training_views_processes(tmp_path):
 
     data = write_colour_folder(tmp_path / "data", per_class=4)
     panel = setup_panel(domain="wildlife", data=str(data), strategy="full",
-                        settings={"image_size": 64, "batch_size": 4, "device": "cpu",
-                                  "fsdp": True})
+                        settings={"image_size": 64, "batch_size": 4, "device": "cpu"})
     view = training_view(panel)
     try:
         alone = panel.memory.plan()
         assert "in each of" not in panel.memory.summary.value
         view.processes.value = 2
         assert "settings changed" in panel.memory.summary.value
+        replicated = panel.memory.plan()
+        assert "in each of 2 processes (" in panel.memory.summary.value
+        panel.training_controls["fsdp"].value = True  # the panel's own control
+        assert "--set fsdp=True" in panel.command_text.value
         each = panel.memory.plan()
     finally:
         view.worker.close()
-    # Half of every tensor's rows, rounded up: a little over half of the whole.
+    # Replicated, each process holds every weight and half of each batch.
     whole = alone.memory_bytes["parameters"]
+    assert replicated.memory_bytes["parameters"] == whole
+    assert replicated.memory_bytes["activations"] < 0.6 * alone.memory_bytes["activations"]
+    # Sharded, half of every tensor's rows, rounded up: a little over half of the whole.
     assert 0.5 * whole <= each.memory_bytes["parameters"] <= 0.51 * whole
-    assert each.memory_bytes["activations"] < 0.6 * alone.memory_bytes["activations"]
+    assert each.memory_bytes["activations"] == replicated.memory_bytes["activations"]
     assert "in each of 2 processes, weights sharded" in panel.memory.summary.value

@@ -99,7 +99,9 @@ def run(config: RunConfig, resume: bool = False,
         session = TrainingSession(parts.config, parts.domain, parts.data, parts.backbone,
                                   parts.strategy, source_data=load_source_data(
                                       parts.config, parts.domain, parts.data))
-        session.check()
+    # Checked by the main process, outside main_first: a refusal then stops every process
+    # with its message, where one raised inside would leave the others at its barrier.
+    distributed.check_together(session.check, everyone=False)
     distributed.check_shared_folder(run_dir)
     return session.execute(run_dir, resume=resume, subscribers=subscribers, progress=progress,
                            on_trainer=on_trainer)

@@ -62,6 +62,7 @@ def _generation_model(model: nn.Module):
 @register_strategy
 class BridgeStrategy(Strategy):
     name = "bridge"
+    shards = True
     config_class = BridgeConfig
     description = ("eP-ALM bridge: frozen encoder and frozen causal LM joined by one "
                    "trainable linear projection and one soft token")

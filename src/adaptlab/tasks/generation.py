@@ -119,11 +119,18 @@ class EncoderToLm(nn.Module):
         logits = self.language_model(inputs_embeds=embeds, attention_mask=full_mask).logits
         # position k + j reads target token j and predicts token j + 1
         labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-        return logits[:, k:-1], labels
+        # A tensor of its own rather than a view: the loss copies it to flatten it anyway, and
+        # a sharded model (fsdp) warns that an in-place change to a view would skip its
+        # backward hook.
+        return logits[:, k:-1].contiguous(), labels
 
     @torch.no_grad()
     def generate(self, source, max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
         """Greedy continuation of [prefix, start token] for each input."""
+        # Sharded (fsdp), the weights this module holds outside the repeated blocks (the
+        # embeddings) are gathered by its own call, which generation does not make.
+        if hasattr(self, "unshard"):
+            self.unshard()
         rows = len(next(iter(source.values())))
         device = next(self.language_model.parameters()).device
         start = torch.full((rows, 1), self.lm.bos_token_id, dtype=torch.long, device=device)

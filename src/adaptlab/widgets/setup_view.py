@@ -19,8 +19,9 @@ from adaptlab.widgets.controls import bounded_int_slider, control_for, raw_value
 from adaptlab.widgets.memory_view import MemoryPlanView
 
 OWN_DATA = "(your own data)"
+# fsdp acts with the training view's Processes above 1; the memory line follows both.
 TRAINING_FIELDS = ("epochs", "batch_size", "lr", "schedule", "warmup_ratio", "weight_decay",
-                   "train_samples", "image_size", "seed", "device")
+                   "train_samples", "image_size", "seed", "device", "fsdp")
 
 
 class SetupPanel(widgets.VBox):

@@ -60,6 +60,7 @@ def unprefixed(layer_map: LayerMap, prefix: str) -> LayerMap:
 @register_strategy
 class LadderSideTuning(Strategy):
     name = "lst"
+    shards = True
     config_class = LstConfig
     description = ("ladder side-tuning: a narrow side network fed by the frozen backbone's "
                    "blocks (run without gradients) trains with the head")

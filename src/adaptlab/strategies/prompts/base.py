@@ -32,6 +32,7 @@ class PromptStrategy(Strategy):
 
     keeps_structure = True  # an export holds the prompt module, rebuilt by apply()
     families: ClassVar[tuple[str, ...] | None] = None  # None: every token family
+    shards = True
 
     # -- override points -------------------------------------------------------------------
     def build(self, site: TokenSite) -> nn.Module:

@@ -97,6 +97,7 @@ def _batch_norms(model: nn.Module, keep: str | None = None) -> list[tuple[str, n
 @register_strategy
 class SingularValueFineTuning(Strategy):
     name = "svfit"
+    shards = True
     config_class = SvfitConfig
     description = ("SVFit: train the top singular values of each weight (r by spectral "
                    "energy), singular vectors and residual frozen; head and BatchNorm saved")
