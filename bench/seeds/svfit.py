@@ -73,9 +73,9 @@ def variants(args, targets: list[str]) -> list[tuple[str, str, dict, float]]:
 
 
 def main() -> None:
+    from adaptlab.assembly import default_lr
     from adaptlab.plugins.registry import get_domain
     from adaptlab.run import config_for, run
-    from adaptlab.strategies.registry import get_strategy_class
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--domain", default="code", choices=("code", "wildlife", "medical"))
@@ -86,9 +86,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--energy", type=float, default=0.99)
     parser.add_argument("--lora-r", type=int, default=8)
-    parser.add_argument("--lora-lr", type=float, default=None, help="default: lora's own")
-    parser.add_argument("--svfit-lr", type=float, default=None, help="default: svfit's own")
-    parser.add_argument("--head-lr", type=float, default=None, help="default: head's own")
+    parser.add_argument("--lora-lr", type=float, default=None, help="default: lora's on the dataset")
+    parser.add_argument("--svfit-lr", type=float, default=None, help="default: svfit's on the dataset")
+    parser.add_argument("--head-lr", type=float, default=None, help="default: head's on the dataset")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", nargs="+", default=None, help="strategies to run")
     parser.add_argument("--print-only", action="store_true",
@@ -97,10 +97,11 @@ def main() -> None:
     domain = get_domain(args.domain)
     dataset = domain.dataset(domain.default_dataset)
     backbone = dataset.backbone or domain.default_backbone
-    # Every method at its own default rate (the issue: each strategy with its defaults).
-    args.svfit_lr = args.svfit_lr or get_strategy_class("svfit").default_lr
-    args.lora_lr = args.lora_lr or get_strategy_class("lora").default_lr
-    args.head_lr = args.head_lr or get_strategy_class("head").default_lr
+    # Every method at the rate a run that sets none gets (the issue: each strategy with its
+    # defaults): the dataset's choice on validation where it made one, else its own default.
+    args.svfit_lr = args.svfit_lr or default_lr(domain, dataset.name, "svfit")
+    args.lora_lr = args.lora_lr or default_lr(domain, dataset.name, "lora")
+    args.head_lr = args.head_lr or default_lr(domain, dataset.name, "head")
     training = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
                                   "train_samples": args.train_samples,
                                   "image_size": args.image_size}.items() if v is not None}
