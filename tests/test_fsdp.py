@@ -236,6 +236,8 @@ def test_prompts_train_sharded_as_replicated(tmp_path):
                               "full, head, ia3, idpt, llrd, loha, lokr, lora, lst, oft, "
                               "svfit, vera, vpt"),
     ({"torch_compile": True}, "fsdp=true and torch_compile=true cannot be used together"),
+    ({"gradient_checkpointing": True},
+     "fsdp=true and gradient_checkpointing=true cannot be used together"),
 ])
 def test_what_cannot_be_sharded_is_refused_before_the_run_folder(reference, tmp_path, fields,
                                                                  message):

@@ -69,6 +69,12 @@ class TrainingSession:
         if self.config.fsdp and self.config.torch_compile:
             raise AdaptlabError("fsdp=true and torch_compile=true cannot be used together: "
                                 "the sharded model is not compiled; set one of them to false")
+        if self.config.fsdp and self.config.gradient_checkpointing:
+            # The backbones' own checkpointing recomputes a block outside the call that
+            # gathers its sharded weights (tried: timm's EfficientNet fails in its backward).
+            raise AdaptlabError("fsdp=true and gradient_checkpointing=true cannot be used "
+                                "together: a recomputed block would find its weights sharded; "
+                                "set one of them to false")
 
     def _build_model(self):
         model, layer_map = self.task.build_model(self.backbone, self.strategy.config)
