@@ -70,10 +70,11 @@ class TrainingSession:
             raise AdaptlabError("fsdp=true and torch_compile=true cannot be used together: "
                                 "the sharded model is not compiled; set one of them to false")
         if self.config.fsdp and self.config.gradient_checkpointing:
-            # The backbones' own checkpointing recomputes a block outside the call that
-            # gathers its sharded weights (tried: timm's EfficientNet fails in its backward).
+            # The backbones' own checkpointing calls blocks past the module that gathers
+            # their sharded weights (tried: timm's EfficientNet calls each block of a stage
+            # directly, and the stage's weights were still sharded in the forward).
             raise AdaptlabError("fsdp=true and gradient_checkpointing=true cannot be used "
-                                "together: a recomputed block would find its weights sharded; "
+                                "together: a checkpointed block would find its weights sharded; "
                                 "set one of them to false")
 
     def _build_model(self):
