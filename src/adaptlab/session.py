@@ -69,13 +69,6 @@ class TrainingSession:
         if self.config.fsdp and self.config.torch_compile:
             raise AdaptlabError("fsdp=true and torch_compile=true cannot be used together: "
                                 "the sharded model is not compiled; set one of them to false")
-        if self.config.fsdp and self.config.gradient_checkpointing:
-            # The backbones' own checkpointing calls blocks past the module that gathers
-            # their sharded weights (tried: timm's EfficientNet calls each block of a stage
-            # directly, and the stage's weights were still sharded in the forward).
-            raise AdaptlabError("fsdp=true and gradient_checkpointing=true cannot be used "
-                                "together: a checkpointed block would find its weights sharded; "
-                                "set one of them to false")
 
     def _build_model(self):
         model, layer_map = self.task.build_model(self.backbone, self.strategy.config)
@@ -171,7 +164,8 @@ class TrainingSession:
                           eval_loaders={s: loaders[f"eval_{s}"] for s in SPLITS},
                           run_dir=run_dir, bus=bus, accelerator=accelerator,
                           meter=CostMeter(device=str(accelerator.device)),
-                          channels_last=channels_last, shard=self.config.fsdp)
+                          channels_last=channels_last, shard=self.config.fsdp,
+                          shard_every_block=self.config.gradient_checkpointing)
         return trainer, loaders, baseline
 
     def _train_and_report(self, run_dir: Path, resume: bool, bus: EventBus,

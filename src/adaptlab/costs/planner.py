@@ -267,7 +267,12 @@ class MemoryPlanner:
         # (SlimFit's initial scores, which set the steps it plans); the caller's stream is kept.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            return strategy.setup(model, layer_map), layer_map
+            model = strategy.setup(model, layer_map)
+        if config.gradient_checkpointing:  # as the run does after setup: fewer saved tensors
+            from adaptlab.engine.device_path import enable_gradient_checkpointing
+
+            enable_gradient_checkpointing(model, self.backbone.name)
+        return model, layer_map
 
     def step_rates(self, model, strategy, config: RunConfig) -> StepRates:
         """The rates of ``config``'s run of ``strategy`` (set up on ``model``), step by step:

@@ -57,10 +57,16 @@ def _blocks(model: nn.Module, min_params: int) -> list[nn.Module]:
     return chosen[::-1]
 
 
-def shard_model(model: nn.Module, device: torch.device, min_params: int = MIN_BLOCK_PARAMS
-                ) -> int:
+def shard_model(model: nn.Module, device: torch.device, min_params: int = MIN_BLOCK_PARAMS,
+                every_block: bool = False) -> int:
     """Shard ``model`` over every process of the group, in place; returns the number of units
-    (blocks, then the root) that gather on their own."""
+    (blocks, then the root) that gather on their own.
+
+    ``every_block``: every member of every ModuleList and Sequential gathers its own weights,
+    whatever its size. Gradient checkpointing needs it: the backbones' checkpointing calls
+    blocks one by one, past the module above them (timm's EfficientNet calls each block of a
+    stage, not the stage), so a block whose weights only its stage gathered would find them
+    sharded."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -70,7 +76,7 @@ def shard_model(model: nn.Module, device: torch.device, min_params: int = MIN_BL
                             "--processes N or under torchrun / accelerate launch")
     model.to(device)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    units = _blocks(model, min_params)
+    units = _blocks(model, 1 if every_block else min_params)
     for unit in units:
         fully_shard(unit, mesh=mesh)
     fully_shard(model, mesh=mesh)

@@ -39,7 +39,8 @@ class Trainer:
 
     def __init__(self, *, model, strategy, task, settings: TrainSettings, train_loader,
                  eval_loaders: dict, run_dir: Path, bus: EventBus, accelerator,
-                 meter: CostMeter, channels_last: bool = False, shard: bool = False) -> None:
+                 meter: CostMeter, channels_last: bool = False, shard: bool = False,
+                 shard_every_block: bool = False) -> None:
         self.accelerator = accelerator
         self.strategy = strategy
         self.task = task
@@ -70,7 +71,8 @@ class Trainer:
         self.sharded = shard and self.processes > 1
         if shard:
             bus.emit("fsdp", processes=self.processes, units=sharding.shard_model(
-                model, accelerator.device) if self.sharded else 0)
+                model, accelerator.device, every_block=shard_every_block)
+                if self.sharded else 0)
         self._plain_eval = dict(eval_loaders)
         prepared = accelerator.prepare(train_loader, *eval_loaders.values())
         if not eval_loaders:  # prepare hands one object back bare, not in a tuple

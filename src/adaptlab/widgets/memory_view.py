@@ -30,7 +30,7 @@ _ASSEMBLY_FIELDS = ("domain", "dataset", "data", "backbone", "backbone_weights",
                     "max_gap", "season", "train_samples", "seed", "class_weighting",
                     "forecast_loss")
 _PLAN_FIELDS = ("strategy", "strategy_options", "batch_size", "image_size", "device",
-                "mixed_precision", "fsdp")
+                "mixed_precision", "fsdp", "gradient_checkpointing")
 
 
 def _key(config: RunConfig, names: tuple[str, ...]) -> str:
