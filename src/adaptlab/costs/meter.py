@@ -54,10 +54,11 @@ class SavedActivationCounter:
 
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
         key = self._key(tensor)
-        if self._sharded and key not in self._exclude and key not in self._seen:
+        if self._sharded and key not in self._seen:
             # Sharded (fsdp), a block's whole weights are its parameters only while its
             # forward runs (gathered, then freed): not activations, not known beforehand.
-            self._exclude |= self._parameter_keys()
+            # Only the weights gathered now: a freed gather's address is soon an activation's.
+            self._exclude = self._parameter_keys()
         if key not in self._exclude and key not in self._seen:
             self._seen.add(key)
             self.bytes += tensor.untyped_storage().nbytes()
