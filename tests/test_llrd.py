@@ -223,9 +223,12 @@ def test_reinit_refused_where_the_new_weights_would_not_be_saved(minilm_backbone
 
 def test_unset_lr_is_each_strategys_default():
     domain = get_domain("code")
+    # The rates the demo's validation split chose (SVFit's), as its plugin declares them.
+    chosen = domain.dataset(domain.default_dataset).defaults.get("strategy_lr", {})
     for name in strategy_names():
         config = complete_config(RunConfig(domain="code", strategy=name), domain)
-        expected = 1e-3 if name == domain.default_strategy else \
+        expected = chosen[name] if name in chosen else 1e-3 \
+            if name == domain.default_strategy else \
             get_strategy_class(name).default_lr  # the code demo's own recipe is freeze's
         assert config.lr == expected, name
     # The literature's rates are not one another's: full fine-tuning well below LoRA's.
