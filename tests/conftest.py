@@ -43,6 +43,22 @@ def write_unequal_colour_folder(root: Path) -> Path:
     return data
 
 
+def write_shape_folder(root: Path, counts: tuple[int, ...] = (6, 6, 6)) -> Path:
+    """Scanned point files (.xyz, 256 points) of the point-cloud plugin's generated shapes,
+    ``counts[i]`` of class i, seeded."""
+    import numpy as np
+
+    from adaptlab_pointcloud import shapes
+
+    rng = np.random.default_rng(0)
+    for label, (name, count) in enumerate(zip(shapes.CLASSES, counts, strict=True)):
+        (root / name).mkdir(parents=True)
+        for index in range(count):
+            np.savetxt(root / name / f"{index}.xyz", shapes.generate(label, rng, 256)[0],
+                       fmt="%.5f")
+    return root
+
+
 @pytest.fixture
 def colour_folder(tmp_path: Path) -> Path:
     return write_colour_folder(tmp_path / "data")

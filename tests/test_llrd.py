@@ -227,9 +227,9 @@ def test_unset_lr_is_each_strategys_default():
     chosen = domain.dataset(domain.default_dataset).defaults.get("strategy_lr", {})
     for name in strategy_names():
         config = complete_config(RunConfig(domain="code", strategy=name), domain)
-        expected = chosen[name] if name in chosen else 1e-3 \
-            if name == domain.default_strategy else \
-            get_strategy_class(name).default_lr  # the code demo's own recipe is freeze's
+        # The code demo's own recipe (1e-3) is freeze's, its default strategy.
+        expected = chosen.get(name, 1e-3 if name == domain.default_strategy
+                              else get_strategy_class(name).default_lr)
         assert config.lr == expected, name
     # The literature's rates are not one another's: full fine-tuning well below LoRA's.
     assert get_strategy_class("full").default_lr < get_strategy_class("lora").default_lr

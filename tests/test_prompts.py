@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -315,14 +314,9 @@ def point_run(tmp_path_factory):
     """idpt on a small folder of generated shapes (scanned point files, 3 classes), 1 epoch."""
     from adaptlab.config import RunConfig
     from adaptlab.run import run
-    from adaptlab_pointcloud import shapes  # part of the install: broken fails, never skips
+    from conftest import write_shape_folder  # the plugin is part of the install: never skips
     root = tmp_path_factory.mktemp("idpt")
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(shapes.CLASSES):
-        (root / "data" / name).mkdir(parents=True)
-        for i in range(6):
-            cloud = shapes.generate(label, rng, 256)[0]
-            np.savetxt(root / "data" / name / f"{i}.xyz", cloud, fmt="%.5f")
+    write_shape_folder(root / "data")
     config = RunConfig(domain="pointcloud", data=str(root / "data"),
                        backbone="point_transformer", strategy="idpt", out=str(root / "run"),
                        device="cpu", epochs=1, batch_size=4,
