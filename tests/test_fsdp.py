@@ -210,6 +210,26 @@ def test_sharded_runs_train_as_in_one_process(reference, strategy, settings, tmp
                 assert abs(plan.memory_bytes[kind] / measured - 1) <= 0.15, (processes, kind)
 
 
+def test_adalora_sharded_keeps_the_ranks_one_process_keeps(reference, tmp_path):
+    """AdaLoRA ranks every singular triplet of every layer against one budget: ranked on each
+    process's slices, the processes would keep different triplets. 2 epochs of 5 steps with
+    the budget falling over them: the final adapter (peft's compact form, cut to the kept
+    ranks) must be the one process's, pattern and values."""
+    data, _ = reference
+    one = run(_config(data, tmp_path / "one", strategy="adalora"), progress=False).run_dir
+    two = _sharded_cli("wildlife", data, tmp_path / "two", "adalora",
+                       extra=("--set", "image_size=32", "--set", "lr=0.001"))
+    _assert_trained_as(one, two)
+    patterns = [json.loads((out / "adapter" / "adapter_config.json").read_text())["rank_pattern"]
+                for out in (one, two)]
+    kept = [sum(sum(mask) for mask in pattern.values()) for pattern in patterns]
+    assert 0 < kept[0] < sum(len(mask) for mask in patterns[0].values())  # some were dropped
+    assert patterns[1] == patterns[0]
+    halves = [json.loads((out / "costs.json").read_text())["memory_bytes"]["parameters"]
+              for out in (two, one)]
+    assert 0.5 * halves[1] <= halves[0] <= 0.51 * halves[1]
+
+
 def test_prompts_train_sharded_as_replicated(tmp_path):
     """Prompt tokens inserted into the point transformer's sequence. The point-cloud tasks draw
     their points per process, so the reference is the same two processes unsharded."""
@@ -226,9 +246,9 @@ def test_prompts_train_sharded_as_replicated(tmp_path):
 
 @pytest.mark.parametrize(("fields", "message"), [
     ({"strategy": "slimfit"}, "fsdp=true: strategy 'slimfit' cannot have its weights sharded "
-                              "over processes; strategies that can: bridge, dvpt, freeze, "
-                              "full, head, ia3, idpt, llrd, loha, lokr, lora, lst, oft, "
-                              "svfit, vera, vpt"),
+                              "over processes; strategies that can: adalora, bridge, dvpt, "
+                              "freeze, full, head, ia3, idpt, llrd, loha, lokr, lora, lst, "
+                              "oft, svfit, vera, vpt"),
     ({"torch_compile": True}, "fsdp=true and torch_compile=true cannot be used together"),
 ])
 def test_what_cannot_be_sharded_is_refused_before_the_run_folder(reference, tmp_path, fields,

@@ -114,6 +114,12 @@ def local(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to_local() if isinstance(tensor, _dtensor()) else tensor
 
 
+def gathered(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole of ``tensor`` where it is sharded, on its device and differentiable (every
+    process must call, in the same order); ``tensor`` itself otherwise."""
+    return tensor.full_tensor() if isinstance(tensor, _dtensor()) else tensor
+
+
 def _whole(tensor):
     # Gathered one at a time into host memory: a model sharded for not fitting one device
     # may not fit it whole either.

@@ -7,8 +7,9 @@ step. peft's loop calls ``update_and_allocate`` after ``optimizer.step()`` and b
 ``zero_grad()``; our engine clears gradients before its step-end hook, so the step is split
 in two: the sensitivities are updated from the gradients just before the optimizer steps, the
 triplets are masked just after it (so a masked singular value stays exactly zero in the saved
-weights). peft adds AdaLoRA's orthogonality penalty only to a Hugging Face output's ``loss``;
-our task models return logits, so the callback back-propagates the penalty itself.
+weights). A sharded model (``fsdp=true``) is ranked on its whole adapter tensors, gathered.
+peft adds AdaLoRA's orthogonality penalty only to a Hugging Face output's ``loss``; our task
+models return logits, so the callback back-propagates the penalty itself.
 
 The rank state (the allocator's sensitivities and the rank pattern) is checkpointed, so a
 resumed run allocates as one that never stopped; the final adapter is saved in peft's compact
@@ -18,6 +19,7 @@ resizes the layers to it.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ import torch
 from torch import nn
 
 from adaptlab.engine.callbacks import EngineCallback, HookContext
+from adaptlab.engine.sharding import gathered, is_sharded, like
 from adaptlab.errors import AdaptlabError
 from adaptlab.strategies.peft_family.base import PeftStrategy, PeftStrategyConfig
 from adaptlab.strategies.registry import register_strategy
@@ -66,10 +69,37 @@ def orthogonality_penalty(model: nn.Module) -> torch.Tensor:
     terms = []
     for name, param in model.named_parameters():
         if param.requires_grad and ("lora_A" in name or "lora_B" in name):
+            param = gathered(param)  # a sharded A or B: its Gram matrix needs all of it
             gram = param @ param.T if "lora_A" in name else param.T @ param
             eye = torch.eye(gram.shape[0], device=gram.device, dtype=gram.dtype)
             terms.append(torch.linalg.matrix_norm(gram - eye))
     return torch.stack(terms).mean() if terms else torch.zeros(())
+
+
+class WholeAdapters:
+    """A sharded model's AdaLoRA tensors, whole, for peft's allocator: ranked on each
+    process's slices, every process would keep other triplets. Gathered with their gradients
+    in the same order everywhere, they rank alike everywhere; the singular values the
+    allocator masks go back to each process's slice (``write_back``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.tensors: dict[str, torch.Tensor] = {}
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                whole = gathered(param.detach())
+                if param.grad is not None:
+                    whole.grad = gathered(param.grad)
+                self.tensors[name] = whole
+
+    def named_parameters(self):
+        return iter(self.tensors.items())
+
+    def write_back(self) -> None:
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                if "lora_E" in name:
+                    param.copy_(like(param, self.tensors[name]))
 
 
 class _Allocate(EngineCallback):
@@ -100,6 +130,7 @@ class AdaloraStrategy(PeftStrategy):
                    "layers that matter while training")
     # peft 0.21's AdaLoRA dispatch: Linear, Conv2d (and transformers' Conv1D).
     layer_types = (nn.Linear, nn.Conv2d)
+    shards = True
     default_lr = 1e-3  # the AdaLoRA paper's GLUE rates are 5e-4 .. 1.2e-3
     lr_range = (1e-5, 5e-2)
 
@@ -156,7 +187,8 @@ class AdaloraStrategy(PeftStrategy):
         """Before the optimizer step: smooth the sensitivities with this step's gradients."""
         config = self._config
         if self.optimizer_steps < config.total_step - config.tfinal:
-            self._allocator.update_ipt(self.model.base_model.model)
+            inner = self.model.base_model.model
+            self._allocator.update_ipt(WholeAdapters(inner) if is_sharded(inner) else inner)
         self._stepped = True
 
     def allocate(self) -> None:
@@ -166,19 +198,23 @@ class AdaloraStrategy(PeftStrategy):
             return  # a micro-batch that accumulated without stepping
         self._stepped = False
         step, config, allocator = self.optimizer_steps, self._config, self._allocator
-        inner = self.model.base_model.model
         self.optimizer_steps += 1
         final_step = config.total_step - config.tfinal
-        if step < final_step:
-            budget, mask_now = allocator.budget_schedule(step)
-            if mask_now:
-                config.rank_pattern = allocator.mask_to_budget(inner, budget)
-        elif step == final_step:
-            budget, _ = allocator.budget_schedule(step)
-            config.rank_pattern = allocator.mask_to_budget(inner, budget)
+        budget, scheduled = allocator.budget_schedule(step)
+        reallocate = step == final_step or (step < final_step and scheduled)
+        if not reallocate and not (step > final_step and config.rank_pattern):
+            return
+        inner = self.model.base_model.model
+        # Gathering is collective: every process reaches here at the same steps.
+        view = WholeAdapters(inner) if is_sharded(inner) else inner
+        if reallocate:
+            config.rank_pattern = allocator.mask_to_budget(view, budget)
+        else:
+            allocator.mask_using_rank_pattern(view, config.rank_pattern)
+        if step == final_step:
             allocator.reset_ipt()
-        elif config.rank_pattern:
-            allocator.mask_using_rank_pattern(inner, config.rank_pattern)
+        if view is not inner:
+            view.write_back()
 
     def ranks(self) -> dict[str, int]:
         """The kept rank of each adapted layer (its initial rank before any allocation)."""
@@ -240,6 +276,10 @@ class AdaloraStrategy(PeftStrategy):
 
     def save_final(self, model: nn.Module, out_dir: Path) -> dict[str, Any]:
         config = model.peft_config["default"]
+        trained = self._config if self.model is not None else config
+        if trained is not config:  # a sharded run's model gathered whole: a fresh adapter
+            for key in ("rank_pattern", "total_step", "tinit", "tfinal"):
+                setattr(config, key, copy.deepcopy(getattr(trained, key)))
         if config.rank_pattern:
             # The weights may be an earlier epoch's (the best one restored), cut to other
             # ranks than the allocator's last pattern: keep what these weights hold.
