@@ -179,11 +179,14 @@ def test_a_sharded_run_stopped_resumes_in_one_process(reference, tmp_path):
 
 
 @pytest.mark.parametrize(("strategy", "settings"), [
-    ("svfit", {"lr": 3e-3}), ("lst", {"lr": 3e-3}),
+    ("svfit", {"lr": 3e-3}), ("lst", {"lr": 3e-3}), ("slimfit", {"lr": 1e-3}),
     ("full", {"lr": 1e-3, "gradient_checkpointing": True})])
 def test_sharded_runs_train_as_in_one_process(reference, strategy, settings, tmp_path):
     """SVFit computes each weight from its sharded original and singular values inside the
     layer's call; LST runs the sharded backbone without autograd and trains a side network;
+    SlimFit freezes other units at every step, chosen from scores of the whole weights (on
+    slices the processes would freeze different units, and two sets of gradients would be
+    averaged into one update);
     timm's checkpointing calls each block of a stage itself, not the stage, so every block
     must gather its own weights (the CNN's smaller blocks otherwise share their stage's)."""
     data, _ = reference
@@ -244,33 +247,56 @@ def test_prompts_train_sharded_as_replicated(tmp_path):
     assert 0.5 * halves[1] <= halves[0] <= 0.51 * halves[1]
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"strategy": "slimfit"}, "fsdp=true: strategy 'slimfit' cannot have its weights sharded "
-                              "over processes; strategies that can: adalora, bridge, dvpt, "
-                              "freeze, full, head, ia3, idpt, llrd, loha, lokr, lora, lst, "
-                              "oft, svfit, vera, vpt"),
-    ({"torch_compile": True}, "fsdp=true and torch_compile=true cannot be used together"),
-])
-def test_what_cannot_be_sharded_is_refused_before_the_run_folder(reference, tmp_path, fields,
-                                                                 message):
+@pytest.fixture
+def unsharded_strategy():
+    """A strategy that does not declare it shards (a third party's), registered for one test:
+    every built-in one shards. The registry is global, so it is removed afterwards."""
+    from adaptlab.strategies.full import FullFineTuning
+    from adaptlab.strategies.registry import STRATEGIES
+
+    class Unshardable(FullFineTuning):
+        name = "unshardable-test"
+        shards = False
+
+    STRATEGIES.register(Unshardable)
+    try:
+        yield Unshardable.name
+    finally:
+        STRATEGIES.unregister(Unshardable.name)
+
+
+def test_a_strategy_that_does_not_shard_is_refused_before_the_run_folder(
+        reference, unsharded_strategy, tmp_path):
     data, _ = reference
-    config = _config(data, tmp_path / "refused", fsdp=True, **fields)
+    config = _config(data, tmp_path / "refused", fsdp=True, strategy=unsharded_strategy)
     with pytest.raises(AdaptlabError) as refused:
         run(config, progress=False)
-    assert message in str(refused.value)
+    assert ("fsdp=true: strategy 'unshardable-test' cannot have its weights sharded over "
+            "processes; strategies that can: adalora, bridge, dvpt, freeze, full, head, ia3, "
+            "idpt, llrd, loha, lokr, lora, lst, oft, slimfit, svfit, vera, vpt") \
+        in str(refused.value)
+    assert not (tmp_path / "refused").exists()
+
+
+def test_torch_compile_with_fsdp_is_refused_before_the_run_folder(reference, tmp_path):
+    data, _ = reference
+    config = _config(data, tmp_path / "refused", fsdp=True, torch_compile=True)
+    with pytest.raises(AdaptlabError) as refused:
+        run(config, progress=False)
+    assert "fsdp=true and torch_compile=true cannot be used together" in str(refused.value)
     assert not (tmp_path / "refused").exists()
 
 
 def test_a_refusal_stops_every_process_with_its_message(reference, tmp_path):
-    """The main process checks the strategy; the others must not wait for it at a barrier
+    """The main process checks the settings; the others must not wait for it at a barrier
     and fail there with a lost connection instead of the refusal."""
     data, _ = reference
     out = tmp_path / "refused"
-    done = _adaptlab(["run", "wildlife", "--data", str(data), "--strategy", "slimfit",
-                      "--device", "cpu", "--set", "fsdp=true", "--processes", "2",
-                      "--out", str(out), "--quiet"])
+    done = _adaptlab(["run", "wildlife", "--data", str(data), "--strategy", "full",
+                      "--device", "cpu", "--set", "fsdp=true", "--set", "torch_compile=true",
+                      "--processes", "2", "--out", str(out), "--quiet"])
     assert done.returncode != 0
-    assert "fsdp=true: strategy 'slimfit' cannot have its weights sharded" in done.stderr
+    assert "fsdp=true and torch_compile=true cannot be used together" in done.stderr
     assert "Connection closed" not in done.stderr
     assert not out.exists()
 

@@ -38,6 +38,10 @@ class LazyRegistry(Generic[T]):
         self._registered[name] = cls
         return cls
 
+    def unregister(self, name: str) -> None:
+        """Remove a class :meth:`register` added for a while only (a test's)."""
+        self._registered.pop(name, None)
+
     def _module_table(self) -> dict[str, str]:
         table = dict(self.builtin_modules)
         for entry_point in entry_points(group=self.entry_point_group):

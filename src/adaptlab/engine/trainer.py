@@ -63,12 +63,14 @@ class Trainer:
         self._val_measured: tuple[tuple[float, float], dict] | None = None
 
         self.processes = accelerator.num_processes
-        # A strategy whose trainable set changes cannot sit inside DDP (see
-        # ``distributed.average_gradients``): its model is placed, not wrapped.
-        self._manual_sync = self.processes > 1 and strategy.changes_trainable_set
         # fsdp: weights, gradients and optimizer state in slices over the processes (one
         # process has nothing to share them with and trains as usual).
         self.sharded = shard and self.processes > 1
+        # A strategy whose trainable set changes cannot sit inside DDP (see
+        # ``distributed.average_gradients``): its model is placed, not wrapped. Sharded, FSDP
+        # averages whatever gradients the step has.
+        self._manual_sync = (self.processes > 1 and strategy.changes_trainable_set
+                             and not self.sharded)
         if shard:
             bus.emit("fsdp", processes=self.processes, units=sharding.shard_model(
                 model, accelerator.device, every_block=shard_every_block)
@@ -379,7 +381,7 @@ class Trainer:
         signature = self.optim.trainable_signature()
         if signature != self._step_signature:
             if self._step_signature is not None and self.processes > 1 \
-                    and not self._manual_sync:
+                    and not (self._manual_sync or self.sharded):
                 raise AdaptlabError(
                     f"strategy {self.strategy.name!r} changed what trains during training, "
                     "which several processes cannot follow under DistributedDataParallel; "

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from adaptlab.engine.callbacks import EngineCallback, HookContext
+from adaptlab.engine.sharding import gathered
 from adaptlab.strategies.slimfit.units import Unit, relative_change, select_trained
 
 
@@ -103,9 +104,11 @@ class InterLayerSchedule(EngineCallback):
             return
         params = dict(ctx.model.named_parameters())
         indices = list(self._before)
-        changes = torch.stack([relative_change(self._before[i],
-                                               params[self.state.units[i].name].detach())
-                               for i in indices]).cpu()
+        # Sharded, every process scores the whole weights, as one process does, and so
+        # freezes the same units (gathered in the same order everywhere).
+        changes = torch.stack([relative_change(
+            gathered(self._before[i]), gathered(params[self.state.units[i].name].detach()))
+            for i in indices]).cpu()
         self.state.scores[indices] = changes
         self._before = {}
         self.state.steps += 1

@@ -58,6 +58,7 @@ class SlimFit(Strategy):
     # SlimFit trains the backbone's own weights, a changing subset at a time: full
     # fine-tuning's rate (the paper keeps each model's usual fine-tuning recipe).
     changes_trainable_set = True
+    shards = True
     default_lr = 1e-4
     lr_range = (1e-5, 5e-3)
 
