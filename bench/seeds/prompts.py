@@ -45,22 +45,24 @@ DOMAINS = {"pointcloud": "point_transformer", "code": None}  # None: the demo's 
 FROM_SOURCE = ("pointcloud",)  # built-in backbones: adapt a pre-trained source run
 # (headline metric, second metric) per task; the second is DVPT's claim's (Cohen's kappa).
 METRICS = {"classification": ("accuracy", "kappa")}
+PROMPTS = ("vpt", "dvpt", "idpt")
 IDPT_SHARE = 7.5  # % trainable read as "about 7 %"
 DVPT_EXTRA, DVPT_GAIN = 0.5, 2.2  # % extra trainable; kappa points over full fine-tuning
 
 
-def variants(domain: str) -> list[tuple[str, str, dict]]:
-    """(label, strategy, options) in table order, the rows the claims compare first (the
-    section is rewritten after every row, so a run cut short keeps them); IDPT only where a
-    point transformer is."""
-    rows = [("head", "head", {}), ("full", "full", {}), ("dvpt", "dvpt", {}),
-            ("vpt", "vpt", {"deep": False}), ("vpt deep", "vpt", {"deep": True})]
+def variants(domain: str) -> list[tuple[str, str, dict, float | None]]:
+    """(label, strategy, options, rate or None for the strategy's own) in table order, the
+    rows the claims compare first (the section is rewritten after every row, so a run cut
+    short keeps them); IDPT only where a point transformer is."""
+    rows = [("head", "head", {}, None), ("full", "full", {}, None),
+            ("dvpt", "dvpt", {}, None), ("vpt", "vpt", {"deep": False}, None),
+            ("vpt deep", "vpt", {"deep": True}, None)]
     if domain == "pointcloud":
-        rows.insert(2, ("idpt", "idpt", {}))
+        rows.insert(2, ("idpt", "idpt", {}, None))
     return rows
 
 
-def paper_share_rows(config) -> list[tuple[str, str, dict]]:
+def paper_share_rows(config) -> list[tuple[str, str, dict, float | None]]:
     """IDPT and DVPT rows sized to their papers' trainable shares of ``config``'s backbone
     (counted on the model a run builds, its task head included)."""
     from prompt_sizes import trainable_counts
@@ -84,11 +86,21 @@ def paper_share_rows(config) -> list[tuple[str, str, dict]]:
                  - head <= DVPT_EXTRA / 100 * c[1]), default=None)
     rows = []
     if hidden:
-        rows.append((f"idpt hidden={hidden}", "idpt", {"hidden": hidden}))
+        rows.append((f"idpt hidden={hidden}", "idpt", {"hidden": hidden}, None))
     if width:
         rows.append((f"dvpt shared bottleneck={width} queries={width // 2}", "dvpt",
-                     {"shared": True, "bottleneck": width, "queries": width // 2}))
+                     {"shared": True, "bottleneck": width, "queries": width // 2}, None))
     return rows
+
+
+def head_at_prompt_rates(rows: list, rate_of) -> list[tuple[str, str, dict, float | None]]:
+    """Head-only at each prompt method's rate where it is not head-only's own: a prompt method
+    that changes nothing (a gate that stays near zero) scores what head-only scores at its
+    rate, which head-only at its own rate does not show."""
+    head = rate_of("head")
+    prompt_rates = sorted({rate_of(strategy) for _, strategy, _, _ in rows
+                           if strategy in PROMPTS} - {head})
+    return [(f"head at {rate:g}", "head", {}, rate) for rate in prompt_rates]
 
 
 def mib(n: float) -> str:
@@ -126,6 +138,7 @@ def _source_run(domain: str, dataset, backbone: str | None, device: str) -> str:
 
 
 def main() -> None:
+    from adaptlab.assembly import default_lr
     from adaptlab.plugins.registry import get_domain
     from adaptlab.run import config_for, run
 
@@ -159,16 +172,19 @@ def main() -> None:
         rows += paper_share_rows(config_for(args.domain, dataset=dataset.name,
                                             backbone=args.backbone, strategy="head", seed=0,
                                             device=args.device, **training))
+    rows += head_at_prompt_rates(rows, lambda strategy: rates.get(strategy) or default_lr(
+        domain, dataset.name, strategy, args.backbone))
     planned = [row for row in rows if not args.only or row[0] in args.only]
     with tempfile.TemporaryDirectory() as tmp:
-        for done, (label, strategy, options) in enumerate(planned):
+        for done, (label, strategy, options, lr) in enumerate(planned):
             results = []
             for seed in args.seeds:
                 config = config_for(args.domain, dataset=dataset.name, backbone=args.backbone,
                                     strategy=strategy, strategy_options=options, seed=seed,
                                     device=args.device, init_from=source,
                                     out=str(Path(tmp) / f"{label}-{seed}"),
-                                    **({"lr": rates[strategy]} if strategy in rates else {}),
+                                    **({"lr": lr} if lr else
+                                       {"lr": rates[strategy]} if strategy in rates else {}),
                                     **training)
                 results.append(run(config, progress=False))
                 first, second = METRICS[results[-1].metrics["task"]]
@@ -187,6 +203,7 @@ def main() -> None:
                 "seconds": statistics.median(r.costs["seconds_per_epoch"] for r in results),
                 "scores": [r.metrics["final"]["test"][first] for r in results],
                 "second": [r.metrics["final"]["test"][second] for r in results],
+                "kept": [r.metrics["best_epoch"] for r in results],
                 "config": resolved, "at_defaults": label in defaults}
             pending = [row[0] for row in planned[done + 1:]]
             section = _section(args, dataset, measured, (first, second), source, pending)
@@ -210,6 +227,7 @@ def _section(args, dataset, measured: dict, metrics: tuple[str, str],
             f"| {label} | {row['lr']:g} | {row['trainable']:,} ({share:.2f} %) | "
             + " | ".join(mib(row["memory"].get(kind) or 0) for kind in KINDS)
             + f" | {mib(total(row['memory']))} | {row['seconds']:.2f} | "
+            f"{', '.join(map(str, row['kept']))} | "
             f"{mean_sd(row['scores'])} | {delta} | {mean_sd(row['second'])} |")
     body = (f"## Prompt tuning on the {args.domain} demo `{dataset.name}` ({args.device})\n\n"
             f"{machine()}. {args.backbone_name} on `{dataset.name}`: {dataset.description}. "
@@ -219,15 +237,18 @@ def _section(args, dataset, measured: dict, metrics: tuple[str, str],
                "seed 0)" if source else "")
             # s/epoch on a shared CPU follows the machine's load: say what it was.
             + f"; 1-minute load average {os.getloadavg()[0]:.1f} when written"
-            + ". Each row trains at its strategy's own default learning rate (lr column). "
+            + ". Each row trains at its strategy's own default learning rate (lr column), but "
+            "the *head at* rows: head-only at a prompt method's rate. "
             "*trainable* is what trains (prompt modules and the task head) with its share of "
             "all the adapted model's parameters; memory in MiB is the cost meter's peak over "
             f"optimizer steps for seed {args.seeds[0]} (activations: the bytes autograd saved "
             f"for one batch of {config['batch_size']}); the test {first} and {second} are mean ± "
-            f"sd over seeds; Δ is the test {first} change against full fine-tuning in points.\n\n"
+            f"sd over seeds; Δ is the test {first} change against full fine-tuning in points; "
+            f"*kept epoch* is, per seed, the epoch of {config['epochs']} whose weights the run "
+            "kept (the best on validation).\n\n"
             f"| method | lr | trainable | params | grads | optimizer | activations | total | "
-            f"s/epoch | test {first} | Δ | test {second} |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            f"s/epoch | kept epoch | test {first} | Δ | test {second} |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
             + _claims(measured, first, second) + "\n"
             + (f"\nIncomplete: the rows {', '.join(pending)} had not finished when this was "
                "written.\n" if pending else ""))
@@ -242,24 +263,39 @@ def _claims(measured: dict, first: str, second: str) -> str:
         return 100 * (statistics.mean(row[key]) - statistics.mean(against[key]))
 
     for label, row in measured.items():
-        if row["strategy"] == "idpt" and full:
+        if row["strategy"] not in ("idpt", "dvpt") or not full or not head:
+            continue
+        # Head-only at the same rate: what the method scores if its modules change nothing.
+        alike = next((other for other in measured.values() if other["strategy"] == "head"
+                      and other["lr"] == row["lr"]), None)
+        if row["strategy"] == "idpt":
             share = 100 * row["trainable"] / row["total"]
             over = gap(row, full)
-            lines.append(
-                f"IDPT, `{label}` (paper: outperforms full fine-tuning with about 7 % trainable; "
-                f"goal ≤ {IDPT_SHARE:g} % trainable at a test {first} above full fine-tuning's): "
-                f"{share:.2f} % trainable, {over:+.1f} points from full fine-tuning: goal "
-                f"{'met' if share <= IDPT_SHARE and over > 0 else 'not met'}.")
-        if row["strategy"] == "dvpt" and full and head:
+            met = share <= IDPT_SHARE and over > 0
+            claim = (f"IDPT, `{label}` (paper: outperforms full fine-tuning with about 7 % "
+                     f"trainable; goal ≤ {IDPT_SHARE:g} % trainable at a test {first} above "
+                     f"full fine-tuning's): {share:.2f} % trainable, {over:+.1f} points from "
+                     "full fine-tuning")
+        else:
             # "extra": what DVPT trains beyond the head every method trains alike.
-            extra = 100 * (row["trainable"] - head["trainable"]) / row["total"]
+            share = 100 * (row["trainable"] - head["trainable"]) / row["total"]
             over = gap(row, full, "second")
+            met = share <= DVPT_EXTRA and over >= DVPT_GAIN
+            claim = (f"DVPT, `{label}` (paper: 0.5 % extra trainable parameters, more than "
+                     f"2.20 points of kappa above full fine-tuning; goal ≤ {DVPT_EXTRA:g} % "
+                     f"extra at ≥ {DVPT_GAIN:g} {second} points over full): {share:.2f} % "
+                     f"extra, {over:+.1f} {second} points from full fine-tuning")
+        if alike is not None and alike["scores"] == row["scores"] \
+                and alike["second"] == row["second"]:
             lines.append(
-                f"DVPT, `{label}` (paper: 0.5 % extra trainable parameters, more than 2.20 "
-                f"points of kappa above full fine-tuning; goal ≤ {DVPT_EXTRA:g} % extra at ≥ "
-                f"{DVPT_GAIN:g} {second} points over full): {extra:.2f} % extra, {over:+.1f} "
-                f"{second} points from full fine-tuning: goal "
-                f"{'met' if extra <= DVPT_EXTRA and over >= DVPT_GAIN else 'not met'}.")
+                f"{claim}; but at every seed its test {first} and {second} are head-only's at "
+                f"the same rate ({row['lr']:g}): its prompt modules changed no prediction "
+                f"(kept epochs {', '.join(map(str, row['kept']))}), so the gain is the head's: "
+                "goal not met.")
+        else:
+            versus = (f" ({gap(row, alike):+.1f} points against head-only at the same rate)"
+                      if alike is not None else "")
+            lines.append(f"{claim}{versus}: goal {'met' if met else 'not met'}.")
     if head:
         floor = [(label, gap(row, head)) for label, row in measured.items()
                  if label != "head" and row["at_defaults"]]
