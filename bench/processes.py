@@ -95,7 +95,8 @@ def main() -> None:
         if args.fsdp:  # the same two processes, replicated or sharded
             gaps["replicated"] = _weight_gap(rows["2"][0]["weights"],
                                              rows[VARIANTS[2][0]][0]["weights"])
-    key = f"processes-{args.domain}-{args.device}" + ("-fsdp" if args.fsdp else "")
+    key = f"processes-{args.domain}-{args.device}-{args.strategy}" + ("-fsdp" if args.fsdp
+                                                                      else "")
     write_section(key, _section(args, rows, gaps))
 
 
