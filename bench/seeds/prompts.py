@@ -296,6 +296,18 @@ def _claims(measured: dict, first: str, second: str) -> str:
             versus = (f" ({gap(row, alike):+.1f} points against head-only at the same rate)"
                       if alike is not None else "")
             lines.append(f"{claim}{versus}: goal {'met' if met else 'not met'}.")
+    if full:
+        lines.append(
+            f"Noise: full fine-tuning's test {first} varies by {100 * statistics.pstdev(full['scores']):.1f} "
+            "points (sd) from seed to seed; a gap of means smaller than that is not resolved by "
+            "these seeds, so the verdicts above are on the means alone.")
+    first_only = [label for label, row in measured.items() if set(row["kept"]) == {1}]
+    if len(first_only) > len(measured) / 2:
+        lines.append(
+            f"In {len(first_only)} of {len(measured)} rows every seed kept the first epoch's "
+            "weights (the best on validation): there, the rows compare models one epoch away "
+            "from the source run, and a method that adds to the model from zero (DVPT's gate) "
+            "has hardly started.")
     if head:
         floor = [(label, gap(row, head)) for label, row in measured.items()
                  if label != "head" and row["at_defaults"]]
