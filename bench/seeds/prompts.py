@@ -93,14 +93,16 @@ def paper_share_rows(config) -> list[tuple[str, str, dict, float | None]]:
     return rows
 
 
-def head_at_prompt_rates(rows: list, rate_of) -> list[tuple[str, str, dict, float | None]]:
-    """Head-only at each prompt method's rate where it is not head-only's own: a prompt method
-    that changes nothing (a gate that stays near zero) scores what head-only scores at its
-    rate, which head-only at its own rate does not show."""
-    head = rate_of("head")
-    prompt_rates = sorted({rate_of(strategy) for _, strategy, _, _ in rows
-                           if strategy in PROMPTS} - {head})
-    return [(f"head at {rate:g}", "head", {}, rate) for rate in prompt_rates]
+def head_at_prompt_rates(rows: list, rate_of, head_rate) -> list[tuple[str, str, dict,
+                                                                      float | None]]:
+    """Head-only at the rate each prompt method's head trains at, where that is not
+    head-only's own: a prompt method that changes nothing (a gate that stays near zero)
+    scores what head-only scores at that rate, which head-only at its own rate does not
+    show. ``head_rate(rate)``: what a head trains at beside a method at ``rate``."""
+    own = rate_of("head")
+    rates = sorted({head_rate(rate_of(strategy)) for _, strategy, _, _ in rows
+                    if strategy in PROMPTS} - {own})
+    return [(f"head at {rate:g}", "head", {}, rate) for rate in rates]
 
 
 def mib(n: float) -> str:
@@ -141,6 +143,7 @@ def main() -> None:
     from adaptlab.assembly import default_lr
     from adaptlab.plugins.registry import get_domain
     from adaptlab.run import config_for, run
+    from adaptlab.strategies.base import NEW_HEAD_LR
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--domain", default="pointcloud", choices=sorted(DOMAINS))
@@ -172,8 +175,13 @@ def main() -> None:
         rows += paper_share_rows(config_for(args.domain, dataset=dataset.name,
                                             backbone=args.backbone, strategy="head", seed=0,
                                             device=args.device, **training))
+    def head_rate(rate: float) -> float:
+        # A head a source run trained on the same classes trains at the method's rate; a new
+        # one at no less than NEW_HEAD_LR (``Strategy.param_groups``).
+        return rate if source else max(rate, NEW_HEAD_LR)
+
     rows += head_at_prompt_rates(rows, lambda strategy: rates.get(strategy) or default_lr(
-        domain, dataset.name, strategy, args.backbone))
+        domain, dataset.name, strategy, args.backbone), head_rate)
     planned = [row for row in rows if not args.only or row[0] in args.only]
     with tempfile.TemporaryDirectory() as tmp:
         for done, (label, strategy, options, lr) in enumerate(planned):
@@ -204,6 +212,7 @@ def main() -> None:
                 "scores": [r.metrics["final"]["test"][first] for r in results],
                 "second": [r.metrics["final"]["test"][second] for r in results],
                 "kept": [r.metrics["best_epoch"] for r in results],
+                "head_lr": resolved["lr"] if strategy == "head" else head_rate(resolved["lr"]),
                 "config": resolved, "at_defaults": label in defaults}
             pending = [row[0] for row in planned[done + 1:]]
             section = _section(args, dataset, measured, (first, second), source, pending)
@@ -215,6 +224,8 @@ def main() -> None:
 
 def _section(args, dataset, measured: dict, metrics: tuple[str, str],
              source: str | None, pending: list[str]) -> str:
+    from adaptlab.strategies.base import NEW_HEAD_LR
+
     first, second = metrics
     config = next(iter(measured.values()))["config"]
     full = measured.get("full")
@@ -238,8 +249,10 @@ def _section(args, dataset, measured: dict, metrics: tuple[str, str],
             # s/epoch on a shared CPU follows the machine's load: say what it was.
             + f"; 1-minute load average {os.getloadavg()[0]:.1f} when written"
             + ". Each row trains at its strategy's own default learning rate (lr column), but "
-            "the *head at* rows: head-only at a prompt method's rate. "
-            "*trainable* is what trains (prompt modules and the task head) with its share of "
+            "the *head at* rows: head-only at the rate a prompt method's head trains at "
+            + ("(the method's: the head comes from the source run). " if source else
+               f"(a new head trains at no less than {NEW_HEAD_LR:g}). ")
+            + "*trainable* is what trains (prompt modules and the task head) with its share of "
             "all the adapted model's parameters; memory in MiB is the cost meter's peak over "
             f"optimizer steps for seed {args.seeds[0]} (activations: the bytes autograd saved "
             f"for one batch of {config['batch_size']}); the test {first} and {second} are mean ± "
@@ -265,9 +278,10 @@ def _claims(measured: dict, first: str, second: str) -> str:
     for label, row in measured.items():
         if row["strategy"] not in ("idpt", "dvpt") or not full or not head:
             continue
-        # Head-only at the same rate: what the method scores if its modules change nothing.
+        # Head-only at the rate the method's head trains at: what the method scores if its
+        # modules change nothing.
         alike = next((other for other in measured.values() if other["strategy"] == "head"
-                      and other["lr"] == row["lr"]), None)
+                      and other["lr"] == row["head_lr"]), None)
         if row["strategy"] == "idpt":
             share = 100 * row["trainable"] / row["total"]
             over = gap(row, full)
@@ -289,11 +303,12 @@ def _claims(measured: dict, first: str, second: str) -> str:
                 and alike["second"] == row["second"]:
             lines.append(
                 f"{claim}; but at every seed its test {first} and {second} are head-only's at "
-                f"the same rate ({row['lr']:g}): its prompt modules changed no prediction "
+                f"its head's rate ({row['head_lr']:g}): its prompt modules changed no prediction "
                 f"(kept epochs {', '.join(map(str, row['kept']))}), so the gain is the head's: "
                 "goal not met.")
         else:
-            versus = (f" ({gap(row, alike):+.1f} points against head-only at the same rate)"
+            versus = (f" ({gap(row, alike):+.1f} points against head-only at its head's rate, "
+                      f"{row['head_lr']:g})"
                       if alike is not None else "")
             lines.append(f"{claim}{versus}: goal {'met' if met else 'not met'}.")
     if full:
