@@ -268,6 +268,13 @@ def _section(args, dataset, measured: dict, metrics: tuple[str, str],
     return body
 
 
+def _head_at(measured: dict, row: dict) -> dict | None:
+    """Head-only at the rate ``row``'s head trains at: what the method scores if its modules
+    change nothing."""
+    return next((other for other in measured.values() if other["strategy"] == "head"
+                 and other["lr"] == row["head_lr"]), None)
+
+
 def _claims(measured: dict, first: str, second: str) -> str:
     full, head = measured.get("full"), measured.get("head")
     lines = []
@@ -278,10 +285,7 @@ def _claims(measured: dict, first: str, second: str) -> str:
     for label, row in measured.items():
         if row["strategy"] not in ("idpt", "dvpt") or not full or not head:
             continue
-        # Head-only at the rate the method's head trains at: what the method scores if its
-        # modules change nothing.
-        alike = next((other for other in measured.values() if other["strategy"] == "head"
-                      and other["lr"] == row["head_lr"]), None)
+        alike = _head_at(measured, row)
         if row["strategy"] == "idpt":
             share = 100 * row["trainable"] / row["total"]
             over = gap(row, full)
@@ -311,6 +315,13 @@ def _claims(measured: dict, first: str, second: str) -> str:
                       f"{row['head_lr']:g})"
                       if alike is not None else "")
             lines.append(f"{claim}{versus}: goal {'met' if met else 'not met'}.")
+    versus = [f"{label} {gap(row, alike):+.1f} points (head at {row['head_lr']:g})"
+              for label, row in measured.items()
+              if row["strategy"] in PROMPTS and (alike := _head_at(measured, row)) is not None]
+    if versus:
+        lines.append(f"Against head-only at the rate its head trains at (test {first}; what a "
+                     "prompt method scores if its modules change nothing): "
+                     + ", ".join(versus) + ".")
     if full:
         lines.append(
             f"Noise: full fine-tuning's test {first} varies by {100 * statistics.pstdev(full['scores']):.1f} "
