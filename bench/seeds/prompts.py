@@ -328,12 +328,13 @@ def _claims(measured: dict, first: str, second: str) -> str:
             "points (sd) from seed to seed; a gap of means smaller than that is not resolved by "
             "these seeds, so the verdicts above are on the means alone.")
     first_only = [label for label, row in measured.items() if set(row["kept"]) == {1}]
-    if len(first_only) > len(measured) / 2:
+    epochs = next(iter(measured.values()))["config"]["epochs"]
+    if epochs > 1 and len(first_only) > len(measured) / 2:
         lines.append(
             f"In {len(first_only)} of {len(measured)} rows every seed kept the first epoch's "
-            "weights (the best on validation): there, the rows compare models one epoch away "
-            "from the source run, and a method that adds to the model from zero (DVPT's gate) "
-            "has hardly started.")
+            "weights (the best on validation): there, the rows compare models one epoch into "
+            "training, and a method that adds to the model from zero (DVPT's gate) has hardly "
+            "started.")
     if head:
         floor = [(label, gap(row, head)) for label, row in measured.items()
                  if label != "head" and row["at_defaults"]]
