@@ -265,25 +265,20 @@ def unsharded_strategy():
         STRATEGIES.unregister(Unshardable.name)
 
 
-def test_a_strategy_that_does_not_shard_is_refused_before_the_run_folder(
-        reference, unsharded_strategy, tmp_path):
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"strategy": "unshardable-test"},
+     "fsdp=true: strategy 'unshardable-test' cannot have its weights sharded over processes; "
+     "strategies that can: adalora, bridge, dvpt, freeze, full, head, ia3, idpt, llrd, loha, "
+     "lokr, lora, lst, oft, slimfit, svfit, vera, vpt"),
+    ({"torch_compile": True}, "fsdp=true and torch_compile=true cannot be used together"),
+])
+def test_what_cannot_be_sharded_is_refused_before_the_run_folder(
+        reference, unsharded_strategy, tmp_path, fields, message):
     data, _ = reference
-    config = _config(data, tmp_path / "refused", fsdp=True, strategy=unsharded_strategy)
+    config = _config(data, tmp_path / "refused", fsdp=True, **fields)
     with pytest.raises(AdaptlabError) as refused:
         run(config, progress=False)
-    assert ("fsdp=true: strategy 'unshardable-test' cannot have its weights sharded over "
-            "processes; strategies that can: adalora, bridge, dvpt, freeze, full, head, ia3, "
-            "idpt, llrd, loha, lokr, lora, lst, oft, slimfit, svfit, vera, vpt") \
-        in str(refused.value)
-    assert not (tmp_path / "refused").exists()
-
-
-def test_torch_compile_with_fsdp_is_refused_before_the_run_folder(reference, tmp_path):
-    data, _ = reference
-    config = _config(data, tmp_path / "refused", fsdp=True, torch_compile=True)
-    with pytest.raises(AdaptlabError) as refused:
-        run(config, progress=False)
-    assert "fsdp=true and torch_compile=true cannot be used together" in str(refused.value)
+    assert message in str(refused.value)
     assert not (tmp_path / "refused").exists()
 
 

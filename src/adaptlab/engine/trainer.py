@@ -423,22 +423,10 @@ class Trainer:
         return sums[0], sums[1]
 
     def _measure(self, split: str) -> dict:
-        if self.processes == 1:
-            from adaptlab.engine.length_order import evaluate_in_length_order
+        from adaptlab.engine.split_evaluation import evaluate_split
 
-            # Text is run in batches of similar length (less padding); the task still
-            # reads its outputs in the loader's own batches
-            metrics = evaluate_in_length_order(self.task, self.model, self._plain_eval[split],
-                                               self.accelerator.device)
-            return metrics if metrics is not None else \
-                self.task.evaluate(self.model, self.eval_loaders[split])
-        from adaptlab.engine.gathered_evaluation import DeviceLoader, gathered_evaluate
-
-        if getattr(self.task, "evaluation_replays", True):
-            return gathered_evaluate(self.accelerator, self.task, self.model,
-                                     self.eval_loaders[split])
-        return self.task.evaluate(self.unwrapped, DeviceLoader(self._plain_eval[split],
-                                                               self.accelerator.device))
+        return evaluate_split(self.accelerator, self.task, self.model, self.eval_loaders[split],
+                              self._plain_eval[split])
 
     def _evaluate_and_track(self) -> None:
         metrics = self.evaluate("val")
