@@ -93,15 +93,25 @@ def paper_share_rows(config) -> list[tuple[str, str, dict, float | None]]:
     return rows
 
 
-def head_at_prompt_rates(rows: list, rate_of, head_rate) -> list[tuple[str, str, dict,
-                                                                      float | None]]:
-    """Head-only at the rate each prompt method's head trains at, where that is not
-    head-only's own: a prompt method that changes nothing (a gate that stays near zero)
-    scores what head-only scores at that rate, which head-only at its own rate does not
-    show. ``head_rate(rate)``: what a head trains at beside a method at ``rate``."""
-    own = rate_of("head")
-    rates = sorted({head_rate(rate_of(strategy)) for _, strategy, _, _ in rows
-                    if strategy in PROMPTS} - {own})
+def trained_head_rate(run_dir: Path, lr: float) -> float:
+    """The rate ``run_dir``'s task head trained at, read from its last checkpoint's optimizer:
+    a head in groups of its own (``head_*``: a new head beside what else trains), else the
+    run's ``lr`` (head-only, or a head a source run trained)."""
+    checkpoints = run_dir / "checkpoints"
+    state = json.loads((checkpoints / (checkpoints / "latest").read_text().strip()
+                        / "state.json").read_text())
+    rates = {group["initial_lr"] for group in state["optimizer"]["param_groups"]
+             if group["name"].startswith("head_")}
+    return rates.pop() if len(rates) == 1 else lr
+
+
+def head_at_prompt_rates(measured: dict) -> list[tuple[str, str, dict, float | None]]:
+    """Head-only at each rate a prompt method's head trained at, where head-only did not
+    train at it: a prompt method that changes nothing (a gate that stays near zero) scores
+    what head-only scores at that rate, which head-only at its own rate does not show."""
+    own = {row["lr"] for row in measured.values() if row["strategy"] == "head"}
+    rates = sorted({row["head_lr"] for row in measured.values()
+                    if row["strategy"] in PROMPTS} - own)
     return [(f"head at {rate:g}", "head", {}, rate) for rate in rates]
 
 
@@ -140,10 +150,8 @@ def _source_run(domain: str, dataset, backbone: str | None, device: str) -> str:
 
 
 def main() -> None:
-    from adaptlab.assembly import default_lr
     from adaptlab.plugins.registry import get_domain
     from adaptlab.run import config_for, run
-    from adaptlab.strategies.base import NEW_HEAD_LR
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--domain", default="pointcloud", choices=sorted(DOMAINS))
@@ -175,16 +183,12 @@ def main() -> None:
         rows += paper_share_rows(config_for(args.domain, dataset=dataset.name,
                                             backbone=args.backbone, strategy="head", seed=0,
                                             device=args.device, **training))
-    def head_rate(rate: float) -> float:
-        # A head a source run trained on the same classes trains at the method's rate; a new
-        # one at no less than NEW_HEAD_LR (``Strategy.param_groups``).
-        return rate if source else max(rate, NEW_HEAD_LR)
-
-    rows += head_at_prompt_rates(rows, lambda strategy: rates.get(strategy) or default_lr(
-        domain, dataset.name, strategy, args.backbone), head_rate)
     planned = [row for row in rows if not args.only or row[0] in args.only]
+    heads_added = False
     with tempfile.TemporaryDirectory() as tmp:
-        for done, (label, strategy, options, lr) in enumerate(planned):
+        done = 0
+        while done < len(planned):
+            label, strategy, options, lr = planned[done]
             results = []
             for seed in args.seeds:
                 config = config_for(args.domain, dataset=dataset.name, backbone=args.backbone,
@@ -212,9 +216,14 @@ def main() -> None:
                 "scores": [r.metrics["final"]["test"][first] for r in results],
                 "second": [r.metrics["final"]["test"][second] for r in results],
                 "kept": [r.metrics["best_epoch"] for r in results],
-                "head_lr": resolved["lr"] if strategy == "head" else head_rate(resolved["lr"]),
+                "head_lr": trained_head_rate(results[0].run_dir, resolved["lr"]),
                 "config": resolved, "at_defaults": label in defaults}
-            pending = [row[0] for row in planned[done + 1:]]
+            done += 1
+            if done == len(planned) and not heads_added:  # the rates the heads trained at
+                heads_added = True
+                planned += [row for row in head_at_prompt_rates(measured)
+                            if not args.only or row[0] in args.only]
+            pending = [row[0] for row in planned[done:]]
             section = _section(args, dataset, measured, (first, second), source, pending)
             if args.print_only and not pending:
                 print(section)
@@ -224,8 +233,6 @@ def main() -> None:
 
 def _section(args, dataset, measured: dict, metrics: tuple[str, str],
              source: str | None, pending: list[str]) -> str:
-    from adaptlab.strategies.base import NEW_HEAD_LR
-
     first, second = metrics
     config = next(iter(measured.values()))["config"]
     full = measured.get("full")
@@ -249,9 +256,8 @@ def _section(args, dataset, measured: dict, metrics: tuple[str, str],
             # s/epoch on a shared CPU follows the machine's load: say what it was.
             + f"; 1-minute load average {os.getloadavg()[0]:.1f} when written"
             + ". Each row trains at its strategy's own default learning rate (lr column), but "
-            "the *head at* rows: head-only at the rate a prompt method's head trains at "
-            + ("(the method's: the head comes from the source run). " if source else
-               f"(a new head trains at no less than {NEW_HEAD_LR:g}). ")
+            "the *head at* rows: head-only at the rate a prompt method's head trained at (read "
+            "from its run's optimizer). "
             + "*trainable* is what trains (prompt modules and the task head) with its share of "
             "all the adapted model's parameters; memory in MiB is the cost meter's peak over "
             f"optimizer steps for seed {args.seeds[0]} (activations: the bytes autograd saved "
