@@ -197,6 +197,50 @@ def test_merge_last_mixes_in_the_backbones_own_features(minilm_backbone, text_ba
         assert torch.allclose(unmerged.eval()(text_batch), opened, atol=1e-6)
 
 
+def test_dropout_at_the_backbones_rates_while_training(minilm_backbone, text_batch):
+    """The side blocks drop out at the rates of the encoder's config, and the frozen encoder
+    drops out too while training (as the reference's frozen T5 does); in eval mode, and with
+    ``dropout=False`` in training, the output is the same at every call."""
+    config = minilm_backbone.module.encoder.config
+    assert config.hidden_dropout_prob > 0 and config.attention_probs_dropout_prob > 0
+    model, frozen, _ = _prepared(minilm_backbone, dropout=True)
+    blocks = [m for m in model.modules() if hasattr(m, "query") and hasattr(m, "fc1")]
+    assert len(blocks) == config.num_hidden_layers
+    for block in blocks:
+        assert block.attention_drop.p == config.attention_probs_dropout_prob
+        assert block.output_drop.p == config.hidden_dropout_prob
+
+    def twice(module, *args, **kwargs):
+        with torch.no_grad():
+            return module(*args, **kwargs), module(*args, **kwargs)
+
+    assert not torch.allclose(*twice(frozen, **text_batch))  # the backbone's own dropout
+    assert not torch.allclose(*twice(model, text_batch))
+    assert torch.equal(*twice(model.eval(), text_batch))
+    quiet, quiet_frozen, _ = _prepared(minilm_backbone)  # the default: no dropout
+    assert torch.equal(*twice(quiet_frozen, **text_batch))
+    assert torch.equal(*twice(quiet, text_batch))
+
+
+def test_frozen_batch_norm_keeps_its_pretrained_statistics():
+    """``model.train()`` on its own (a user's loop over a loaded model, without the engine's
+    ``train_mode``) puts the frozen backbone in training mode for its dropout; its BatchNorm
+    layers must not follow, or their running statistics would drift from the pre-trained
+    ones. The side's own BatchNorm layers train and do move."""
+    from adaptlab.backbones.offline import efficientnet_lite0
+
+    model, _, _ = _prepared(efficientnet_lite0(), dropout=True)
+    model.train()
+    before = {n: b.clone() for n, b in model.named_buffers() if "running" in n}
+    frozen = {n for n in before if n.startswith("backbone.frozen.")}
+    torch.manual_seed(0)
+    model(torch.rand(2, 3, 32, 32))
+    after = dict(model.named_buffers())
+    moved = {n for n, b in before.items() if not torch.equal(b, after[n])}
+    assert frozen and moved and not moved & frozen, sorted(moved & frozen)[:3]
+    assert all(n.startswith("backbone.side.") for n in moved)
+
+
 def test_refusals_name_the_option_and_the_backbone(tmp_path):
     data = write_colour_folder(tmp_path / "data", per_class=2)
     out = tmp_path / "refused"

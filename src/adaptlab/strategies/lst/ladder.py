@@ -107,10 +107,15 @@ class LadderBackbone(nn.Module):
     In training mode the backbone runs under ``torch.no_grad()``: autograd saves nothing of
     it, which is LST's memory saving. In eval mode grad mode is left as the caller set it:
     evaluation runs without gradients anyway, and attribution methods need the gradient of
-    the output with respect to the input, through the backbone."""
+    the output with respect to the input, through the backbone.
+
+    ``dropout``: while training, the frozen backbone drops out as it would being fine-tuned
+    (the reference runs the frozen T5 in training mode, so the states its side reads are
+    those of a model with dropout); without it the backbone is in eval mode throughout."""
 
     def __init__(self, frozen: nn.Module, block_map: LayerMap, side: SideNetwork,
-                 mask_input: str | None, rungs: list[str] | None = None) -> None:
+                 mask_input: str | None, rungs: list[str] | None = None,
+                 dropout: bool = False) -> None:
         super().__init__()
         self.frozen = frozen
         self.side = side
@@ -118,12 +123,17 @@ class LadderBackbone(nn.Module):
         self.block_map = block_map
         self.mask_input = mask_input
         self.rungs = rungs  # SideDesign.rungs
+        self.dropout = dropout
 
     def train(self, mode: bool = True) -> LadderBackbone:
-        """The backbone stays in eval mode: frozen, its dropout off and its BatchNorm
-        statistics fixed, whatever mode the side trains in."""
+        """The backbone's normalisation statistics stay fixed (BatchNorm in eval mode,
+        whatever mode the side trains in): frozen means frozen statistics too. The rest of it
+        follows ``mode`` where ``dropout`` is on, else stays in eval mode."""
         super().train(mode)
-        self.frozen.eval()
+        self.frozen.train(mode and self.dropout)
+        for module in self.frozen.modules():
+            if isinstance(module, nn.modules.batchnorm._NormBase):
+                module.eval()
         return self
 
     def taps(self, *args: Any, **kwargs: Any) -> tuple[list[torch.Tensor], Any]:

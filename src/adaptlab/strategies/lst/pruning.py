@@ -59,6 +59,10 @@ class TransformerWeights:
     norm2: nn.LayerNorm
     heads: int
     post_norm: bool
+    # The block's dropout while fine-tuned: of the attention probabilities, and of each
+    # sublayer's output before the residual add (BERT's attention and hidden dropout).
+    attention_dropout: float = 0.0
+    output_dropout: float = 0.0
 
     @property
     def width(self) -> int:

@@ -24,11 +24,14 @@ from adaptlab.strategies.lst.pruning import (
 class SideTransformerBlock(nn.Module):
     """A narrow transformer block: attention with the backbone block's head count and
     ``head_dim / r`` per head, a feed-forward of ``ffn / r`` neurons (exact GELU, as BERT,
-    timm ViTs and our point transformer use), pre- or post-norm as the backbone's block."""
+    timm ViTs and our point transformer use), pre- or post-norm as the backbone's block, and
+    the backbone block's dropout: the reference's side blocks are the backbone's block class
+    at a smaller width, dropout included (T5's 0.1; BERT's is 0.1 too)."""
 
     def __init__(self, query: nn.Linear, key: nn.Linear, value: nn.Linear, proj: nn.Linear,
                  fc1: nn.Linear, fc2: nn.Linear, norm1: nn.LayerNorm, norm2: nn.LayerNorm,
-                 heads: int, post_norm: bool) -> None:
+                 heads: int, post_norm: bool, attention_dropout: float = 0.0,
+                 output_dropout: float = 0.0) -> None:
         super().__init__()
         self.query, self.key, self.value, self.proj = query, key, value, proj
         self.fc1, self.fc2 = fc1, fc2
@@ -36,6 +39,10 @@ class SideTransformerBlock(nn.Module):
         self.act = nn.GELU()
         self.heads = heads
         self.post_norm = post_norm
+        # Modules, not floats, so that switching dropout off (the strategy's ``dropout``
+        # option) is one walk over the side's nn.Dropout modules.
+        self.attention_drop = nn.Dropout(attention_dropout)
+        self.output_drop = nn.Dropout(output_dropout)
 
     def attention(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         batch, tokens, _ = x.shape
@@ -45,16 +52,20 @@ class SideTransformerBlock(nn.Module):
 
         mask = None if keep is None else keep[:, None, None, :].bool()
         out = nn.functional.scaled_dot_product_attention(
-            split(self.query(x)), split(self.key(x)), split(self.value(x)), attn_mask=mask)
-        return self.proj(out.transpose(1, 2).reshape(batch, tokens, -1))
+            split(self.query(x)), split(self.key(x)), split(self.value(x)), attn_mask=mask,
+            dropout_p=self.attention_drop.p if self.training else 0.0)
+        return self.output_drop(self.proj(out.transpose(1, 2).reshape(batch, tokens, -1)))
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output_drop(self.fc2(self.act(self.fc1(x))))
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` ``[B, T, d]``; ``keep`` ``[B, T]`` (1 for tokens, 0 for padding) or None."""
         if self.post_norm:
             x = self.norm1(x + self.attention(x, keep))
-            return self.norm2(x + self.fc2(self.act(self.fc1(x))))
+            return self.norm2(x + self.feed_forward(x))
         x = x + self.attention(self.norm1(x), keep)
-        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
+        return x + self.feed_forward(self.norm2(x))
 
 
 def side_transformer_block(w: TransformerWeights, units: TransformerSelection
@@ -71,7 +82,8 @@ def side_transformer_block(w: TransformerWeights, units: TransformerSelection
         fc2=pruned_linear(w.fc2, hidden, ffn),
         norm1=pruned_layer_norm(w.norm1, hidden),
         norm2=pruned_layer_norm(w.norm2, hidden),
-        heads=w.heads, post_norm=w.post_norm)
+        heads=w.heads, post_norm=w.post_norm, attention_dropout=w.attention_dropout,
+        output_dropout=w.output_dropout)
 
 
 # -- reading a backbone block as TransformerWeights, per family ----------------------------------
@@ -85,16 +97,22 @@ def bert_layer_weights(layer: nn.Module) -> TransformerWeights | None:
             query=attention.self.query, key=attention.self.key, value=attention.self.value,
             proj=attention.output.dense, fc1=layer.intermediate.dense, fc2=layer.output.dense,
             norm1=attention.output.LayerNorm, norm2=layer.output.LayerNorm,
-            heads=int(attention.self.num_attention_heads), post_norm=True)
+            heads=int(attention.self.num_attention_heads), post_norm=True,
+            attention_dropout=float(attention.self.dropout.p),
+            output_dropout=float(attention.output.dropout.p))
     except AttributeError:
         return None
 
 
 def _fused_pre_norm_weights(block: nn.Module, heads: int) -> TransformerWeights:
     query, key, value = split_fused_qkv(block.attn.qkv)
+    attn_drop = getattr(block.attn, "attn_drop", None)
+    proj_drop = getattr(block.attn, "proj_drop", None)
     return TransformerWeights(query=query, key=key, value=value, proj=block.attn.proj,
                               fc1=block.mlp.fc1, fc2=block.mlp.fc2, norm1=block.norm1,
-                              norm2=block.norm2, heads=heads, post_norm=False)
+                              norm2=block.norm2, heads=heads, post_norm=False,
+                              attention_dropout=float(getattr(attn_drop, "p", 0.0)),
+                              output_dropout=float(getattr(proj_drop, "p", 0.0)))
 
 
 def timm_vit_block_weights(block: nn.Module) -> TransformerWeights | None:
