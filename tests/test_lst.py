@@ -216,6 +216,8 @@ def test_dropout_at_the_backbones_rates_while_training(minilm_backbone, text_bat
 
     assert not torch.allclose(*twice(frozen, **text_batch))  # the backbone's own dropout
     assert not torch.allclose(*twice(model, text_batch))
+    frozen.eval()  # the backbone's dropout off: what still varies is the side's own
+    assert not torch.allclose(*twice(model, text_batch))
     assert torch.equal(*twice(model.eval(), text_batch))
     quiet, quiet_frozen, _ = _prepared(minilm_backbone)  # the default: no dropout
     assert torch.equal(*twice(quiet_frozen, **text_batch))
