@@ -91,9 +91,9 @@ def test_cli_lists_and_runs_the_others_and_names_every_failure(tmp_path, hang):
     # Without the bound the hanging import never returns: the timeout here turns that into
     # a failure instead of a stuck test run. The process must also exit by itself (the
     # stuck import thread cannot hold it up). 5 s, not 1: a busy loop holds the GIL, so every
-    # import after it waits a switch interval at each file read; a plugin that imports in
-    # 0.1 s alone took over 1 s on a loaded machine (wildlife timed out in CI). The same wait
-    # makes the whole busy session take about a minute here, hence the generous bound.
+    # import after it waits for the GIL at each file read; with the default switch interval
+    # a plugin that imports in 0.1 s alone took over 5 s on a loaded machine (wildlife timed
+    # out in CI), and the whole busy session 150 s; with discovery's short interval, 35 s.
     done = subprocess.run([sys.executable, "-c", CLI_SESSION, str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=400, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -132,8 +132,10 @@ def broken_plugins(tmp_path, monkeypatch, fresh_discovery):
                    "DOMAIN = None\n")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("ADAPTLAB_PLUGIN_IMPORT_TIMEOUT", "1")
+    interval = sys.getswitchinterval()  # discovery keeps it short while a hung import lives
     yield site
     gate.touch()
+    sys.setswitchinterval(interval)
     for thread in threading.enumerate():
         if thread.name.startswith("adaptlab-plugin-import-"):
             thread.join(10)
