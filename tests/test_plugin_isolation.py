@@ -186,3 +186,33 @@ def test_the_timeout_setting_is_read_and_a_bad_value_falls_back(monkeypatch, cap
 def jp_server_config():
     return {"ServerApp": {"jpserver_extensions": {"adaptlab.server": True}}}
 
+
+
+def test_a_slow_plugin_gets_a_second_window_after_the_others(tmp_path, monkeypatch,
+                                                               fresh_discovery):
+    """A healthy import that outlasts its window (here it sleeps 1.5 s at a 1 s bound) is
+    waited for again once the others have loaded, and then loads; a hung one still fails,
+    named with both windows."""
+    from adaptlab.plugins.registry import discover_domains
+
+    site = tmp_path / "site"
+    gate = tmp_path / "gate"
+    slow = textwrap.dedent(HEALTHY).replace('name="healthy"', 'name="slow"')
+    install_fake_dist(site, "slow", "slow_plugin", "import time\ntime.sleep(1.5)\n" + slow,
+                      "slow_plugin:DOMAIN")
+    install_fake_dist(site, "hangs", "hangs_plugin",
+                      f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n"
+                      "    time.sleep(0.05)\nDOMAIN = None\n", "hangs_plugin:DOMAIN")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("ADAPTLAB_PLUGIN_IMPORT_TIMEOUT", "1")
+    interval = sys.getswitchinterval()
+    try:
+        found = discover_domains()
+    finally:
+        gate.touch()
+        sys.setswitchinterval(interval)
+        for name in [m for m in sys.modules if m in {"slow_plugin", "hangs_plugin"}]:
+            del sys.modules[name]
+    assert "slow" in found.domains and "wildlife" in found.domains
+    errors = {e["plugin"]: e["error"] for e in found.errors}
+    assert errors["hangs"].startswith("did not finish importing within 1 s, nor in 1 s more")
