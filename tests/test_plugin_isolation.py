@@ -132,7 +132,7 @@ def broken_plugins(tmp_path, monkeypatch, fresh_discovery):
                    "DOMAIN = None\n")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("ADAPTLAB_PLUGIN_IMPORT_TIMEOUT", "1")
-    interval = sys.getswitchinterval()  # discovery keeps it short while a hung import lives
+    interval = sys.getswitchinterval()  # discovery keeps it short once an import has hung
     yield site
     gate.touch()
     sys.setswitchinterval(interval)
@@ -190,7 +190,7 @@ def jp_server_config():
 
 def test_a_slow_plugin_gets_a_second_window_after_the_others(tmp_path, monkeypatch,
                                                                fresh_discovery):
-    """A healthy import that outlasts its window (here it sleeps 1.5 s at a 1 s bound) is
+    """A healthy import that outlasts its window (here it sleeps 1.2 s at a 1 s bound) is
     waited for again once the others have loaded, and then loads; a hung one still fails,
     named with both windows."""
     from adaptlab.plugins.registry import discover_domains
@@ -198,7 +198,7 @@ def test_a_slow_plugin_gets_a_second_window_after_the_others(tmp_path, monkeypat
     site = tmp_path / "site"
     gate = tmp_path / "gate"
     slow = textwrap.dedent(HEALTHY).replace('name="healthy"', 'name="slow"')
-    install_fake_dist(site, "slow", "slow_plugin", "import time\ntime.sleep(1.5)\n" + slow,
+    install_fake_dist(site, "slow", "slow_plugin", "import time\ntime.sleep(1.2)\n" + slow,
                       "slow_plugin:DOMAIN")
     install_fake_dist(site, "hangs", "hangs_plugin",
                       f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n"

@@ -97,10 +97,9 @@ class _BoundedImport:
         except BaseException as exc:  # noqa: BLE001 - SystemExit from a plugin included
             self.outcome["error"] = exc
 
-    def wait(self, seconds: float) -> bool:
-        """Whether the import has finished, after waiting at most ``seconds``."""
+    def wait(self, seconds: float) -> None:
+        """Wait at most ``seconds`` for the import to finish."""
         self.worker.join(max(0.0, seconds))
-        return not self.worker.is_alive()
 
     def spec(self, timeout: float) -> DomainSpec:
         """The plugin's spec, or the error that names why it has none."""
@@ -147,8 +146,9 @@ def _discover_cached() -> DiscoveryResult:
         for late in imports:
             late.wait(deadline - time.monotonic())
     finally:
-        # A hung import's thread lives on, and if it busy-loops, so do the waits: the short
-        # interval stays while one is alive (every later import of the process pays them).
+        # A hung import's thread lives on, and if it busy-loops, so do the waits: once an
+        # import has hung, the short interval stays for the rest of the process (every later
+        # import pays the waits; nothing watches for the thread's end to restore it).
         if not any(bounded.worker.is_alive() for bounded in imports):
             sys.setswitchinterval(interval)
     for bounded in imports:
