@@ -176,6 +176,72 @@ def test_gates_start_at_one_half_and_side_blocks_are_the_pruned_backbone(minilm_
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_fisher_pruning_starts_the_side_from_the_units_with_the_most_fisher_information(
+        minilm_backbone, text_batch):
+    reduction = 8
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    chosen = get_strategy_class("lst").from_options({"pruning": "fisher"})
+    model, layer_map = build_model(copy.deepcopy(minilm_backbone), 3, chosen.config)
+    model = chosen.setup(model, layer_map)
+    frozen = model.backbone.frozen
+    magnitude = copy.deepcopy(model.backbone.side.state_dict())
+    layers = list(frozen.encoder.encoder.layer)
+
+    def weights(layer):
+        a = layer.attention
+        return [a.self.query.weight, a.self.key.weight, a.self.value.weight,
+                a.output.dense.weight, layer.intermediate.dense.weight, layer.output.dense.weight]
+
+    # The definition, computed here on its own: each weight's squared gradient of the loss
+    # of one sample through the frozen backbone and the head, summed over the samples.
+    every = [w for layer in layers for w in weights(layer)]
+    fisher = [torch.zeros_like(w) for w in every]
+    model.eval()
+    for i in range(len(labels)):
+        one = {k: v[i:i + 1] for k, v in text_batch.items()}
+        with torch.enable_grad():
+            for w in every:
+                w.requires_grad_(True)
+            loss = nn.functional.cross_entropy(model.task_head(frozen(**one)), labels[i:i + 1])
+            grads = torch.autograd.grad(loss, every)
+            for w in every:
+                w.requires_grad_(False)
+        for total, grad in zip(fisher, grads, strict=True):
+            total += grad.square()
+    per_layer = [fisher[i:i + 6] for i in range(0, len(fisher), 6)]
+    width = layers[0].attention.output.dense.out_features
+    scores = sum(q.sum(0) + k.sum(0) + v.sum(0) + fc1.sum(0) + o.sum(1) + fc2.sum(1)
+                 for q, k, v, o, fc1, fc2 in per_layer)
+    hidden = _top(scores, width // reduction)
+
+    facts = chosen.init_from_data(model, layer_map, [(text_batch, labels)],
+                                  nn.functional.cross_entropy, "cpu")
+    assert facts == {"pruning": "fisher", "samples": 6}
+    side = model.backbone.side
+    blocks = [m for m in side.modules() if hasattr(m, "query") and hasattr(m, "fc1")]
+    for layer, block, (fq, fk, fv, fo, ffc1, ffc2) in zip(layers, blocks, per_layer,
+                                                          strict=True):
+        q, _, v, o, fc1, fc2 = (w.detach() for w in weights(layer))
+        heads = layer.attention.self.num_attention_heads
+        head_dim = q.shape[0] // heads
+        unit = fq.sum(1) + fk.sum(1) + fv.sum(1) + fo.sum(0)
+        attention = torch.cat([_top(unit[h * head_dim:(h + 1) * head_dim],
+                                    head_dim // reduction) + h * head_dim for h in range(heads)])
+        ffn = _top(ffc1.sum(1) + ffc2.sum(0), fc1.shape[0] // reduction)
+        assert torch.equal(block.query.weight, q[attention][:, hidden])
+        assert torch.equal(block.value.weight, v[attention][:, hidden])
+        assert torch.equal(block.proj.weight, o[hidden][:, attention])
+        assert torch.equal(block.fc1.weight, fc1[ffn][:, hidden])
+        assert torch.equal(block.fc2.weight, fc2[hidden][:, ffn])
+    # Another start than magnitude pruning's, with the same random projections, and nothing
+    # of the backbone left trainable or holding a gradient.
+    after = side.state_dict()
+    assert not torch.equal(after["blocks.0.fc1.weight"], magnitude["blocks.0.fc1.weight"])
+    assert torch.equal(after["down.0.weight"], magnitude["down.0.weight"])
+    assert all(not p.requires_grad and p.grad is None for p in frozen.parameters())
+    assert all(p.requires_grad for p in side.parameters())
+
+
 def test_merge_last_mixes_in_the_backbones_own_features(minilm_backbone, text_batch):
     model, frozen, _ = _prepared(minilm_backbone)
     model.eval()
@@ -249,6 +315,10 @@ def test_refusals_name_the_option_and_the_backbone(tmp_path):
     with pytest.raises(AdaptlabError, match=r"reduction=0 .*minimum 1"):
         run(RunConfig(domain="wildlife", data=str(data), strategy="lst", out=str(out),
                       device="cpu", strategy_options={"reduction": 0}), progress=False)
+    assert not out.exists()
+    with pytest.raises(AdaptlabError, match=r"pruning='taylor' is not one of \['magnitude', 'fisher'\]"):
+        run(RunConfig(domain="wildlife", data=str(data), strategy="lst", out=str(out),
+                      device="cpu", strategy_options={"pruning": "taylor"}), progress=False)
     assert not out.exists()
 
     # A backbone no family fits is refused from the built model, also before the folder.
@@ -467,3 +537,28 @@ def test_a_run_recorded_before_the_last_gate_reloads_without_it(trained, tmp_pat
     assert loaded.strategy.config.merge_last is False
     with torch.no_grad():
         assert torch.equal(loaded.model(batch), model(batch))
+
+
+def test_a_fisher_pruned_run_reloads_to_its_logits(trained, image_data, tmp_path):
+    """The Fisher ranking runs once, on the training data at the run's start; a reload ranks
+    by magnitude (no data at hand) and must still rebuild the side the run trained."""
+    import json
+
+    from adaptlab import load_run
+
+    config = _config(image_data, tmp_path / "fisher")
+    config.strategy_options = {"pruning": "fisher", "fisher_samples": 5}
+    result = run(config, progress=False)
+    events = [json.loads(line) for line in
+              (result.run_dir / "events.jsonl").read_text().splitlines()]
+    assert [e["samples"] for e in events if e["event"] == "strategy_init"] == [5]
+    assert result.costs["reload_max_abs_diff"] == 0.0
+    loaded = load_run(result.run_dir, device="cpu")
+    weights = load_file(str(result.run_dir / "weights.safetensors"))
+    state = loaded.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in weights.items() if ".side." in k)
+    # The Fisher start is not magnitude pruning's: the same run without it trained another
+    # side.
+    plain = load_file(str(trained[0].run_dir / "weights.safetensors"))
+    assert any(not torch.equal(plain[k], weights[k]) for k in weights if ".side.blocks." in k)
+

@@ -153,6 +153,7 @@ class TrainingSession:
                      mechanism=enable_gradient_checkpointing(model, self.backbone.name))
         channels_last = use_channels_last(model, accelerator.device, self.config.channels_last)
         self._init_head(model, layer_map, loaders["eval_train"], accelerator.device, bus)
+        self._init_from_data(model, layer_map, loaders["eval_train"], accelerator.device, bus)
         cfg = self.config
         settings = TrainSettings(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  warmup_ratio=cfg.warmup_ratio, schedule=cfg.schedule,
@@ -220,6 +221,15 @@ class TrainingSession:
         model.to("cpu")
         if done:
             bus.emit("head_init", **done)
+
+    def _init_from_data(self, model, layer_map, loader, device, bus) -> None:
+        """The strategy's start from the training data (``Strategy.init_from_data``). The
+        random state is kept as it was (iterating a loader draws a seed), so the run trains
+        on the same batch order whatever its strategy's start."""
+        with torch.random.fork_rng(devices=[]):
+            done = self.strategy.init_from_data(model, layer_map, loader, self.task.loss, device)
+        if done:
+            bus.emit("strategy_init", **done)
 
     def _source_loader(self) -> DataLoader | None:
         if self.source_data is None:

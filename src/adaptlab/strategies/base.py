@@ -32,6 +32,8 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.schema import from_dict
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from adaptlab.costs.step_rates import StepRates
 
 WEIGHTS_FILE = "weights.safetensors"
@@ -249,6 +251,16 @@ class Strategy:
         run's starting weights; None means: the set after setup, at every step. A strategy
         whose trainable set changes during the run predicts it here; the planner counts each
         set the steps reach, as the cost meter keeps the peak over the steps taken."""
+        return None
+
+    def init_from_data(self, model: nn.Module, layer_map: LayerMap, batches: Iterable,
+                       loss: Callable, device) -> dict[str, Any] | None:
+        """A new run's start taken from its training data, after :meth:`setup` and the
+        head's start (LST's Fisher pruning): ``batches`` yields ``(inputs, labels)`` of the
+        training split unshuffled and unaugmented, ``loss(outputs, labels)`` is the task's.
+        Returns facts for the run's events, or None where it does nothing. Reloads never call
+        it, so what it sets must be saved state (weights); a resumed run's checkpoint replaces
+        it."""
         return None
 
     def train_mode(self, model: nn.Module) -> None:

@@ -56,7 +56,19 @@ class SideDesign:
     rungs: list[str] | None = None
 
 
-SideFamily = Callable[[nn.Module, list[nn.Module], int], "SideDesign | None"]
+@dataclass
+class UnitScores:
+    """What pruning ranks units by: a module shaped as the backbone, and its blocks, whose
+    weights hold each weight's importance. For magnitude pruning that is the backbone itself;
+    for Fisher pruning (:mod:`.fisher`) a copy holding each weight's squared gradients summed
+    over training samples. A family reads scores from here and copies weights from the
+    backbone, so the side's structure never depends on which ranking chose its units."""
+
+    backbone: nn.Module
+    blocks: list[nn.Module | None]
+
+
+SideFamily = Callable[[nn.Module, list[nn.Module], int, UnitScores], "SideDesign | None"]
 FAMILIES: dict[str, SideFamily] = {}
 
 
@@ -70,15 +82,16 @@ def side_family(name: str) -> Callable[[SideFamily], SideFamily]:
     return add
 
 
-def _transformer_design(blocks: list[nn.Module], reader, reduction: int, norm: nn.Module | None,
-                        **design) -> SideDesign | None:
+def _transformer_design(blocks: list[nn.Module], scores: UnitScores, reader, reduction: int,
+                        norm: nn.Module | None, **design) -> SideDesign | None:
     weights = [reader(block) for block in blocks]
     if not weights or any(w is None for w in weights):
         return None
+    ranked = [reader(block) for block in scores.blocks]
     width = weights[0].width
-    hidden = top_indices(hidden_scores(weights), side_width(width, reduction))
-    side = [side_transformer_block(w, select_transformer_units(w, hidden, reduction))
-            for w in weights]
+    hidden = top_indices(hidden_scores(ranked), side_width(width, reduction))
+    side = [side_transformer_block(w, select_transformer_units(r, hidden, reduction))
+            for w, r in zip(weights, ranked, strict=True)]
     taps = [width] * (len(blocks) + 1)
     final = pruned_layer_norm(norm, hidden) if isinstance(norm, nn.LayerNorm) else nn.Identity()
     return SideDesign(blocks=side, tap_widths=taps, side_widths=[len(hidden)] * len(taps),
@@ -86,42 +99,42 @@ def _transformer_design(blocks: list[nn.Module], reader, reduction: int, norm: n
 
 
 @side_family("hf-encoder")
-def hf_encoder_design(frozen: nn.Module, blocks: list[nn.Module], reduction: int
-                      ) -> SideDesign | None:
+def hf_encoder_design(frozen: nn.Module, blocks: list[nn.Module], reduction: int,
+                      scores: UnitScores) -> SideDesign | None:
     """A mean-pooled Hugging Face BERT-style encoder: the side is averaged over the
     attention mask, as the backbone pools (its blocks are post-norm: no final norm)."""
     from adaptlab.backbones.hf_encoders import MeanPooledEncoder
 
     if not isinstance(frozen, MeanPooledEncoder):
         return None
-    return _transformer_design(blocks, bert_layer_weights, reduction, None, pool="mask_mean",
-                               num_features=int(frozen.encoder.config.hidden_size),
+    return _transformer_design(blocks, scores, bert_layer_weights, reduction, None,
+                               pool="mask_mean", num_features=int(frozen.encoder.config.hidden_size),
                                mask_input="attention_mask")
 
 
 @side_family("timm-vit")
-def timm_vit_design(frozen: nn.Module, blocks: list[nn.Module], reduction: int
-                    ) -> SideDesign | None:
+def timm_vit_design(frozen: nn.Module, blocks: list[nn.Module], reduction: int,
+                    scores: UnitScores) -> SideDesign | None:
     """A timm ViT pooled by its class token or by the mean of its patch tokens, with its final
     norm pruned onto the side (a ViT with a norm after pooling, ``fc_norm``, is not one)."""
     pool = {"token": "cls", "avg": "token_mean"}.get(getattr(frozen, "global_pool", None))
     if pool is None or not isinstance(getattr(frozen, "fc_norm", None), nn.Identity):
         return None
-    return _transformer_design(blocks, timm_vit_block_weights, reduction,
+    return _transformer_design(blocks, scores, timm_vit_block_weights, reduction,
                                getattr(frozen, "norm", None), pool=pool,
                                num_features=int(frozen.num_features),
                                prefix_tokens=int(getattr(frozen, "num_prefix_tokens", 1)))
 
 
 @side_family("point-transformer")
-def point_transformer_design(frozen: nn.Module, blocks: list[nn.Module], reduction: int
-                             ) -> SideDesign | None:
+def point_transformer_design(frozen: nn.Module, blocks: list[nn.Module], reduction: int,
+                             scores: UnitScores) -> SideDesign | None:
     """Our point transformer: patch tokens normed, then max- and mean-pooled side by side."""
     from adaptlab.backbones.point_nets import PointPatchTransformer
 
     if not isinstance(frozen, PointPatchTransformer):
         return None
-    return _transformer_design(blocks, point_block_weights, reduction, frozen.norm,
+    return _transformer_design(blocks, scores, point_block_weights, reduction, frozen.norm,
                                pool="max_mean", num_features=int(frozen.num_features))
 
 
@@ -135,8 +148,8 @@ def _conv_channels(block: nn.Module, end: str) -> int:
 
 
 @side_family("timm-cnn")
-def timm_cnn_design(frozen: nn.Module, blocks: list[nn.Module], reduction: int
-                    ) -> SideDesign | None:
+def timm_cnn_design(frozen: nn.Module, blocks: list[nn.Module], reduction: int,
+                    scores: UnitScores) -> SideDesign | None:
     """A timm EfficientNet / MobileNet: each block (or stage) shadowed by itself narrowed to
     ``C / r`` channels, so side features change resolution where the backbone's do; the side
     map is averaged globally, as the backbone pools."""
@@ -145,10 +158,10 @@ def timm_cnn_design(frozen: nn.Module, blocks: list[nn.Module], reduction: int
     if not hasattr(frozen, "num_features"):
         return None
     first = _conv_channels(blocks[0], "in")
-    units = top_indices(conv_input_scores(blocks[0]), side_width(first, reduction))
+    units = top_indices(conv_input_scores(scores.blocks[0]), side_width(first, reduction))
     side, taps, widths = [], [first], [len(units)]
-    for block in blocks:
-        pruned, units = prune_conv_block(block, units, reduction)
+    for block, ranked in zip(blocks, scores.blocks, strict=True):
+        pruned, units = prune_conv_block(block, units, reduction, ranked)
         side.append(pruned)
         taps.append(_conv_channels(block, "out"))
         widths.append(len(units))
@@ -156,12 +169,15 @@ def timm_cnn_design(frozen: nn.Module, blocks: list[nn.Module], reduction: int
                       pool="map_mean", num_features=int(frozen.num_features), layout="map")
 
 
-def design_side(frozen: nn.Module, blocks: list[nn.Module], reduction: int) -> SideDesign:
-    """The first family that recognises ``frozen``; refuses a backbone none does."""
+def design_side(frozen: nn.Module, blocks: list[nn.Module], reduction: int,
+                scores: UnitScores | None = None) -> SideDesign:
+    """The first family that recognises ``frozen``, its units ranked by ``scores`` (by
+    default the weights' magnitudes); refuses a backbone none does."""
     from adaptlab.errors import AdaptlabError
 
+    scores = scores or UnitScores(frozen, blocks)
     for builder in FAMILIES.values():
-        design = builder(frozen, blocks, reduction)
+        design = builder(frozen, blocks, reduction, scores)
         if design is not None:
             return design
     raise AdaptlabError(f"strategy 'lst': backbone {type(frozen).__name__} has no ladder side "

@@ -1,10 +1,11 @@
 """Side weights from the backbone's own weights, pruned to the side's width.
 
-LST (Sung et al. 2022) initialises the side network from the backbone pruned by Fisher
-information over 1,024 training samples. Here the ranking is weight magnitude (the L1 norm of
-the rows and columns that read or write a unit) instead: ``apply`` runs on every reload
-(``load_run``, explain, export, the round-trip check) where no data is at hand, and must give
-the same structure each time, so the selection has to be a function of the weights alone.
+A unit is ranked by the L1 norm of the rows and columns that read or write it, taken of the
+weights themselves (magnitude pruning, what ``apply`` does: it runs on every reload, where no
+data is at hand) or of each weight's Fisher information (LST's own ranking, Sung et al. 2022,
+over 1,024 training samples: :mod:`.fisher`, once at the start of a new run). Either ranking
+selects the same number of units, so the side's shapes, and with them every reload, are the
+same; the functions here read scores and weights from separate modules for that reason.
 
 Every selection is sorted ascending, so a side unit keeps the relative order it had in the
 backbone, and ties are broken by position (a stable sort), so the indices are reproducible.
@@ -219,26 +220,28 @@ def conv_input_scores(block: nn.Module) -> torch.Tensor:
     return rows_l1(first.conv_dw.weight)  # depthwise: one filter per input channel
 
 
-def prune_conv_block(block: nn.Module, in_units: torch.Tensor, reduction: int
-                     ) -> tuple[nn.Module, torch.Tensor]:
+def prune_conv_block(block: nn.Module, in_units: torch.Tensor, reduction: int,
+                     ranked: nn.Module | None = None) -> tuple[nn.Module, torch.Tensor]:
     """A copy of a timm conv block (or a stage of them) narrowed to ``in_units`` of its input
-    and ``1/reduction`` of its other channels; returns it and the kept output channels. A
-    block with a residual shortcut keeps its input's channels as its output's, so the
-    shortcut still adds matching channels."""
+    and the ``1/reduction`` of its other channels that ``ranked`` (the block shaped module
+    holding the scores; by default the block itself) ranks highest; returns it and the kept
+    output channels. A block with a residual shortcut keeps its input's channels as its
+    output's, so the shortcut still adds matching channels."""
+    ranked = block if ranked is None else ranked
     if isinstance(block, nn.Sequential):
         blocks = []
-        for inner in block:
-            pruned, in_units = prune_conv_block(inner, in_units, reduction)
+        for inner, inner_ranked in zip(block, ranked, strict=True):
+            pruned, in_units = prune_conv_block(inner, in_units, reduction, inner_ranked)
             blocks.append(pruned)
         return nn.Sequential(*blocks), in_units
     out = copy.deepcopy(block)
     skip = bool(getattr(block, "has_skip", False))
     if _is_inverted_residual(block):
-        mid_scores = (rows_l1(block.conv_pw.weight) + rows_l1(block.conv_dw.weight)
-                      + columns_l1(block.conv_pwl.weight))
+        mid_scores = (rows_l1(ranked.conv_pw.weight) + rows_l1(ranked.conv_dw.weight)
+                      + columns_l1(ranked.conv_pwl.weight))
         mid = top_indices(mid_scores, side_width(block.conv_pw.out_channels, reduction))
         out_units = in_units if skip else top_indices(
-            rows_l1(block.conv_pwl.weight), side_width(block.conv_pwl.out_channels, reduction))
+            rows_l1(ranked.conv_pwl.weight), side_width(block.conv_pwl.out_channels, reduction))
         out.conv_pw = pruned_conv(block.conv_pw, mid, in_units)
         out.bn1 = pruned_batch_norm(block.bn1, mid)
         out.conv_dw = pruned_conv(block.conv_dw, mid, mid)
@@ -247,7 +250,7 @@ def prune_conv_block(block: nn.Module, in_units: torch.Tensor, reduction: int
         out.bn3 = pruned_batch_norm(block.bn3, out_units)
         return out, out_units
     out_units = in_units if skip else top_indices(
-        rows_l1(block.conv_pw.weight), side_width(block.conv_pw.out_channels, reduction))
+        rows_l1(ranked.conv_pw.weight), side_width(block.conv_pw.out_channels, reduction))
     out.conv_dw = pruned_conv(block.conv_dw, in_units, in_units)
     out.bn1 = pruned_batch_norm(block.bn1, in_units)
     out.conv_pw = pruned_conv(block.conv_pw, out_units, in_units)

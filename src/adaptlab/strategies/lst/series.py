@@ -20,7 +20,7 @@ import copy
 import torch
 from torch import nn
 
-from adaptlab.strategies.lst.families import SideDesign, side_family
+from adaptlab.strategies.lst.families import SideDesign, UnitScores, side_family
 from adaptlab.strategies.lst.pruning import (
     columns_l1,
     pruned_linear,
@@ -68,13 +68,14 @@ def _unit_scores(core: nn.Module, stages: list[nn.Module]) -> torch.Tensor:
     return scores
 
 
-def _narrowed_block(block: nn.Module, units: torch.Tensor, reduction: int) -> nn.Module:
+def _narrowed_block(block: nn.Module, units: torch.Tensor, reduction: int,
+                    ranked: nn.Module) -> nn.Module:
     """``block`` (Fracast's ``SelfSimilarBlock``) keeping ``units`` of its channels and the
-    strongest ``1/r`` of its SwiGLU's hidden units; a copy, so its forward stays the
-    package's own."""
+    ``1/r`` of its SwiGLU's hidden units ``ranked`` (its score-holding twin) ranks highest; a
+    copy, so its forward stays the package's own."""
     hidden = block.ffn.down.in_features
-    scores = rows_l1(block.ffn.up.weight[:hidden]) + rows_l1(block.ffn.up.weight[hidden:]) \
-        + columns_l1(block.ffn.down.weight)
+    scores = rows_l1(ranked.ffn.up.weight[:hidden]) + rows_l1(ranked.ffn.up.weight[hidden:]) \
+        + columns_l1(ranked.ffn.down.weight)
     inner = top_indices(scores, side_width(hidden, reduction))
     side = copy.deepcopy(block)
     side.d = len(units)
@@ -104,25 +105,29 @@ def _narrowed_scale(scale: nn.Module | None, units: torch.Tensor) -> nn.Module |
     return side
 
 
+def _stages(core: nn.Module) -> list[nn.Module]:
+    """The block each stage of the dilation ladder runs (one shared block, or one each)."""
+    return [core.block] * len(core.dilations()) if core.share_stages else list(core.blocks)
+
+
 @side_family("fracast")
-def fracast_design(frozen: nn.Module, blocks: list[nn.Module], reduction: int
-                   ) -> SideDesign | None:
+def fracast_design(frozen: nn.Module, blocks: list[nn.Module], reduction: int,
+                   scores: UnitScores) -> SideDesign | None:
     """Fracast (forecaster or pooled classification encoder): one side stage per dilation,
     rungs at the shared block's calls (or at each stage's own block when unshared)."""
     from adaptlab.backbones.fracast import FracastEncoder
 
     if not isinstance(frozen, FracastEncoder):
         return None
-    core = frozen.core
+    core, ranked_core = frozen.core, scores.backbone.core
     dilations = core.dilations()
-    if core.share_stages:
-        stages, rungs = [core.block] * len(dilations), ["core.block"]
-    else:
-        stages = list(core.blocks)
-        rungs = [f"core.blocks.{i}" for i in range(len(stages))]
-    units = top_indices(_unit_scores(core, stages), side_width(core.d, reduction))
-    side = [SideStage(_narrowed_scale(core.scale, units), _narrowed_block(block, units, reduction),
-                      dilation) for block, dilation in zip(stages, dilations, strict=True)]
+    stages, ranked_stages = _stages(core), _stages(ranked_core)
+    rungs = ["core.block"] if core.share_stages else \
+        [f"core.blocks.{i}" for i in range(len(stages))]
+    units = top_indices(_unit_scores(ranked_core, ranked_stages), side_width(core.d, reduction))
+    side = [SideStage(_narrowed_scale(core.scale, units),
+                      _narrowed_block(block, units, reduction, ranked), dilation)
+            for block, ranked, dilation in zip(stages, ranked_stages, dilations, strict=True)]
     widths = [core.d] * (len(side) + 1)
     return SideDesign(blocks=side, tap_widths=widths, side_widths=[len(units)] * len(widths),
                       norm=pruned_rms_norm(core.norm, units), pool="series",

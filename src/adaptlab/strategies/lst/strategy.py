@@ -18,7 +18,7 @@ from adaptlab.backbones.layer_map import LayerMap
 from adaptlab.errors import AdaptlabError
 from adaptlab.strategies.base import Strategy, StrategyConfig, set_requires_grad
 from adaptlab.strategies.lst import series  # noqa: F401 - registers the Fracast family
-from adaptlab.strategies.lst.families import design_side
+from adaptlab.strategies.lst.families import UnitScores, design_side
 from adaptlab.strategies.lst.ladder import LadderBackbone, SideNetwork
 from adaptlab.strategies.registry import register_strategy
 
@@ -39,6 +39,14 @@ class LstConfig(StrategyConfig):
         "help": "while training, the frozen backbone and the side blocks drop out at the "
                 "backbone's own rates, as the LST reference does (BERT-style encoders: 0.1; "
                 "backbones without dropout are unchanged)"})
+    pruning: str = field(default="magnitude", metadata={
+        "choices": ("magnitude", "fisher"),
+        "help": "which of the backbone's units the side starts from: those with the largest "
+                "weights, or with the most Fisher information on the training data (LST's "
+                "own ranking; one forward and backward per sample at the run's start)"})
+    fisher_samples: int = field(default=1024, metadata={
+        "min": 1, "max": 1_000_000,
+        "help": "training samples the Fisher ranking reads (LST uses 1,024)"})
     init_seed: int = field(default=0, metadata={
         "min": 0, "max": 2**31 - 1,
         "help": "seed of the side network's random parts (down- and up-projections)"})
@@ -86,30 +94,57 @@ class LadderSideTuning(Strategy):
                                 "tap")
         backbone_attribute(layer_map)
 
-    def _design(self, model: nn.Module, layer_map: LayerMap):
+    def _design(self, model: nn.Module, layer_map: LayerMap, frozen: nn.Module | None = None,
+                scored: nn.Module | None = None):
+        """The side for ``frozen`` (by default the model's backbone), its units ranked by the
+        weights of ``scored`` (a module shaped as the backbone; by default the backbone)."""
         attribute = backbone_attribute(layer_map)
-        frozen = getattr(model, attribute)
+        frozen = getattr(model, attribute) if frozen is None else frozen
         own_map = unprefixed(layer_map, attribute)
         blocks = [_block_module(frozen, block) for block in own_map.blocks]
+        scores = None if scored is None else UnitScores(
+            scored, [_block_module(scored, block) for block in own_map.blocks])
         # New layers draw their (overwritten) initial weights from the RNG: keep the global
         # stream untouched, so applying the strategy changes nothing about training's draws.
         with torch.random.fork_rng(devices=[]):
-            design = design_side(frozen, blocks, self.config.reduction)
+            design = design_side(frozen, blocks, self.config.reduction, scores)
         return attribute, frozen, own_map, design
+
+    def _side(self, design) -> SideNetwork:
+        side = SideNetwork(design, self.config.init_seed, self.config.merge_last)
+        if not self.config.dropout:
+            for module in side.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = 0.0
+        return side
 
     def check_model(self, model: nn.Module, layer_map: LayerMap) -> None:
         self._design(model, layer_map)  # a backbone no family recognises is refused here
 
     def apply(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
         attribute, frozen, own_map, design = self._design(model, layer_map)
-        side = SideNetwork(design, self.config.init_seed, self.config.merge_last)
-        if not self.config.dropout:
-            for module in side.modules():
-                if isinstance(module, nn.Dropout):
-                    module.p = 0.0
+        side = self._side(design)
         setattr(model, attribute, LadderBackbone(frozen, own_map, side, design.mask_input,
                                                  design.rungs, self.config.dropout))
         return model
+
+    def init_from_data(self, model: nn.Module, layer_map: LayerMap, batches, loss, device
+                       ) -> dict | None:
+        """With ``pruning=fisher``: the side network started again from the backbone's units
+        ranked by their Fisher information on the training data. The side's shapes and its
+        random parts (projections, from ``init_seed``) are those :meth:`apply` built, so a
+        reload, which ranks by magnitude, loads the trained side into the same structure."""
+        if self.config.pruning != "fisher":
+            return None
+        from adaptlab.strategies.lst.fisher import fisher_importance
+
+        attribute = backbone_attribute(layer_map)
+        ladder = getattr(model, attribute)
+        scored, used = fisher_importance(model, attribute, ladder.frozen, batches, loss, device,
+                                         self.config.fisher_samples)
+        design = self._design(model, layer_map, ladder.frozen, scored)[3]
+        ladder.side.load_state_dict(self._side(design).state_dict())
+        return {"pruning": "fisher", "samples": used}
 
     def select_trainable(self, model: nn.Module, layer_map: LayerMap) -> None:
         set_requires_grad([model], False)
