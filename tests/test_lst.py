@@ -1,7 +1,7 @@
 """Ladder side-tuning (lst): the frozen backbone saves nothing for backward, exactly the side
 network and the head train, the side starts from the backbone's own weights at the indices
-magnitude pruning selects, a run resumed mid-epoch ends bit-identical, bad options and
-backbones are refused by name."""
+magnitude pruning (or, with ``pruning=fisher``, the Fisher information) selects, a run resumed
+mid-epoch ends bit-identical, bad options and backbones are refused by name."""
 
 from __future__ import annotations
 
