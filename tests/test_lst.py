@@ -263,6 +263,23 @@ def test_merge_last_mixes_in_the_backbones_own_features(minilm_backbone, text_ba
         assert torch.allclose(unmerged.eval()(text_batch), opened, atol=1e-6)
 
 
+def test_a_zero_started_up_projection_adds_nothing_until_it_trains(minilm_backbone, text_batch):
+    model, frozen, _ = _prepared(minilm_backbone, up_init="zero")
+    random_up, _, _ = _prepared(minilm_backbone)
+    side = model.backbone.side
+    with torch.no_grad():
+        # At the start the head reads half of the backbone's features (the last gate at one
+        # half) and nothing of the side; the rest of the side is the default's, draw for draw.
+        expected = model.task_head(0.5 * frozen(**text_batch))
+        assert torch.allclose(model.eval()(text_batch), expected, atol=1e-6)
+    state, default = side.state_dict(), random_up.backbone.side.state_dict()
+    assert [k for k in state if not torch.equal(state[k], default[k])] == ["up.weight", "up.bias"]
+    # One step moves the up-projection off zero: the side starts to add to the features.
+    model.train()
+    nn.functional.cross_entropy(model(text_batch), torch.tensor([0, 1, 2, 0, 1, 2])).backward()
+    assert side.up.weight.grad.abs().sum() > 0
+
+
 def test_dropout_at_the_backbones_rates_while_training(minilm_backbone, text_batch):
     """The side blocks drop out at the rates of the encoder's config, and the frozen encoder
     drops out too while training (as the reference's frozen T5 does); in eval mode, and with

@@ -54,7 +54,8 @@ class SideNetwork(nn.Module):
     3 epochs: training accuracy 0.370 against 0.598). A ``series`` side is already added to
     the backbone's states (a correction from zero), so the option changes nothing there."""
 
-    def __init__(self, design: SideDesign, init_seed: int, merge_last: bool = False) -> None:
+    def __init__(self, design: SideDesign, init_seed: int, merge_last: bool = False,
+                 zero_up: bool = False) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(design.blocks)
         self.norm = design.norm
@@ -72,7 +73,10 @@ class SideNetwork(nn.Module):
                 nn.Conv2d(tap, side, 1) if design.layout == "map" else nn.Linear(tap, side)
                 for tap, side in zip(design.tap_widths, design.side_widths, strict=True))
             self.up = nn.Linear(pooled, design.num_features)
-        if design.pool == "series":  # a correction to the backbone's states, from zero
+        # A correction to the backbone's states, from zero; or, asked for (``zero_up``), a
+        # side that starts by adding nothing, so the head first reads the backbone's own
+        # features (through the last gate) instead of a random projection beside them.
+        if design.pool == "series" or zero_up:
             nn.init.zeros_(self.up.weight)
             nn.init.zeros_(self.up.bias)
 

@@ -39,6 +39,11 @@ class LstConfig(StrategyConfig):
         "help": "while training, the frozen backbone and the side blocks drop out at the "
                 "backbone's own rates, as the LST reference does (BERT-style encoders: 0.1; "
                 "backbones without dropout are unchanged)"})
+    up_init: str = field(default="random", metadata={
+        "choices": ("random", "zero"),
+        "help": "the side's up-projection to the backbone's feature size starts random (the "
+                "LST reference) or at zero, so the side starts by adding nothing to what the "
+                "head reads"})
     pruning: str = field(default="magnitude", metadata={
         "choices": ("magnitude", "fisher"),
         "help": "which of the backbone's units the side starts from: those with the largest "
@@ -111,7 +116,8 @@ class LadderSideTuning(Strategy):
         return attribute, frozen, own_map, design
 
     def _side(self, design) -> SideNetwork:
-        side = SideNetwork(design, self.config.init_seed, self.config.merge_last)
+        side = SideNetwork(design, self.config.init_seed, self.config.merge_last,
+                           self.config.up_init == "zero")
         if not self.config.dropout:
             for module in side.modules():
                 if isinstance(module, nn.Dropout):
