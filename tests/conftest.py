@@ -1,4 +1,5 @@
-"""Shared fixtures: small image folders generated on the fly, and CLI helpers."""
+"""Shared fixtures: small image folders generated on the fly, the MiniLM code encoder and a
+batch of code for it, and CLI helpers."""
 
 from __future__ import annotations
 
@@ -62,6 +63,26 @@ def write_shape_folder(root: Path, counts: tuple[int, ...] = (6, 6, 6)) -> Path:
 @pytest.fixture
 def colour_folder(tmp_path: Path) -> Path:
     return write_colour_folder(tmp_path / "data")
+
+
+@pytest.fixture(scope="module")
+def minilm_backbone():
+    """The offline MiniLM code encoder, built once per test module (tests adapt copies)."""
+    from adaptlab.backbones.hf_encoders import minilm
+
+    return minilm()
+
+
+CODE_SNIPPETS = [f"def f{i}(x):\n    return x * {i} + sum(range({i}))  # helper {'n' * i}"
+                 for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def text_batch(minilm_backbone):
+    """Six code snippets tokenised for MiniLM, padded: the attention mask matters."""
+    tokens = minilm_backbone.tokenizer(CODE_SNIPPETS, padding=True, return_tensors="pt")
+    assert (tokens["attention_mask"] == 0).any()
+    return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
 
 
 @pytest.fixture(scope="session")

@@ -59,13 +59,6 @@ def planted(tiny_lm) -> SplitDataset:
                         task_options={"language_model": str(tiny_lm)})
 
 
-@pytest.fixture(scope="module")
-def minilm_backbone():
-    from adaptlab.backbones.hf_encoders import minilm
-
-    return minilm()
-
-
 def _loader(data: SplitDataset, split: str, backbone, batch_size: int = 16) -> DataLoader:
     dataset = make_torch_dataset(data, split, backbone, False)
     return DataLoader(dataset, batch_size=batch_size, collate_fn=dataset.collate)

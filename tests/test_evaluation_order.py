@@ -45,13 +45,6 @@ def _data() -> SplitDataset:
                         modality="text", task="classification")
 
 
-@pytest.fixture(scope="module")
-def minilm_backbone():
-    from adaptlab.backbones.hf_encoders import minilm
-
-    return minilm()
-
-
 def _loaders(data, backbone) -> dict[str, DataLoader]:
     """The session's evaluation loaders: in order, per-batch padding."""
     datasets = {split: make_torch_dataset(data, split, backbone, False) for split in SPLITS}

@@ -31,13 +31,6 @@ HEAD_FLOOR = 3e-3
 BLOCK = re.compile(r"\.encoder\.layer\.(\d+)\.")  # MiniLM's repeated BertLayer stack
 
 
-@pytest.fixture(scope="module")
-def minilm_backbone():
-    from adaptlab.backbones.hf_encoders import minilm
-
-    return minilm()
-
-
 def _set_up(backbone, strategy: str, seed: int = 0, **options):
     """A fresh 3-class task model (own copy of the pre-trained backbone) with ``strategy``
     set up under torch seed ``seed``, as a run seeds it."""

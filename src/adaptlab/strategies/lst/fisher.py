@@ -5,8 +5,7 @@ A weight's importance is the diagonal of the empirical Fisher information: its s
 gradient of the task loss, summed over training samples taken one at a time (the reference
 draws 1,024 at batch size 1), through the pre-trained backbone and the task head as the run
 starts them. A unit is then ranked by the L1 norm of the importances of the rows and columns
-that read or write it, as magnitude pruning ranks it by its weights
-(:mod:`.pruning`).
+that read or write it, as magnitude pruning ranks it by its weights (:mod:`.pruning`).
 
 No library computes this: peft and torch's pruning utilities rank weights by magnitude, and
 the reference's code is written against its own T5 and LXMERT models.
@@ -38,8 +37,7 @@ def fisher_importance(model: nn.Module, attribute: str, frozen: nn.Module,
     back afterwards with every ``requires_grad`` and the training mode as they were."""
     ladder = getattr(model, attribute)
     params = dict(frozen.named_parameters())
-    flags = {p: p.requires_grad for p in model.parameters()} | \
-        {p: p.requires_grad for p in params.values()}
+    flags = {p: p.requires_grad for p in model.parameters()}  # the ladder holds ``frozen``
     sums = {name: torch.zeros_like(p, device=device) for name, p in params.items()}
     was_training = model.training
     setattr(model, attribute, frozen)
