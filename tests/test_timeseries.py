@@ -190,11 +190,13 @@ def test_user_csv_forecast_end_to_end(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_adapted_forecaster_beats_zero_shot(tmp_path):
-    """The demo's own settings (full fine-tuning, 512 training windows, 3 epochs)."""
+    """The demo's settings (full fine-tuning, 3 epochs) on half its 512 training windows: the
+    full run (MASE 0.733 over three seeds against zero-shot 0.750) is in BENCHMARKS and takes
+    twice as long."""
     from adaptlab.run import config_for, run
 
     result = run(config_for("timeseries", strategy="full", out=str(tmp_path / "full"),
-                            device="cpu"), progress=False)
+                            device="cpu", train_samples=256), progress=False)
     test, zero_shot = result.metrics["final"]["test"], result.metrics["baseline"]["test"]
     naive = result.metrics["reference"]["seasonal_naive"]["test"]
     assert zero_shot["mase"] < naive["mase"]  # the pre-trained model is a real forecaster
