@@ -2,8 +2,11 @@
 down-projections and learned gates into a narrow side network (LST, Sung et al. 2022).
 
 Per backbone block ``i``: ``side = g_i * side_block_i(side) + (1 - g_i) * down_{i+1}(h_{i+1})``
-with ``g_i = sigmoid(alpha_i / T)``, ``alpha_i`` trainable from 0 and ``T = 0.1``; the side
-starts from ``down_0`` of block 0's input (the embeddings' output). Its last state is pooled as
+with ``g_i = sigmoid(alpha_i / T)``, ``alpha_i`` trainable from 0 and ``T = 0.1``, ``h_{i+1}``
+block ``i``'s output; or, with ``tap_order=before`` (the LST reference's runs),
+``side = side_block_i(g_i * side + (1 - g_i) * down_{i+1}(h_{i+1}))``. The side starts from
+``down_0`` of block 0's input (the embeddings' output); blocks left out of ``side_layers``
+have no side block and no rung. Its last state is pooled as
 the backbone pools and up-projected to the backbone's feature size, so the task head reads it
 as it would read the backbone's pooled features. A backbone whose heads read per-step states
 (Fracast, :mod:`.series`) gets the side's per-step correction added to its own final states.
@@ -55,13 +58,18 @@ class SideNetwork(nn.Module):
     the backbone's states (a correction from zero), so the option changes nothing there."""
 
     def __init__(self, design: SideDesign, init_seed: int, merge_last: bool = False,
-                 zero_up: bool = False) -> None:
+                 zero_up: bool = False, kept: list[int] | None = None,
+                 tap_before: bool = False) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(design.blocks)
+        # Blocks the side shadows (``side_layers``); a dropped block has no side block, no
+        # rung and no gate: the side's state passes it by.
+        self.kept = list(range(len(design.blocks))) if kept is None else list(kept)
+        self.tap_before = tap_before
+        self.blocks = nn.ModuleList(design.blocks[index] for index in self.kept)
         self.norm = design.norm
         self.pool_rule, self.prefix_tokens = design.pool, design.prefix_tokens
         self.takes_mask = design.mask_input is not None
-        self.gate_alpha = nn.Parameter(torch.zeros(len(design.blocks)))
+        self.gate_alpha = nn.Parameter(torch.zeros(len(self.kept)))
         self.merge_alpha = (nn.Parameter(torch.zeros(1))
                             if merge_last and design.pool != "series" else None)
         pooled = design.side_widths[-1] * (2 if design.pool == "max_mean" else 1)
@@ -69,9 +77,12 @@ class SideNetwork(nn.Module):
         # on a fresh model builds the same side network every time (a reload, an export).
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
+            rungs = [0, *(index + 1 for index in self.kept)]
             self.down = nn.ModuleList(
-                nn.Conv2d(tap, side, 1) if design.layout == "map" else nn.Linear(tap, side)
-                for tap, side in zip(design.tap_widths, design.side_widths, strict=True))
+                nn.Conv2d(design.tap_widths[rung], design.side_widths[rung], 1)
+                if design.layout == "map"
+                else nn.Linear(design.tap_widths[rung], design.side_widths[rung])
+                for rung in rungs)
             self.up = nn.Linear(pooled, design.num_features)
         # A correction to the backbone's states, from zero; or, asked for (``zero_up``), a
         # side that starts by adding nothing, so the head first reads the backbone's own
@@ -91,10 +102,13 @@ class SideNetwork(nn.Module):
         for the ``series`` layout)."""
         gates = self.gates()
         side = self.down[0](taps[0])
-        for index, block in enumerate(self.blocks):
+        for position, (index, block) in enumerate(zip(self.kept, self.blocks, strict=True)):
+            gate, rung = gates[position], self.down[position + 1](taps[index + 1])
+            if self.tap_before:
+                side = gate * side + (1 - gate) * rung
             side = block(side, keep) if self.takes_mask else block(side)
-            side = gates[index] * side + (1 - gates[index]) * self.down[index + 1](
-                taps[index + 1])
+            if not self.tap_before:
+                side = gate * side + (1 - gate) * rung
         if self.pool_rule == "series":
             return self.up(self.norm(side))
         out = self.up(pool(self.norm(side), self.pool_rule, keep, self.prefix_tokens))

@@ -52,6 +52,17 @@ class LstConfig(StrategyConfig):
     fisher_samples: int = field(default=1024, metadata={
         "min": 1, "max": 1_000_000,
         "help": "training samples the Fisher ranking reads (LST uses 1,024)"})
+    tap_order: str = field(default="after", metadata={
+        "choices": ("after", "before"),
+        "help": "where a block's backbone output joins the side: after the side block "
+                "shadowing it (the side's own state goes through its block first), or "
+                "before it, so the side block reads the backbone's output (the LST "
+                "reference's runs, add_residual_after=false); token and series sides only"})
+    side_layers: str = field(default="all", metadata={
+        "help": "the backbone blocks (0-based, comma-separated, e.g. 1,2,3,5) the side "
+                "shadows with a block and a rung, or all; dropping some saves their "
+                "activations (the LST reference drops blocks 0, 4 and 8 of T5-base's 12); "
+                "token and series sides only"})
     init_seed: int = field(default=0, metadata={
         "min": 0, "max": 2**31 - 1,
         "help": "seed of the side network's random parts (down- and up-projections)"})
@@ -98,6 +109,7 @@ class LadderSideTuning(Strategy):
             raise AdaptlabError("strategy 'lst': the backbone's layer map has no blocks to "
                                 "tap")
         backbone_attribute(layer_map)
+        kept_blocks(self.config.side_layers, layer_map.num_blocks)
 
     def _design(self, model: nn.Module, layer_map: LayerMap, frozen: nn.Module | None = None,
                 scored: nn.Module | None = None):
@@ -116,8 +128,17 @@ class LadderSideTuning(Strategy):
         return attribute, frozen, own_map, design
 
     def _side(self, design) -> SideNetwork:
+        kept = kept_blocks(self.config.side_layers, len(design.blocks))
+        if design.layout == "map" and (self.config.tap_order == "before"
+                                       or len(kept) < len(design.blocks)):
+            raise AdaptlabError(
+                "strategy 'lst': tap_order=before and side_layers need a side whose width "
+                "stays the same through its blocks; this backbone's stages change width and "
+                "resolution, so every stage keeps its side block (use tap_order=after, "
+                "side_layers=all)")
         side = SideNetwork(design, self.config.init_seed, self.config.merge_last,
-                           self.config.up_init == "zero")
+                           self.config.up_init == "zero", kept,
+                           self.config.tap_order == "before")
         if not self.config.dropout:
             for module in side.modules():
                 if isinstance(module, nn.Dropout):
@@ -125,7 +146,8 @@ class LadderSideTuning(Strategy):
         return side
 
     def check_model(self, model: nn.Module, layer_map: LayerMap) -> None:
-        self._design(model, layer_map)  # a backbone no family recognises is refused here
+        # A backbone no family recognises, or options its family cannot take, refused here.
+        self._side(self._design(model, layer_map)[3])
 
     def apply(self, model: nn.Module, layer_map: LayerMap) -> nn.Module:
         attribute, frozen, own_map, design = self._design(model, layer_map)
@@ -162,6 +184,26 @@ class LadderSideTuning(Strategy):
     def merged_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         raise AdaptlabError("strategy 'lst': a ladder side network cannot be folded into the "
                             "base model's weights (nothing to merge; export the run as it is)")
+
+
+def kept_blocks(side_layers: str, num_blocks: int) -> list[int]:
+    """The block indices ``side_layers`` names (``all``, or 0-based comma-separated
+    indices), ascending; refused by value where it names none, a block twice, or one the
+    backbone lacks."""
+    if side_layers.strip() == "all":
+        return list(range(num_blocks))
+    try:
+        kept = [int(part) for part in side_layers.split(",")]
+    except ValueError:
+        raise AdaptlabError(f"strategy 'lst': side_layers={side_layers!r} is not 'all' or "
+                            "comma-separated block indices (e.g. 1,2,3,5)") from None
+    wrong = [index for index in kept if not 0 <= index < num_blocks]
+    if wrong or len(set(kept)) != len(kept):
+        raise AdaptlabError(f"strategy 'lst': side_layers={side_layers!r}: "
+                            + (f"block {wrong[0]} is out of range for a backbone with "
+                               f"{num_blocks} blocks (0..{num_blocks - 1})" if wrong
+                               else "names a block twice"))
+    return sorted(kept)
 
 
 def _block_module(frozen: nn.Module, entries: list[str]) -> nn.Module | None:
