@@ -114,9 +114,10 @@ def test_dropped_layers_have_no_side_block_rung_or_gate(minilm_backbone, text_ba
 
 
 def test_bad_side_layers_and_orders_are_refused_by_value(minilm_backbone, tmp_path):
-    for value, message in (("6", r"side_layers='6': block 6 is out of range for a backbone "
-                                 r"with 6 blocks \(0\.\.5\)"),
+    for value, message in (("6", r"side_layers='6': block 6 is out of range: this backbone's "
+                                 r"side shadows 6 blocks \(0\.\.5\)"),
                            ("1,1", r"side_layers='1,1': names a block twice"),
+                           ("-1", r"side_layers='-1': block -1 is out of range"),
                            ("first", r"side_layers='first' is not 'all' or comma-separated")):
         with pytest.raises(AdaptlabError, match=message):
             prepared(minilm_backbone, side_layers=value)

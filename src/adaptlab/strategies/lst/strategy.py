@@ -109,7 +109,9 @@ class LadderSideTuning(Strategy):
             raise AdaptlabError("strategy 'lst': the backbone's layer map has no blocks to "
                                 "tap")
         backbone_attribute(layer_map)
-        kept_blocks(self.config.side_layers, layer_map.num_blocks)
+        # Its form here; its range from the built side (check_model): Fracast's rungs are
+        # the calls of its one shared block, so the layer map does not count them.
+        kept_blocks(self.config.side_layers, None)
 
     def _design(self, model: nn.Module, layer_map: LayerMap, frozen: nn.Module | None = None,
                 scored: nn.Module | None = None):
@@ -186,22 +188,24 @@ class LadderSideTuning(Strategy):
                             "base model's weights (nothing to merge; export the run as it is)")
 
 
-def kept_blocks(side_layers: str, num_blocks: int) -> list[int]:
+def kept_blocks(side_layers: str, num_blocks: int | None) -> list[int]:
     """The block indices ``side_layers`` names (``all``, or 0-based comma-separated
-    indices), ascending; refused by value where it names none, a block twice, or one the
-    backbone lacks."""
+    indices), ascending; refused by value where it names none, a block twice, or (given
+    ``num_blocks``, the side's full count) one the side does not have."""
     if side_layers.strip() == "all":
-        return list(range(num_blocks))
+        return list(range(num_blocks or 0))
     try:
         kept = [int(part) for part in side_layers.split(",")]
     except ValueError:
         raise AdaptlabError(f"strategy 'lst': side_layers={side_layers!r} is not 'all' or "
                             "comma-separated block indices (e.g. 1,2,3,5)") from None
-    wrong = [index for index in kept if not 0 <= index < num_blocks]
+    wrong = [index for index in kept
+             if index < 0 or (num_blocks is not None and index >= num_blocks)]
     if wrong or len(set(kept)) != len(kept):
+        within = "" if num_blocks is None else f" (0..{num_blocks - 1})"
         raise AdaptlabError(f"strategy 'lst': side_layers={side_layers!r}: "
-                            + (f"block {wrong[0]} is out of range for a backbone with "
-                               f"{num_blocks} blocks (0..{num_blocks - 1})" if wrong
+                            + (f"block {wrong[0]} is out of range: this backbone's side "
+                               f"shadows {num_blocks} blocks{within}" if wrong
                                else "names a block twice"))
     return sorted(kept)
 
