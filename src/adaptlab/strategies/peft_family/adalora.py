@@ -223,6 +223,32 @@ class AdaloraStrategy(PeftStrategy):
             return {}
         return {name.split(".lora_E")[0]: int(sum(kept)) for name, kept in pattern.items()}
 
+    def _saved_quietly(self, model: nn.Module, out_dir: Path) -> dict[str, Any]:
+        """peft's compact adapter, saved. A layer AdaLoRA cut to no kept rank holds a ``lora_A`` of
+        shape ``(0, in)`` and a ``lora_B`` of ``(out, 0)``, which peft's save takes for
+        shards that were never gathered (ZeRO-3, FSDP) and warns of; a sharded run's adapter
+        is gathered before it is saved. That warning is kept out of the user's log only when
+        the saved file shows every such tensor empty along its rank and nothing else."""
+        import warnings
+
+        from peft.utils.warning import PeftWarning
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            saved = PeftStrategy.save_final(self, model, out_dir)
+        tensors = self.final_tensors(out_dir)
+        only_emptied_ranks = all(
+            (tensor.dim() == 2 and ((".lora_A" in name and tensor.shape[0] == 0 < tensor.shape[1])
+                                    or (".lora_B" in name and tensor.shape[1] == 0 < tensor.shape[0])))
+            for name, tensor in tensors.items() if 0 in tensor.shape or tensor.dim() < 2
+            if ".lora_A" in name or ".lora_B" in name)
+        for warning in caught:
+            if not (only_emptied_ranks and issubclass(warning.category, PeftWarning)
+                    and "have invalid shape" in str(warning.message)):
+                warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                       warning.lineno)
+        return saved
+
     # -- state that must survive a resume --------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         pattern = self._config.rank_pattern if self.model is not None else None
@@ -291,7 +317,7 @@ class AdaloraStrategy(PeftStrategy):
                                    for name, kept in config.rank_pattern.items()}
         pattern = dict(config.rank_pattern) if config.rank_pattern else None
         try:
-            return super().save_final(model, out_dir)
+            return self._saved_quietly(model, out_dir)
         finally:
             config.rank_pattern = pattern  # peft renames the pattern's keys while saving
 
