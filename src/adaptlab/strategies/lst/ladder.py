@@ -6,9 +6,9 @@ with ``g_i = sigmoid(alpha_i / T)``, ``alpha_i`` trainable from 0 and ``T = 0.1`
 block ``i``'s output; or, with ``tap_order=before`` (the LST reference's runs),
 ``side = side_block_i(g_i * side + (1 - g_i) * down_{i+1}(h_{i+1}))``. The side starts from
 ``down_0`` of block 0's input (the embeddings' output); blocks left out of ``side_layers``
-have no side block and no rung. Its last state is pooled as
-the backbone pools and up-projected to the backbone's feature size, so the task head reads it
-as it would read the backbone's pooled features. A backbone whose heads read per-step states
+have no side block and no rung. Its last state is pooled as the backbone pools and
+up-projected to the backbone's feature size, so the task head reads it as it would read the
+backbone's pooled features. A backbone whose heads read per-step states
 (Fracast, :mod:`.series`) gets the side's per-step correction added to its own final states.
 """
 

@@ -224,11 +224,12 @@ class AdaloraStrategy(PeftStrategy):
         return {name.split(".lora_E")[0]: int(sum(kept)) for name, kept in pattern.items()}
 
     def _saved_quietly(self, model: nn.Module, out_dir: Path) -> dict[str, Any]:
-        """peft's compact adapter, saved. A layer AdaLoRA cut to no kept rank holds a ``lora_A`` of
-        shape ``(0, in)`` and a ``lora_B`` of ``(out, 0)``, which peft's save takes for
-        shards that were never gathered (ZeRO-3, FSDP) and warns of; a sharded run's adapter
-        is gathered before it is saved. That warning is kept out of the user's log only when
-        the saved file shows every such tensor empty along its rank and nothing else."""
+        """peft's compact adapter, saved. A layer AdaLoRA cut to no kept rank holds a
+        ``lora_A`` of shape ``(0, in)`` and a ``lora_B`` of ``(out, 0)``, which peft's save
+        takes for shards that were never gathered (ZeRO-3, FSDP) and warns of; a sharded
+        run's adapter is gathered before it is saved. That warning is kept out of the user's
+        log only when the saved file shows every such tensor empty along its rank and nothing
+        else."""
         import warnings
 
         from peft.utils.warning import PeftWarning
@@ -236,12 +237,13 @@ class AdaloraStrategy(PeftStrategy):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             saved = PeftStrategy.save_final(self, model, out_dir)
-        tensors = self.final_tensors(out_dir)
+        empty = [(name, tuple(tensor.shape))
+                 for name, tensor in self.final_tensors(out_dir).items() if (".lora_A" in name or ".lora_B" in name)
+                 and (tensor.dim() < 2 or 0 in tensor.shape)]
         only_emptied_ranks = all(
-            (tensor.dim() == 2 and ((".lora_A" in name and tensor.shape[0] == 0 < tensor.shape[1])
-                                    or (".lora_B" in name and tensor.shape[1] == 0 < tensor.shape[0])))
-            for name, tensor in tensors.items() if 0 in tensor.shape or tensor.dim() < 2
-            if ".lora_A" in name or ".lora_B" in name)
+            len(shape) == 2 and ((".lora_A" in name and shape[0] == 0 < shape[1])
+                                 or (".lora_B" in name and shape[1] == 0 < shape[0]))
+            for name, shape in empty)
         for warning in caught:
             if not (only_emptied_ranks and issubclass(warning.category, PeftWarning)
                     and "have invalid shape" in str(warning.message)):
