@@ -238,7 +238,8 @@ class AdaloraStrategy(PeftStrategy):
             warnings.simplefilter("always")
             saved = PeftStrategy.save_final(self, model, out_dir)
         empty = [(name, tuple(tensor.shape))
-                 for name, tensor in self.final_tensors(out_dir).items() if (".lora_A" in name or ".lora_B" in name)
+                 for name, tensor in self.final_tensors(out_dir).items()
+                 if (".lora_A" in name or ".lora_B" in name)
                  and (tensor.dim() < 2 or 0 in tensor.shape)]
         only_emptied_ranks = all(
             len(shape) == 2 and ((".lora_A" in name and shape[0] == 0 < shape[1])
