@@ -233,6 +233,26 @@ def test_conv_methods_reload_and_merge_on_a_cnn(method, cnn_weights, tmp_path):
     assert torch.allclose(_logits(plain, batch), expected, atol=1e-4)
 
 
+def test_oft_says_once_where_peft_moved_its_block_size(cnn_weights):
+    """peft warns per layer whose input width the block size does not divide; the run's log
+    gets one line naming how many layers and the sizes peft used (read from the built model)."""
+    from peft.tuners.oft.layer import OFTLayer
+
+    model, layer_map = fresh_cnn(cnn_weights)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        adapted = get_strategy_class("oft").from_options({}).setup(model, layer_map)
+    moved = sorted(layer.oft_block_size["default"] for layer in adapted.modules()
+                   if isinstance(layer, OFTLayer) and layer.oft_block_size["default"] != 32)
+    assert moved  # this CNN has layers 32 does not divide
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "Invalid `oft_block_size`" in m]
+    ours = [m for m in messages if m.startswith("strategy 'oft': block_size=32")]
+    assert ours == [f"strategy 'oft': block_size=32 does not divide the input width of "
+                    f"{len(moved)} adapted layers; peft uses "
+                    f"{', '.join(map(str, sorted(set(moved))))} there"]
+
+
 def test_oft_on_dgcnn_edge_features(tmp_path):
     """DGCNN's Linear layers read 4-D edge features, which peft 0.21's OFT takes for a
     convolution's input; the strategy rotates them on their last dimension."""

@@ -4,12 +4,17 @@ neurons, the pre-trained model's hyperspherical energy."""
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass, field
 
 from torch import nn
 
 from adaptlab.strategies.peft_family.base import PeftStrategy, PeftStrategyConfig
 from adaptlab.strategies.registry import register_strategy
+
+# peft 0.21's per-layer message when it moves the block size (tuners/oft/layer.py).
+_ADJUSTED = re.compile(r"Invalid `oft_block_size` \(\d+\)! Adjusted `oft_block_size` to \((\d+)\)")
 
 
 @dataclass
@@ -46,7 +51,23 @@ class OftStrategy(PeftStrategy):
         return "Linear, Conv2d (1x1 kernels, groups=1) and Embedding layers"
 
     def apply(self, model: nn.Module, layer_map) -> nn.Module:
-        model = super().apply(model, layer_map)
+        # peft warns once per layer whose input width block_size does not divide, as it moves
+        # the block to a divisor there: one line in our words says it for all of them.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = super().apply(model, layer_map)
+        adjusted = []
+        for warning in caught:
+            found = _ADJUSTED.search(str(warning.message))
+            if found:
+                adjusted.append(int(found.group(1)))
+            else:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                       warning.lineno)
+        if adjusted:
+            warnings.warn(f"strategy 'oft': block_size={self.config.block_size} does not divide "
+                          f"the input width of {len(adjusted)} adapted layers; peft uses "
+                          f"{', '.join(map(str, sorted(set(adjusted))))} there", stacklevel=2)
         flatten_linear_inputs(model)
         return model
 
