@@ -30,7 +30,7 @@ from torch import nn
 from adaptlab.engine.callbacks import EngineCallback, HookContext
 from adaptlab.engine.sharding import gathered, is_sharded, like
 from adaptlab.errors import AdaptlabError
-from adaptlab.strategies.peft_family.base import PeftStrategy, PeftStrategyConfig
+from adaptlab.strategies.peft_family.base import PeftStrategy, PeftStrategyConfig, held_warnings
 from adaptlab.strategies.registry import register_strategy
 
 _SCORES = ("ipt", "exp_avg_ipt", "exp_avg_unc")
@@ -230,26 +230,21 @@ class AdaloraStrategy(PeftStrategy):
         run's adapter is gathered before it is saved. That warning is kept out of the user's
         log only when the saved file shows every such tensor empty along its rank and nothing
         else."""
-        import warnings
-
         from peft.utils.warning import PeftWarning
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with held_warnings() as caught:
             saved = PeftStrategy.save_final(self, model, out_dir)
-        empty = [(name, tuple(tensor.shape))
-                 for name, tensor in self.final_tensors(out_dir).items()
-                 if (".lora_A" in name or ".lora_B" in name)
-                 and (tensor.dim() < 2 or 0 in tensor.shape)]
-        only_emptied_ranks = all(
-            len(shape) == 2 and ((".lora_A" in name and shape[0] == 0 < shape[1])
-                                 or (".lora_B" in name and shape[1] == 0 < shape[0]))
-            for name, shape in empty)
-        for warning in caught:
-            if not (only_emptied_ranks and issubclass(warning.category, PeftWarning)
-                    and "have invalid shape" in str(warning.message)):
-                warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                       warning.lineno)
+            empty = [(name, tuple(tensor.shape))
+                     for name, tensor in self.final_tensors(out_dir).items()
+                     if (".lora_A" in name or ".lora_B" in name)
+                     and (tensor.dim() < 2 or 0 in tensor.shape)]
+            only_emptied_ranks = all(
+                len(shape) == 2 and ((".lora_A" in name and shape[0] == 0 < shape[1])
+                                     or (".lora_B" in name and shape[1] == 0 < shape[0]))
+                for name, shape in empty)
+            if only_emptied_ranks:
+                caught[:] = [w for w in caught if not (issubclass(w.category, PeftWarning)
+                                                       and "have invalid shape" in str(w.message))]
         return saved
 
     # -- state that must survive a resume --------------------------------------------------

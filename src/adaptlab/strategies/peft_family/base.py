@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,3 +286,19 @@ def adapters_off(model: nn.Module, keep: str | None) -> Iterator[None]:
     finally:
         for module in switched:
             module.enable_adapters(True)
+
+
+@contextlib.contextmanager
+def held_warnings() -> Iterator[list]:
+    """The warnings raised inside, held in the yielded list: the block removes those it says
+    in its own words (peft's per-layer or misleading ones), and the rest are raised again on
+    leaving, as they came (also when the block fails)."""
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield caught
+    finally:
+        for warning in caught:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)

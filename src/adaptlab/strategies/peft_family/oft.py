@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from adaptlab.strategies.peft_family.base import PeftStrategy, PeftStrategyConfig
+from adaptlab.strategies.peft_family.base import PeftStrategy, PeftStrategyConfig, held_warnings
 from adaptlab.strategies.registry import register_strategy
 
 # peft 0.21's per-layer message when it moves the block size (tuners/oft/layer.py).
@@ -53,17 +53,11 @@ class OftStrategy(PeftStrategy):
     def apply(self, model: nn.Module, layer_map) -> nn.Module:
         # peft warns once per layer whose input width block_size does not divide, as it moves
         # the block to a divisor there: one line in our words says it for all of them.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with held_warnings() as caught:
             model = super().apply(model, layer_map)
-        adjusted = []
-        for warning in caught:
-            found = _ADJUSTED.search(str(warning.message))
-            if found:
-                adjusted.append(int(found.group(1)))
-            else:
-                warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                       warning.lineno)
+            found = [(w, _ADJUSTED.search(str(w.message))) for w in caught]
+            caught[:] = [w for w, match in found if not match]
+        adjusted = [int(match.group(1)) for _, match in found if match]
         if adjusted:
             warnings.warn(f"strategy 'oft': block_size={self.config.block_size} does not divide "
                           f"the input width of {len(adjusted)} adapted layers; peft uses "
