@@ -95,11 +95,14 @@ class Trainer:
         else:
             self.model, self.optimizer = accelerator.prepare(model, self.optim.optimizer)
         self.optim.stepper = self.optimizer
-        meter.measure_model(self.unwrapped)
+        # Unwrapped once: every step's hook context reads it, and Accelerate's unwrapping
+        # walks the wrappers each time (0.3 ms); the wrapped module never changes.
+        self._unwrapped = accelerator.unwrap_model(self.model)
+        meter.measure_model(self._unwrapped)
 
     @property
     def unwrapped(self):
-        return self.accelerator.unwrap_model(self.model)
+        return self._unwrapped
 
     def request_stop(self) -> None:
         """Stop after the current step and leave a resumable checkpoint (safe from any thread:
