@@ -20,7 +20,7 @@ from adaptlab.data.length_grouped import training_order
 from adaptlab.data.splits import SPLITS, SplitDataset
 from adaptlab.data.torch_datasets import make_torch_dataset
 from adaptlab.engine import distributed
-from adaptlab.engine.accelerator import make_accelerator
+from adaptlab.engine.accelerator import check_device, make_accelerator
 from adaptlab.engine.atomic import atomic_write_text
 from adaptlab.engine.device_path import enable_gradient_checkpointing, loader_options, use_channels_last
 from adaptlab.engine.events import EventBus, JsonlEventWriter, TerminalProgress
@@ -57,6 +57,7 @@ class TrainingSession:
 
     # -- checks that need the data and the backbone, before the run folder exists ----------
     def check(self) -> None:
+        check_device(self.config.device, self.config.mixed_precision)
         model, layer_map = self.task.build_model(self.backbone, self.strategy.config)
         self.strategy.check(layer_map)
         self.strategy.check_model(model, layer_map)

@@ -135,13 +135,11 @@ class MemoryPlan:
 # -- what the engine would use -------------------------------------------------------------------
 def planned_device(config: RunConfig) -> tuple[str, str]:
     """(device type, mixed precision) the run would train with, chosen as the engine chooses."""
-    from adaptlab.engine.accelerator import choose_mixed_precision
+    from adaptlab.engine.accelerator import check_device
 
-    on_cuda = config.device in ("auto", "cuda") and torch.cuda.is_available()
-    if config.device == "cuda" and not on_cuda:
-        raise AdaptlabError("device 'cuda' requested but no CUDA device is available")
+    on_cuda, precision = check_device(config.device, config.mixed_precision)
     # MPS has no fake-tensor device of its own here: planned as the CPU (same dtypes).
-    return ("cuda" if on_cuda else "cpu"), choose_mixed_precision(config.mixed_precision, on_cuda)
+    return ("cuda" if on_cuda else "cpu"), precision
 
 
 def device_memory_bytes(device: str) -> int | None:
