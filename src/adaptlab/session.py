@@ -97,7 +97,7 @@ class TrainingSession:
     def _loaders(self, device_type: str) -> dict[str, DataLoader]:
         options = {"image_size": self.config.image_size, "seed": self.config.seed}
         common = {"batch_size": self.config.batch_size, "num_workers": self.config.num_workers,
-                  **loader_options(device_type, self.config.num_workers)}
+                  **loader_options(device_type)}
         train = make_torch_dataset(self.data, "train", self.backbone, True, options)
         order = training_order(train, self.config.batch_size, self.config.seed,
                                self.config.group_by_length)

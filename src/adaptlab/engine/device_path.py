@@ -52,6 +52,10 @@ def enable_gradient_checkpointing(model: nn.Module, backbone_name: str) -> str:
                         "recomputation (Hugging Face and timm backbones do); set it to false")
 
 
-def loader_options(device_type: str, num_workers: int) -> dict:
-    """Pinned host memory for copies to a GPU, and workers kept between epochs."""
-    return {"pin_memory": device_type == "cuda", "persistent_workers": num_workers > 0}
+def loader_options(device_type: str) -> dict:
+    """Pinned host memory for copies to a GPU. Workers start afresh at every pass: a worker
+    kept between epochs keeps its copy of the dataset, whose epoch (the seed of each item's
+    augmentation) the engine's ``set_epoch`` then never reaches, and a kept loader draws its
+    workers' seed from the global random state once instead of at every pass, so the dropout
+    after it, and a resumed run, would differ from a run without workers."""
+    return {"pin_memory": device_type == "cuda", "persistent_workers": False}
