@@ -152,7 +152,9 @@ class TrainingSession:
         if self.config.gradient_checkpointing:
             bus.emit("gradient_checkpointing",
                      mechanism=enable_gradient_checkpointing(model, self.backbone.name))
-        channels_last = use_channels_last(model, accelerator.device, self.config.channels_last,
+        # FSDP shards contiguous parameters only: sharded, the weights stay NCHW.
+        channels_last = use_channels_last(model, accelerator.device,
+                                          self.config.channels_last and not self.config.fsdp,
                                           accelerator.mixed_precision)
         self._init_head(model, layer_map, loaders["eval_train"], accelerator.device, bus)
         self._init_from_data(model, layer_map, loaders["eval_train"], accelerator.device, bus)
