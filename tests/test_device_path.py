@@ -64,26 +64,6 @@ def test_a_compiled_model_trains_and_saves_as_the_eager_one(tmp_path):
         eager.metrics["final"]["test"]["loss"], abs=1e-4)
 
 
-def test_channels_last_on_the_cpu_in_float32_only_and_for_convolutions_only():
-    from torch import nn
-
-    from adaptlab.engine.device_path import use_channels_last
-
-    cpu = torch.device("cpu")
-
-    def convolutional():
-        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
-
-    model = convolutional()
-    assert use_channels_last(model, cpu, True, "no")
-    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
-    for wanted, precision in ((True, "bf16"), (False, "no")):
-        model = convolutional()
-        assert not use_channels_last(model, cpu, wanted, precision)
-        assert not model[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert not use_channels_last(nn.Linear(4, 2), cpu, True, "no")
-
-
 def test_loader_workers_train_exactly_as_the_main_process_alone(tmp_path):
     """Two loader workers, augmented photos, two epochs: the same weights bit for bit as
     without workers (each item's augmentation is seeded by its epoch, which reaches workers

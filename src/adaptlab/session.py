@@ -154,8 +154,7 @@ class TrainingSession:
                      mechanism=enable_gradient_checkpointing(model, self.backbone.name))
         # FSDP shards contiguous parameters only: sharded, the weights stay NCHW.
         channels_last = use_channels_last(model, accelerator.device,
-                                          self.config.channels_last and not self.config.fsdp,
-                                          accelerator.mixed_precision)
+                                          self.config.channels_last and not self.config.fsdp)
         self._init_head(model, layer_map, loaders["eval_train"], accelerator.device, bus)
         self._init_from_data(model, layer_map, loaders["eval_train"], accelerator.device, bus)
         cfg = self.config

@@ -12,14 +12,10 @@ from torch import nn
 from adaptlab.errors import AdaptlabError
 
 
-def use_channels_last(model: nn.Module, device: torch.device, wanted: bool,
-                      mixed_precision: str = "no") -> bool:
-    """Channels-last weights for a convolutional model on CUDA, and on the CPU in float32
-    (oneDNN's convolutions run faster on it: EfficientNet-Lite0's training step 1.36x here;
-    under bf16 autocast on the CPU no faster); whether it was applied (the engine then gives
-    images the same layout)."""
-    on_cpu = device.type == "cpu" and mixed_precision == "no"
-    if not wanted or not (device.type == "cuda" or on_cpu) or \
+def use_channels_last(model: nn.Module, device: torch.device, wanted: bool) -> bool:
+    """Channels-last weights for a convolutional model on CUDA; whether it was applied (the
+    engine then gives images the same layout)."""
+    if not wanted or device.type != "cuda" or \
             not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return False
     model.to(memory_format=torch.channels_last)
