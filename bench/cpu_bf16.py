@@ -38,8 +38,7 @@ def one_run(domain: str, precision: str, root: Path) -> dict:
     return {"wall": wall, "epoch": result.costs["seconds_per_epoch"],
             "activations": result.costs["memory_bytes"]["activations"] / MIB,
             "total": result.costs["peak_total_bytes"] / MIB, "monitor": monitor,
-            "test": result.metrics["final"]["test"][monitor],
-            "strategy": result.metrics.get("strategy") or "default"}
+            "test": result.metrics["final"]["test"][monitor]}
 
 
 def main() -> None:
