@@ -3,8 +3,10 @@ batch of code for it, and CLI helpers."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -18,6 +20,18 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 # Fast settings for runs inside tests: small images, few epochs, CPU.
 FAST = ["--device", "cpu", "--epochs", "2", "--set", "image_size=64", "--set", "batch_size=8",
         "--quiet"]
+
+
+@contextlib.contextmanager
+def scratch_dir(tmp_path_factory, name: str):
+    """A folder for a module's shared runs, removed when the module is done: pytest keeps
+    ``mktemp`` folders to the session's end, and the suite's runs (checkpoints with optimizer
+    state) would otherwise add up to more disk than a CI machine has."""
+    root = tmp_path_factory.mktemp(name)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def write_colour_folder(root: Path, classes=("red", "green", "blue"), per_class: int = 8,

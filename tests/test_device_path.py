@@ -42,10 +42,13 @@ def test_gradient_checkpointing_keeps_less_and_trains_the_same(tmp_path):
         kept.metrics["final"]["test"]["loss"], abs=1e-6)
 
 
-def test_a_compiled_model_trains_and_saves_as_the_eager_one(tmp_path):
+def test_a_compiled_model_trains_and_saves_as_the_eager_one(tmp_path, monkeypatch):
     """``torch_compile=true`` on the CPU (inductor; the weather demo's small CNN, whose compile
     takes about half a minute here): the strategy saves and reloads by the model's own names,
     not the compiled wrapper's ``_orig_mod.`` ones, and the weights come out as in eager mode."""
+    # Inductor's generated code goes to the test's folder, removed after it, not a cache
+    # under the system's temporary folder that outlives the suite.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     def config(out, compiled):
         return RunConfig(domain="weather", strategy="full", out=str(tmp_path / out),
                          device="cpu", epochs=1, batch_size=8, train_samples=16,

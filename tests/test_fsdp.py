@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from adaptlab.config import RunConfig
 from adaptlab.errors import AdaptlabError
 from adaptlab.run import run
-from conftest import write_shape_folder, write_unequal_colour_folder
+from conftest import scratch_dir, write_shape_folder, write_unequal_colour_folder
 
 pytestmark = pytest.mark.slow
 
@@ -81,9 +81,9 @@ def _events(out: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The data and one uninterrupted run in one process (not sharded)."""
-    root = tmp_path_factory.mktemp("fsdp")
-    data = write_unequal_colour_folder(root / "data")
-    return data, run(_config(data, root / "one"), progress=False).run_dir
+    with scratch_dir(tmp_path_factory, "fsdp") as root:
+        data = write_unequal_colour_folder(root / "data")
+        yield data, run(_config(data, root / "one"), progress=False).run_dir
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,8 @@ def lora_reference(reference, tmp_path_factory):
     from it in the weights, unsharded too (float sums in another order, which Adam turns
     into whole steps where a gradient is near zero); at 1e-4, 2.4e-7."""
     data, _ = reference
-    out = tmp_path_factory.mktemp("fsdp-lora") / "one"
-    return data, run(_config(data, out, **LORA), progress=False).run_dir
+    with scratch_dir(tmp_path_factory, "fsdp-lora") as root:
+        yield data, run(_config(data, root / "one", **LORA), progress=False).run_dir
 
 
 def test_two_sharded_processes_hold_half_each_and_train_as_one(reference, tmp_path):

@@ -21,6 +21,7 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.plugins.registry import get_domain
 from adaptlab.strategies.registry import get_strategy_class, strategy_names
 from adaptlab.tasks.classification import build_model
+from conftest import scratch_dir
 
 pytestmark = pytest.mark.slow
 
@@ -273,18 +274,19 @@ def trained(tmp_path_factory):
     and its trainer, whose model the reload must reproduce."""
     from adaptlab.run import run
 
-    root = tmp_path_factory.mktemp("llrd")
-    data = root / "functions.jsonl"
-    records = [{"code": f"def {kind}_{i}(x):\n    return {expr.format(i=i)}", "label": kind}
-               for kind, expr in (("arith", "x * {i} + {i}"), ("text", "str(x).upper() * {i}"))
-               for i in range(6)]
-    data.write_text("".join(json.dumps(r) + "\n" for r in records))
-    config = RunConfig(domain="code", data=str(data), strategy="llrd", out=str(root / "run"),
-                       device="cpu", epochs=1, batch_size=4,
-                       strategy_options={"reinit_top": 1})
-    holder = {}
-    result = run(config, progress=False, on_trainer=lambda t: holder.setdefault("trainer", t))
-    return result, holder["trainer"]
+    with scratch_dir(tmp_path_factory, "llrd") as root:
+        data = root / "functions.jsonl"
+        records = [{"code": f"def {kind}_{i}(x):\n    return {expr.format(i=i)}", "label": kind}
+                   for kind, expr in (("arith", "x * {i} + {i}"),
+                                      ("text", "str(x).upper() * {i}"))
+                   for i in range(6)]
+        data.write_text("".join(json.dumps(r) + "\n" for r in records))
+        config = RunConfig(domain="code", data=str(data), strategy="llrd", out=str(root / "run"),
+                           device="cpu", epochs=1, batch_size=4,
+                           strategy_options={"reinit_top": 1})
+        holder = {}
+        result = run(config, progress=False, on_trainer=lambda t: holder.setdefault("trainer", t))
+        yield result, holder["trainer"]
 
 
 def test_run_records_the_resolved_lr_and_reloads_to_its_logits(trained, minilm_backbone):

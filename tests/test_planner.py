@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from adaptlab.config import RunConfig
 from adaptlab.costs.planner import KINDS, plan_memory
 from adaptlab.costs.sizes import parse_size
 from adaptlab.errors import AdaptlabError
-from conftest import run_cli, write_colour_folder
+from conftest import run_cli, scratch_dir, write_colour_folder
 
 TOLERANCE = 0.15
 
@@ -157,12 +158,16 @@ class _Measured:
             run(config, progress=False)
             self.costs[name, strategy] = json.loads(
                 (Path(config.out) / "costs.json").read_text())
+            # Only the costs (and SlimFit's schedule) are read back: 40 runs' checkpoints with
+            # their optimizer state would hold 2 GB of disk until the module ends.
+            shutil.rmtree(Path(config.out) / "checkpoints")
         return self.costs[name, strategy]
 
 
 @pytest.fixture(scope="module")
-def measured(tmp_path_factory) -> _Measured:
-    return _Measured(tmp_path_factory.mktemp("planner"))
+def measured(tmp_path_factory):
+    with scratch_dir(tmp_path_factory, "planner") as root:
+        yield _Measured(root)
 
 
 # A real run per (configuration, strategy) costs seconds to tens of seconds: every strategy is

@@ -24,7 +24,7 @@ from adaptlab.costs.step_rates import StepRates, reached_entries, step_rates
 from adaptlab.engine.callbacks import EngineCallback
 from adaptlab.errors import AdaptlabError
 from adaptlab.run import run
-from conftest import write_colour_folder
+from conftest import scratch_dir, write_colour_folder
 
 pytestmark = pytest.mark.slow
 
@@ -85,10 +85,10 @@ def _traced(config: RunConfig, stop_at: int | None = None, resume: bool = False)
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    root = tmp_path_factory.mktemp("slimfit")
-    data = write_colour_folder(root / "data", per_class=8)
-    result, trainer, observer = _traced(_config(data, root / "reference"))
-    return root, data, result, trainer, observer
+    with scratch_dir(tmp_path_factory, "slimfit") as root:
+        data = write_colour_folder(root / "data", per_class=8)
+        result, trainer, observer = _traced(_config(data, root / "reference"))
+        yield root, data, result, trainer, observer
 
 
 def _expected_units(model: nn.Module) -> dict[str, list[str]]:

@@ -15,30 +15,30 @@ from safetensors.torch import load_file, save_file
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.soups import make_soup
-from conftest import run_cli, write_colour_folder
+from conftest import run_cli, scratch_dir, write_colour_folder
 
 ADAPTER = Path("adapter") / "adapter_model.safetensors"
 WEIGHTS = Path("weights.safetensors")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
+def runs(tmp_path_factory):
     """Two LoRA and two full fine-tunes of one backbone on one data folder, from one seed
     (one split, one head start) with different learning rates: the hyperparameter variation
     the model-soups recipe averages over."""
     from adaptlab.config import RunConfig
     from adaptlab.run import run
 
-    root = tmp_path_factory.mktemp("soups")
-    data = write_colour_folder(root / "data", per_class=8)
-    found = {}
-    for name, strategy, lr in (("lora_a", "lora", 3e-3), ("lora_b", "lora", 1e-3),
-                               ("full_a", "full", 3e-3), ("full_b", "full", 1e-3)):
-        config = RunConfig(domain="wildlife", data=str(data), strategy=strategy, device="cpu",
-                           epochs=2, image_size=64, batch_size=8, lr=lr, seed=0,
-                           out=str(root / name))
-        found[name] = run(config, progress=False).run_dir
-    return found
+    with scratch_dir(tmp_path_factory, "soups") as root:
+        data = write_colour_folder(root / "data", per_class=8)
+        found = {}
+        for name, strategy, lr in (("lora_a", "lora", 3e-3), ("lora_b", "lora", 1e-3),
+                                   ("full_a", "full", 3e-3), ("full_b", "full", 1e-3)):
+            config = RunConfig(domain="wildlife", data=str(data), strategy=strategy,
+                               device="cpu", epochs=2, image_size=64, batch_size=8, lr=lr,
+                               seed=0, out=str(root / name))
+            found[name] = run(config, progress=False).run_dir
+        yield found
 
 
 def _tensors(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from adaptlab.cli import main
 from adaptlab.config import RunConfig
 from adaptlab.run import run
-from conftest import write_colour_folder
+from conftest import scratch_dir, write_colour_folder
 
 SMALL = ["--epochs", "1", "--device", "cpu", "--set", "image_size=64", "--set", "batch_size=8", "--quiet"]
 SPLITS = ("train", "val", "test")
@@ -35,16 +35,16 @@ def _scalars(split: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def k_sweep(tmp_path_factory) -> SimpleNamespace:
+def k_sweep(tmp_path_factory):
     """K = 0 and K = L (16 blocks of EfficientNet-Lite0) at seeds 0 and 1: four runs."""
-    root = tmp_path_factory.mktemp("sweep")
-    data = write_colour_folder(root / "data", per_class=6)
-    out = root / "k"
-    printed = io.StringIO()
-    with redirect_stdout(printed):
-        assert main(_sweep_args(data, out)) == 0
-    return SimpleNamespace(data=data, out=out, printed=printed.getvalue(),
-                           result=json.loads((out / "sweep.json").read_text()))  # fmt: skip
+    with scratch_dir(tmp_path_factory, "sweep") as root:
+        data = write_colour_folder(root / "data", per_class=6)
+        out = root / "k"
+        printed = io.StringIO()
+        with redirect_stdout(printed):
+            assert main(_sweep_args(data, out)) == 0
+        yield SimpleNamespace(data=data, out=out, printed=printed.getvalue(),
+                              result=json.loads((out / "sweep.json").read_text()))
 
 
 @pytest.mark.slow
