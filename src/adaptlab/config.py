@@ -91,8 +91,8 @@ class RunConfig:
     mixed_precision: str = field(default="auto", metadata={"choices": ("auto", "no", "bf16", "fp16")})
     num_workers: int = field(default=0, metadata={"min": 0, "max": 64})
     channels_last: bool = field(default=True, metadata={
-        "help": "on CUDA, convolutional models and their images in channels-last layout "
-                "(faster convolutions with tensor cores)"})
+        "help": "convolutional models and their images in channels-last layout, on CUDA "
+                "(faster convolutions with tensor cores) and on the CPU in float32 (oneDNN)"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "recompute the backbone's block activations in backward instead of keeping "
                 "them (less memory, about a third more compute)"})

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from adaptlab.config import RunConfig
+from adaptlab.engine.device_path import run_channels_last
 from adaptlab.errors import AdaptlabError
 
 
@@ -139,6 +140,7 @@ def load_run(run_dir: str | Path, device: str | None = None, with_data: bool = T
     target = torch.device(device) if device else \
         torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(target).eval()
+    run_channels_last(model, config, target)
     metrics = _read_json(run_dir / "metrics.json")
     costs_path = run_dir / "costs.json"
     costs = _read_json(costs_path) if costs_path.is_file() else {}

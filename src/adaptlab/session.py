@@ -22,7 +22,7 @@ from adaptlab.data.torch_datasets import make_torch_dataset
 from adaptlab.engine import distributed
 from adaptlab.engine.accelerator import check_device, make_accelerator
 from adaptlab.engine.atomic import atomic_write_text
-from adaptlab.engine.device_path import enable_gradient_checkpointing, loader_options, use_channels_last
+from adaptlab.engine.device_path import enable_gradient_checkpointing, loader_options, run_channels_last
 from adaptlab.engine.events import EventBus, JsonlEventWriter, TerminalProgress
 from adaptlab.engine.rng import capture_rng, restore_rng, seed_everything
 from adaptlab.engine.sharding import check_shards
@@ -152,9 +152,8 @@ class TrainingSession:
         if self.config.gradient_checkpointing:
             bus.emit("gradient_checkpointing",
                      mechanism=enable_gradient_checkpointing(model, self.backbone.name))
-        # FSDP shards contiguous parameters only: sharded, the weights stay NCHW.
-        channels_last = use_channels_last(model, accelerator.device,
-                                          self.config.channels_last and not self.config.fsdp)
+        channels_last = run_channels_last(model, self.config, accelerator.device,
+                                          accelerator.mixed_precision)
         self._init_head(model, layer_map, loaders["eval_train"], accelerator.device, bus)
         self._init_from_data(model, layer_map, loaders["eval_train"], accelerator.device, bus)
         cfg = self.config
@@ -203,7 +202,7 @@ class TrainingSession:
         artefacts["reload_max_abs_diff"] = check_round_trip(
             model, self.strategy, run_dir, self._rebuild_base_model,
             next(iter(loaders["eval_test"]))[0], trainer.accelerator.autocast,
-            trainer.accelerator.mixed_precision != "no")
+            trainer.accelerator.mixed_precision != "no", trainer.channels_last)
         costs = {**meter.to_dict(), **artefacts, "processes": trainer.processes,
                  "environment": _environment()}
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

@@ -14,7 +14,7 @@ def choose_mixed_precision(requested: str, on_cuda: bool) -> str:
             return "no"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     # bf16 autocast runs on the CPU as well (Accelerate's cpu autocast); with native bf16
-    # matrix units (AVX512-BF16, AMX) models train faster (the code demo's MiniLM epoch 1.34x,
+    # matrix units (AVX512-BF16, AMX) models train faster (the code demo's MiniLM epoch 1.26-1.34x,
     # bench/cpu_bf16.py). It stays a choice, not the CPU's default: it changes the numbers a
     # float32 run gives. fp16 needs a gradient scaler, which Accelerate keeps for CUDA.
     if requested == "fp16" and not on_cuda:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from adaptlab.config import RunConfig
+from adaptlab.engine.device_path import run_channels_last
 from adaptlab.soups.average import TensorMean, weights_fingerprint
 
 
@@ -82,6 +83,7 @@ def open_kitchen(run_dir: Path, device: str | None = None) -> Kitchen:
     target = torch.device(device) if device else \
         torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(target).eval()
+    run_channels_last(model, config, target)  # as the ingredients trained and load_run reads
     options = {"image_size": config.image_size, "seed": config.seed}
     loaders = {}
     for split in SPLITS:

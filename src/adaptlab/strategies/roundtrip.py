@@ -47,16 +47,19 @@ def max_logit_difference(a: nn.Module, b: nn.Module, batch) -> float:
 def check_round_trip(trained: nn.Module, strategy, run_dir: Path,
                      build_base: Callable[[], tuple[nn.Module, object]], batch,
                      autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
-                     mixed_precision: bool = False) -> float:
+                     mixed_precision: bool = False, channels_last: bool = False) -> float:
     """Reload ``run_dir``'s final weights as :func:`adaptlab.load_run` does and compare
     outputs on ``batch``; returns the largest difference, raises above the tolerance.
 
     A model trained under mixed precision runs its forward in autocast (Accelerate wraps it),
     so the reloaded one is run in the same ``autocast`` and the tolerance is that of 16-bit
-    arithmetic, relative to the outputs' scale."""
+    arithmetic, relative to the outputs' scale. A model trained channels-last is reloaded
+    channels-last, as ``load_run`` reloads it."""
     base, layer_map = build_base()
     reloaded = strategy.apply(base, layer_map)
     strategy.load_final(reloaded, run_dir)
+    if channels_last:
+        reloaded.to(memory_format=torch.channels_last)
     with (autocast or contextlib.nullcontext)():
         trained_out, reloaded_out = _outputs(trained, reloaded, batch)
     diff = _largest_difference(trained_out, reloaded_out)
