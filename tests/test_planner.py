@@ -158,8 +158,8 @@ class _Measured:
             run(config, progress=False)
             self.costs[name, strategy] = json.loads(
                 (Path(config.out) / "costs.json").read_text())
-            # Only the costs (and SlimFit's schedule) are read back: 40 runs' checkpoints with
-            # their optimizer state would hold 2 GB of disk until the module ends.
+            # Only the costs (and SlimFit's schedule) are read back: the module's runs'
+            # checkpoints, with their optimizer state, would hold 2 GB until the module ends.
             shutil.rmtree(Path(config.out) / "checkpoints")
         return self.costs[name, strategy]
 
