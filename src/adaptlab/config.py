@@ -109,9 +109,14 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
-        """A recorded config; a field it lacks was added after it was recorded and takes the
-        value the run trained with (``FIELDS_BEFORE``), else today's default."""
-        return cls(**{**FIELDS_BEFORE, **json.loads(text)})
+        return cls.from_recorded(json.loads(text))
+
+    @classmethod
+    def from_recorded(cls, values: dict) -> RunConfig:
+        """A recorded config (``config.json``, an export's ``run_config``); a field it lacks
+        was added after it was recorded and takes the value the run trained with
+        (``FIELDS_BEFORE``), else today's default."""
+        return cls(**{**FIELDS_BEFORE, **values})
 
     @classmethod
     def from_file(cls, path: Path) -> RunConfig:

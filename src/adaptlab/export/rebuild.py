@@ -126,14 +126,10 @@ def load_exported(folder: str | Path, device: str = "cpu") -> nn.Module:
         model = PeftModel.from_pretrained(model, str(folder / section["adapter"]))
     model = model.to(torch.device(device)).eval()
     # In the layout the run trained in (see run_channels_last), so that it gives the run's
-    # own outputs: an older export's config may lack a field, which then has its default.
-    from types import SimpleNamespace
-
+    # own outputs.
     from adaptlab.config import RunConfig
     from adaptlab.engine.device_path import run_channels_last
 
-    recorded, default = section["run_config"], RunConfig.__dataclass_fields__
-    run_channels_last(model, SimpleNamespace(**{
-        name: recorded.get(name, default[name].default)
-        for name in ("channels_last", "fsdp", "mixed_precision")}), torch.device(device))
+    run_channels_last(model, RunConfig.from_recorded(section["run_config"]),
+                      torch.device(device))
     return model
